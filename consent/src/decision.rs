@@ -1,0 +1,63 @@
+use std::fmt;
+
+/// The rules of DESIGN §4, each named so that every decision can say which one decided it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Rule {
+    /// 1. The client must be registered and its scopes must cover the interaction.
+    ClientRegistration,
+}
+
+impl Rule {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ClientRegistration => "client-registration",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a request is refused, in GP Connect's vocabulary where it has one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum DenyCode {
+    /// No registered client and no valid token: 401.
+    Unauthenticated,
+    /// `ACCESS DENIED` (with a space, as GP Connect spells it): 403.
+    AccessDenied,
+    /// The patient has dissented: 403 `NO_PATIENT_CONSENT`.
+    NoPatientConsent,
+    /// No legitimate relationship: 403 `NO_RELATIONSHIP`.
+    NoRelationship,
+}
+
+impl DenyCode {
+    pub fn spine_code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated | Self::AccessDenied => "ACCESS DENIED",
+            Self::NoPatientConsent => "NO_PATIENT_CONSENT",
+            Self::NoRelationship => "NO_RELATIONSHIP",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Decision {
+    Permit { rule: Rule },
+    Deny { rule: Rule, code: DenyCode },
+}
+
+impl Decision {
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Self::Permit { .. })
+    }
+
+    pub fn rule(&self) -> Rule {
+        match self {
+            Self::Permit { rule } | Self::Deny { rule, .. } => *rule,
+        }
+    }
+}

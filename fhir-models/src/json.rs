@@ -1,0 +1,251 @@
+//! Byte-level JSON work on resources: the gateway stores and serves JSON bytes, so it must
+//! set `id` and `meta` without re-serialising the rest (which would lose decimal precision
+//! such as `1.50`, and cost time on every read).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A resource's top level, each member's value kept as its raw JSON text.
+pub struct RawMembers<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if members.iter().any(|(existing, _): &(Cow<str>, &RawValue)| *existing == key) {
+                        return Err(serde::de::Error::custom(format_args!("duplicate property {key:?}")));
+                    }
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+impl<'a> RawMembers<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// Server-owned metadata stamped on every stored version.
+pub struct StoredMeta<'a> {
+    pub id: &'a str,
+    pub version_id: i64,
+    /// FHIR instant, e.g. `2026-11-22T10:00:00.123456Z`.
+    pub last_updated: &'a str,
+}
+
+/// Rewrite a resource for storage: `resourceType`, `id` and `meta` first (with `versionId` and
+/// `lastUpdated` set, other `meta` members kept), every other member after them in its original
+/// order and untouched apart from whitespace.
+pub fn stamp_resource(raw: &[u8], stamp: &StoredMeta<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    let members = RawMembers::parse(raw)?;
+    let meta = match members.get("meta") {
+        Some(meta) => RawMembers::parse(meta.get().as_bytes())?,
+        None => RawMembers(Vec::new()),
+    };
+
+    let mut out = Vec::with_capacity(raw.len() + 96);
+    out.push(b'{');
+    if let Some(resource_type) = members.get("resourceType") {
+        out.extend_from_slice(b"\"resourceType\":");
+        minify_into(resource_type.get().as_bytes(), &mut out);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"id\":");
+    write_string(&mut out, stamp.id);
+    out.extend_from_slice(b",\"meta\":{\"versionId\":");
+    write_string(&mut out, &stamp.version_id.to_string());
+    out.extend_from_slice(b",\"lastUpdated\":");
+    write_string(&mut out, stamp.last_updated);
+    write_members(&mut out, &meta, &["versionId", "lastUpdated"]);
+    out.push(b'}');
+    write_members(&mut out, &members, &["resourceType", "id", "meta"]);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Set a resource's `id`, keeping everything else as written.
+pub fn set_id(raw: &[u8], id: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let members = RawMembers::parse(raw)?;
+    let mut out = Vec::with_capacity(raw.len() + 48);
+    out.extend_from_slice(b"{\"id\":");
+    write_string(&mut out, id);
+    write_members(&mut out, &members, &["id"]);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Append `,"key":value` for each member not in `skip`, minified.
+fn write_members(out: &mut Vec<u8>, members: &RawMembers<'_>, skip: &[&str]) {
+    for (key, value) in &members.0 {
+        if skip.contains(&key.as_ref()) {
+            continue;
+        }
+        out.push(b',');
+        write_string(out, key);
+        out.push(b':');
+        minify_into(value.get().as_bytes(), out);
+    }
+}
+
+/// Append `text` as a JSON string literal.
+pub fn write_string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(out, text).expect("writing a string to a Vec cannot fail");
+}
+
+/// Copy JSON text, dropping whitespace outside strings. The input must be valid JSON.
+pub fn minify_into(json: &[u8], out: &mut Vec<u8>) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            out.push(byte);
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            if byte == b'"' {
+                in_string = true;
+            }
+            out.push(byte);
+        }
+    }
+}
+
+/// Keep only the named top-level members (and `resourceType`, `id`, `meta`), as `_elements`
+/// asks; the result is tagged SUBSETTED by the caller.
+pub fn select_members(raw: &[u8], keep: &[&str]) -> Result<Vec<u8>, serde_json::Error> {
+    let members = RawMembers::parse(raw)?;
+    let mut out = Vec::with_capacity(raw.len());
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in &members.0 {
+        let mandatory = matches!(key.as_ref(), "resourceType" | "id" | "meta");
+        if !mandatory && !keep.contains(&key.as_ref()) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(&mut out, key);
+        out.push(b':');
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Copy a JSON document, minified, replacing every string value for which `replace` gives a
+/// new value (transaction processing swaps `urn:uuid:` placeholders and conditional references
+/// for the ids it assigned). Numbers are copied as written.
+pub fn rewrite_strings(raw: &[u8], replace: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, serde_json::Error> {
+    let value: &RawValue = serde_json::from_slice(raw)?;
+    let mut out = Vec::with_capacity(raw.len());
+    rewrite_value(value, replace, &mut out)?;
+    Ok(out)
+}
+
+fn rewrite_value(value: &RawValue, replace: &dyn Fn(&str) -> Option<String>, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let members = RawMembers::parse(text.as_bytes())?;
+            out.push(b'{');
+            for (index, (key, member)) in members.0.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(out, key);
+                out.push(b':');
+                rewrite_value(member, replace, out)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                rewrite_value(item, replace, out)?;
+            }
+            out.push(b']');
+        }
+        Some(b'"') => {
+            let string: Cow<str> = serde_json::from_str(text)?;
+            match replace(&string) {
+                Some(replacement) => write_string(out, &replacement),
+                None => out.extend_from_slice(text.as_bytes()),
+            }
+        }
+        _ => out.extend_from_slice(text.as_bytes()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_id_and_meta_and_keeps_decimal_precision() {
+        let raw = br#"{ "valueQuantity": {"value": 1.50, "unit": "mg"},
+            "resourceType": "Observation", "id": "old", "meta": {"versionId": "9", "profile": ["x"]}, "status": "final" }"#;
+        let stamped = stamp_resource(raw, &StoredMeta { id: "new", version_id: 2, last_updated: "2026-01-01T00:00:00Z" }).unwrap();
+        let text = String::from_utf8(stamped).unwrap();
+        assert_eq!(
+            text,
+            r#"{"resourceType":"Observation","id":"new","meta":{"versionId":"2","lastUpdated":"2026-01-01T00:00:00Z","profile":["x"]},"valueQuantity":{"value":1.50,"unit":"mg"},"status":"final"}"#
+        );
+    }
+
+    #[test]
+    fn minify_keeps_whitespace_inside_strings() {
+        let mut out = Vec::new();
+        minify_into(br#"{ "a" : "x \" y\\" , "b" : [ 1 , 2 ] }"#, &mut out);
+        assert_eq!(out, br#"{"a":"x \" y\\","b":[1,2]}"#);
+    }
+
+    #[test]
+    fn rejects_duplicate_members() {
+        assert!(RawMembers::parse(br#"{"a":1,"a":2}"#).is_err());
+    }
+
+    #[test]
+    fn rewrites_strings_and_keeps_numbers() {
+        let raw = br#"{"subject": {"reference": "urn:uuid:1"}, "value": 1.50, "note": ["urn:uuid:1", "x"]}"#;
+        let out = rewrite_strings(raw, &|s| (s == "urn:uuid:1").then(|| "Patient/p".to_owned())).unwrap();
+        assert_eq!(out, br#"{"subject":{"reference":"Patient/p"},"value":1.50,"note":["Patient/p","x"]}"#);
+    }
+
+    #[test]
+    fn selects_members() {
+        let out = select_members(br#"{"resourceType":"Patient","id":"1","name":[],"gender":"male"}"#, &["gender"]).unwrap();
+        assert_eq!(out, br#"{"resourceType":"Patient","id":"1","gender":"male"}"#);
+    }
+}

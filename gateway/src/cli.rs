@@ -1,0 +1,204 @@
+//! The `hie-gateway` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use consent::ClientKind;
+use fhir_models::OdsCode;
+
+use crate::certs::{DevPki, client_entry_toml};
+use crate::configuration::{ClientEntry, DEFAULT_CONFIG_FILE, Settings};
+use crate::startup::Application;
+
+#[derive(Parser)]
+#[command(name = "hie-gateway", version, about = "FHIR R4 (UK Core) health information exchange gateway")]
+struct Cli {
+    /// Configuration file (default: hie-gateway.toml in the working directory, if present).
+    #[arg(long, global = true, env = "HIE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: the FHIR API over HTTPS, and the ops port.
+    Serve {
+        /// Load the demo region (practices, trusts, patients and their records) first.
+        #[arg(long)]
+        demo: bool,
+        /// How many demo patients to load.
+        #[arg(long, default_value_t = 30, requires = "demo")]
+        demo_patients: usize,
+    },
+    /// Development certificates: a CA, the server's certificate, client certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a development CA and a server certificate for localhost.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra host names or addresses for the server certificate.
+        #[arg(long = "san")]
+        names: Vec<String>,
+        /// Replace an existing development CA (every client certificate must then be reissued).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a client certificate and print the `[[clients]]` entry that registers it.
+    Client {
+        #[arg(long)]
+        name: String,
+        /// ODS code of the client's organisation.
+        #[arg(long)]
+        ods: String,
+        #[arg(long, value_parser = parse_kind)]
+        kind: ClientKind,
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<ClientKind, String> {
+    match text {
+        "gp-system" => Ok(ClientKind::GpSystem),
+        "trust" => Ok(ClientKind::Trust),
+        "portal" => Ok(ClientKind::Portal),
+        "service" => Ok(ClientKind::Service),
+        _ => Err(format!("{text:?} is not a client kind; use gp-system, trust, portal or service")),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hie-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Certs { command: CertsCommand::Init { dir, names, force } } => {
+            DevPki::new(&dir).init(&names, force)?;
+            println!("Development CA and server certificate written to {}/ (ca.pem, server.pem, server.key).", dir.display());
+            Ok(())
+        }
+        Command::Certs { command: CertsCommand::Client { name, ods, kind, dir } } => {
+            let ods = OdsCode::parse(&ods)?;
+            let issued = DevPki::new(&dir).issue_client(&name, &ods, kind)?;
+            eprintln!(
+                "Client certificate {} and key {} written. Append this to {DEFAULT_CONFIG_FILE}:",
+                issued.certificate.display(),
+                issued.private_key.display()
+            );
+            print!("\n{}", client_entry_toml(&issued.entry));
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            crate::telemetry::init(&settings.log);
+            actix_web::rt::System::new().block_on(async {
+                let store = crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
+                    url: &settings.database.url,
+                    max_connections: Some(1),
+                    acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms),
+                })
+                .await?;
+                store.migrate().await?;
+                store.close().await;
+                println!("database migrated");
+                Ok(())
+            })
+        }
+        Command::Serve { demo, demo_patients } => {
+            let mut settings = Settings::load(cli.config.as_deref())?;
+            crate::telemetry::init(&settings.log);
+            let demo_clients = prepare_dev_certificates(&mut settings)?;
+            actix_web::rt::System::new().block_on(async move {
+                let application = Application::build(settings).await?;
+                if demo {
+                    crate::startup::load_demo(&application, demo_patients).await?;
+                }
+                if !demo_clients.is_empty() {
+                    print_banner(application.base_url(), application.ops_port(), &demo_clients);
+                }
+                application.run_until_stopped().await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+/// The embedded default: make the development PKI and demo clients on first run, and register
+/// the demo clients on every run. Returns the demo clients registered.
+fn prepare_dev_certificates(settings: &mut Settings) -> anyhow::Result<Vec<ClientEntry>> {
+    if !settings.tls.generate_dev_certificates {
+        return Ok(Vec::new());
+    }
+    let dir = settings.tls.certificate.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let pki = DevPki::new(&dir);
+    let demo_file = dir.join("demo-clients.toml");
+    if !settings.tls.certificate.exists() || !settings.tls.private_key.exists() || !settings.tls.client_ca.exists() {
+        if pki.ca_certificate().exists() {
+            anyhow::bail!(
+                "{} exists but the server certificate or key is missing; run `hie-gateway certs init --force` to start the development PKI again",
+                pki.ca_certificate().display()
+            );
+        }
+        pki.init(&[], false)?;
+        let mut text = String::from("# Demo API clients made by `hie-gateway serve` on first run (development only).\n\n");
+        for (name, ods, kind) in [("demo-gp", "Y90001", ClientKind::GpSystem), ("demo-trust", "R9Z", ClientKind::Trust)] {
+            let issued = pki.issue_client(name, &OdsCode::parse(ods)?, kind)?;
+            text.push_str(&client_entry_toml(&issued.entry));
+            text.push('\n');
+        }
+        std::fs::write(&demo_file, text)?;
+    }
+    if !demo_file.exists() {
+        return Ok(Vec::new());
+    }
+    #[derive(serde::Deserialize)]
+    struct DemoClients {
+        clients: Vec<ClientEntry>,
+    }
+    let demo: DemoClients = toml_from_file(&demo_file)?;
+    for client in &demo.clients {
+        if !settings.clients.iter().any(|existing| existing.name == client.name) {
+            settings.clients.push(client.clone());
+        }
+    }
+    Ok(demo.clients)
+}
+
+fn toml_from_file<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use figment::providers::Format;
+    Ok(figment::Figment::from(figment::providers::Toml::file(path)).extract()?)
+}
+
+fn print_banner(base_url: &str, ops_port: u16, clients: &[ClientEntry]) {
+    let mut text = format!(
+        "\nHIE Gateway is running (embedded default: SQLite, development certificates).\n\n  FHIR base: {base_url}\n  Ops:       http://127.0.0.1:{ops_port}/healthz  /readyz  /metrics\n\nDemo clients (certificates in certs/clients/):\n"
+    );
+    for client in clients {
+        text.push_str(&format!("  {:<11} {:<10} ODS {}\n", client.name, client.kind.as_str(), client.ods));
+    }
+    let client = clients.first().map_or("demo-gp", |c| c.name.as_str());
+    text.push_str(&format!(
+        "\nTry:\n  curl --cacert certs/ca.pem {base_url}/metadata\n  curl --cacert certs/ca.pem --cert certs/clients/{client}.pem --key certs/clients/{client}.key \\\n       '{base_url}/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}'\n\n",
+        crate::demo::test_nhs_number(0)
+    ));
+    println!("{text}");
+}

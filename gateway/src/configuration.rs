@@ -1,0 +1,223 @@
+//! Configuration: built-in defaults (the embedded default), then `hie-gateway.toml`, then
+//! `HIE_<SECTION>_<KEY>` environment variables (`HIE_DATABASE_URL` sets `database.url`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use consent::ClientKind;
+use fhir_models::OdsCode;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub limits: Limits,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// HTTPS listener for the FHIR API (mutual TLS).
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for `/healthz`, `/readyz` and `/metrics`. Keep it on loopback or a
+    /// private network.
+    pub ops_listen: SocketAddr,
+    /// The externally visible base of the FHIR API, used in `fullUrl`, `Location` and paging
+    /// links. Defaults to `https://<listen>/fhir/r4`.
+    pub public_base_url: Option<String>,
+    /// HTTP worker threads; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Key that signs paging links (hex or any text, at least 32 bytes). Generated into the
+    /// data directory when absent; set it explicitly when several instances share a database.
+    pub paging_secret: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Make a development CA and server certificate (and demo clients) when the files above are
+    /// missing. On in the embedded default only.
+    pub generate_dev_certificates: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/database`.
+    pub url: String,
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a database connection before it is answered 503.
+    pub acquire_timeout_ms: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`. Without it, caches and rate limits are in-process.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
+    pub default_count: usize,
+    pub max_count: usize,
+    /// Requests a client may make per minute; 0 turns rate limiting off.
+    pub requests_per_minute_per_client: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` (for machines) or `pretty` (for people).
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// A registered API client: `certs client` prints one of these to append to the config.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    pub name: String,
+    pub kind: ClientKind,
+    pub ods: OdsCode,
+    /// SHA-256 of the DER certificate, hex, colons optional.
+    pub fingerprint: Option<String>,
+    /// Or the certificate's subject common name (for certificates renewed under one CA).
+    pub subject: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings {
+                listen: "127.0.0.1:8443".parse().expect("valid address"),
+                ops_listen: "127.0.0.1:9464".parse().expect("valid address"),
+                public_base_url: None,
+                workers: None,
+                shutdown_timeout_secs: 30,
+                paging_secret: None,
+            },
+            tls: TlsSettings {
+                certificate: "certs/server.pem".into(),
+                private_key: "certs/server.key".into(),
+                client_ca: "certs/ca.pem".into(),
+                generate_dev_certificates: true,
+            },
+            database: DatabaseSettings {
+                url: "sqlite://data/hie.db".into(),
+                max_connections: None,
+                acquire_timeout_ms: 2_000,
+                migrate_on_start: true,
+            },
+            redis: RedisSettings::default(),
+            limits: Limits {
+                max_body_bytes: 32 * 1024 * 1024,
+                max_bundle_entries: 10_000,
+                default_count: 20,
+                max_count: 1_000,
+                requests_per_minute_per_client: 0,
+            },
+            log: LogSettings { format: "json".into(), level: "info".into() },
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file (if it exists, or if it was named explicitly), then the
+    /// environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match config_file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(Box::new(figment::Error::from(format!("config file {} does not exist", path.display()))));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("HIE_").map(|key| key.as_str().replacen('_', ".", 1).into()));
+        figment.extract().map_err(Box::new)
+    }
+
+    /// `https://127.0.0.1:8443/fhir/r4`, or the configured public base.
+    pub fn fhir_base_url(&self, bound: SocketAddr) -> String {
+        match &self.server.public_base_url {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => format!("https://{bound}/fhir/r4"),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.starts_with("postgres://") || self.database.url.starts_with("postgresql://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_default() {
+        let settings = Settings::default();
+        assert_eq!(settings.database.url, "sqlite://data/hie.db");
+        assert_eq!(settings.server.listen.port(), 8443);
+        assert!(!settings.is_postgres());
+    }
+
+    #[test]
+    fn a_file_and_the_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            r#"
+[database]
+url = "postgres://localhost/hie"
+
+[[clients]]
+name = "practice"
+kind = "gp-system"
+ods = "A81001"
+fingerprint = "ab:cd"
+"#,
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert!(settings.is_postgres());
+        assert_eq!(settings.clients[0].kind, ClientKind::GpSystem);
+        assert_eq!(settings.limits.max_count, 1_000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, "[database]\nurll = \"x\"\n").unwrap();
+        assert!(Settings::load(Some(&path)).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `delete` and conditional delete. Deleting keeps the history: a deletion is a version.
+
+use fhir_models::ResourceType;
+use fhir_models::outcome::IssueType;
+use time::OffsetDateTime;
+
+use super::create::parse_query_string;
+use super::read::check_id;
+use super::search_params::{Handling, parse_search};
+use super::{FhirService, WriteContext};
+use crate::enforce::Permitted;
+use crate::error::ApiError;
+use crate::store::{NewVersion, StoreTransaction, WriteMethod};
+
+/// Delete inside an open transaction. Returns the version id of the deletion, or `None` when
+/// there was nothing to delete (deleting is idempotent).
+pub async fn delete_in(
+    transaction: &mut dyn StoreTransaction,
+    context: &WriteContext,
+    resource_type: ResourceType,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<Option<i64>, ApiError> {
+    check_id(id)?;
+    let Some(current) = transaction.read_for_update(resource_type, id).await? else { return Ok(None) };
+    if current.deleted {
+        return Ok(None);
+    }
+    let version_id = current.version_id + 1;
+    transaction
+        .write(NewVersion {
+            resource_type,
+            id,
+            version_id,
+            last_updated: fhir_models::datetime::to_micros(now),
+            method: WriteMethod::Delete,
+            content: None,
+            index: None,
+            source_org: context.source_org.as_ref().map(|ods| ods.as_ref()),
+        })
+        .await?;
+    Ok(Some(version_id))
+}
+
+/// DELETE `[type]/[id]`.
+pub async fn delete(service: &FhirService, permit: &Permitted, resource_type: ResourceType, id: &str) -> Result<Option<i64>, ApiError> {
+    let mut transaction = service.store.begin().await?;
+    let deleted = delete_in(transaction.as_mut(), &permit.write_context(), resource_type, id, service.now()).await?;
+    transaction.commit().await?;
+    Ok(deleted)
+}
+
+/// Conditional delete inside an open transaction: `DELETE [type]?[search]` deletes the one match.
+pub async fn conditional_delete_in(
+    service: &FhirService,
+    transaction: &mut dyn StoreTransaction,
+    context: &WriteContext,
+    resource_type: ResourceType,
+    condition: &str,
+    now: OffsetDateTime,
+) -> Result<Option<i64>, ApiError> {
+    let parsed = parse_search(resource_type, &parse_query_string(condition), &service.limits, Handling::Strict)?;
+    if parsed.query.filters.is_empty() {
+        return Err(ApiError::invalid(IssueType::Value, "a conditional delete needs at least one search parameter"));
+    }
+    let mut query = parsed.query;
+    query.count = 2;
+    query.include_total = false;
+    transaction.lock_condition(&format!("{resource_type}?{condition}")).await?;
+    let found = transaction.search(&query).await?;
+    match found.matches.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            let id = one.id.clone();
+            delete_in(transaction, context, resource_type, &id, now).await
+        }
+        _ => Err(ApiError::PreconditionFailed(format!("the condition matches more than one {resource_type}; delete them one by one"))),
+    }
+}
+
+pub async fn conditional_delete(
+    service: &FhirService,
+    permit: &Permitted,
+    resource_type: ResourceType,
+    condition: &str,
+) -> Result<Option<i64>, ApiError> {
+    let mut transaction = service.store.begin().await?;
+    let deleted =
+        conditional_delete_in(service, transaction.as_mut(), &permit.write_context(), resource_type, condition, service.now()).await?;
+    transaction.commit().await?;
+    Ok(deleted)
+}

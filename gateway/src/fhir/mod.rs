@@ -1,0 +1,122 @@
+//! The FHIR RESTful API, independent of HTTP and of storage: each interaction is a function
+//! from a plain request to a [`FhirResponse`], reaching data only through the store trait.
+//! The HTTP layer (`crate::http`) adapts actix-web requests to these functions, and batch and
+//! transaction Bundles call the same functions entry by entry.
+
+mod body;
+mod bundle;
+mod capabilities;
+mod create;
+mod delete;
+mod history;
+mod paging;
+mod read;
+mod search;
+mod search_params;
+mod update;
+mod validate;
+mod write;
+
+pub use body::ParsedResource;
+pub use bundle::batch_or_transaction;
+pub use capabilities::capability_statement;
+pub use create::{Created, create, parse_query_string};
+pub use delete::{conditional_delete, delete};
+pub use history::history;
+pub use paging::PagingKey;
+pub use read::{read, vread};
+pub use search::search;
+pub use search_params::Handling;
+pub use update::{Updated, conditional_update, update};
+pub use validate::validate;
+
+use std::sync::Arc;
+
+use fhir_models::datetime::{format_instant, from_micros};
+use fhir_models::{OdsCode, OperationOutcome};
+use time::OffsetDateTime;
+
+use crate::configuration::Limits;
+use crate::store::{SharedStore, StoredVersion};
+
+/// What every interaction needs: the store, the validator, limits and the base URL.
+pub struct FhirService {
+    pub store: SharedStore,
+    pub validator: Arc<conformance::Validator>,
+    /// `https://host:port/fhir/r4`, for `fullUrl`, `Location` and links.
+    pub base_url: String,
+    pub limits: Limits,
+    pub paging: PagingKey,
+}
+
+impl FhirService {
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    pub fn full_url(&self, version: &StoredVersion) -> String {
+        format!("{}/{}/{}", self.base_url, version.resource_type, version.id)
+    }
+}
+
+/// Who is writing, as far as the stored data needs to know.
+#[derive(Clone, Debug, Default)]
+pub struct WriteContext {
+    /// The publishing organisation, recorded as each version's source.
+    pub source_org: Option<OdsCode>,
+}
+
+/// `Prefer: return=…` (<http://hl7.org/fhir/R4/http.html#ops>).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReturnPreference {
+    Minimal,
+    #[default]
+    Representation,
+    OperationOutcome,
+}
+
+/// The body of a response.
+#[derive(Debug)]
+pub enum Body {
+    /// Raw FHIR JSON (a stored resource, or a Bundle written as bytes).
+    Json(Vec<u8>),
+    Outcome(OperationOutcome),
+    Empty,
+}
+
+#[derive(Debug)]
+pub struct FhirResponse {
+    pub status: u16,
+    pub body: Body,
+    /// `W/"3"`
+    pub etag: Option<String>,
+    /// Microseconds since the epoch.
+    pub last_modified: Option<i64>,
+    pub location: Option<String>,
+}
+
+impl FhirResponse {
+    pub fn ok(body: Vec<u8>) -> Self {
+        Self { status: 200, body: Body::Json(body), etag: None, last_modified: None, location: None }
+    }
+
+    /// A stored version as a response, with `ETag` and `Last-Modified`.
+    pub fn version(status: u16, version: &StoredVersion) -> Self {
+        Self {
+            status,
+            body: Body::Json(version.content.clone().unwrap_or_default().into_bytes()),
+            etag: Some(etag(version.version_id)),
+            last_modified: Some(version.last_updated),
+            location: None,
+        }
+    }
+}
+
+pub fn etag(version_id: i64) -> String {
+    format!("W/\"{version_id}\"")
+}
+
+/// `meta.lastUpdated` form of a stored time.
+pub fn instant(micros: i64) -> String {
+    format_instant(from_micros(micros))
+}

@@ -1,0 +1,71 @@
+//! Writing one version: stamp `id` and `meta`, extract the index rows, validate, persist.
+
+use fhir_models::json::{StoredMeta, stamp_resource};
+use fhir_models::outcome::IssueType;
+use fhir_models::search::extract;
+use time::OffsetDateTime;
+
+use super::body::ParsedResource;
+use super::{FhirService, WriteContext, instant};
+use crate::error::ApiError;
+use crate::store::{NewVersion, StoreTransaction, StoredVersion, WriteMethod};
+
+/// Reject a resource that fails the schema or the UK Core rules (422, every issue named).
+pub fn validate_for_write(service: &FhirService, resource: &ParsedResource) -> Result<(), ApiError> {
+    let report = service.validator.validate(resource.resource_type, &resource.value);
+    if report.is_acceptable() { Ok(()) } else { Err(ApiError::Unprocessable(report.into_outcome())) }
+}
+
+/// Stamp a resource for storage as version `version_id` of `id`.
+pub fn stamp(resource: &ParsedResource, id: &str, version_id: i64, last_updated: i64) -> Result<String, ApiError> {
+    let bytes = stamp_resource(&resource.bytes, &StoredMeta { id, version_id, last_updated: &instant(last_updated) })
+        .map_err(|e| ApiError::invalid(IssueType::Structure, format!("the resource is not a JSON object: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid(IssueType::Structure, "the resource is not UTF-8"))
+}
+
+pub struct Persist<'a> {
+    pub resource: &'a ParsedResource,
+    pub id: &'a str,
+    pub version_id: i64,
+    pub method: WriteMethod,
+    pub now: OffsetDateTime,
+}
+
+/// Write a new version of a resource inside `transaction`.
+pub async fn persist(
+    transaction: &mut dyn StoreTransaction,
+    context: &WriteContext,
+    write: Persist<'_>,
+) -> Result<StoredVersion, ApiError> {
+    let last_updated = fhir_models::datetime::to_micros(write.now);
+    let content = stamp(write.resource, write.id, write.version_id, last_updated)?;
+    let index = extract(write.resource.resource_type, write.id, &write.resource.value);
+    transaction
+        .write(NewVersion {
+            resource_type: write.resource.resource_type,
+            id: write.id,
+            version_id: write.version_id,
+            last_updated,
+            method: write.method,
+            content: Some(&content),
+            index: Some(&index),
+            source_org: context.source_org.as_ref().map(|ods| ods.as_ref()),
+        })
+        .await?;
+    Ok(StoredVersion {
+        key: 0,
+        resource_type: write.resource.resource_type,
+        id: write.id.to_owned(),
+        version_id: write.version_id,
+        last_updated,
+        deleted: false,
+        method: write.method,
+        content: Some(content),
+        sequence: 0,
+    })
+}
+
+/// A fresh server-assigned id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

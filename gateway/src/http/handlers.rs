@@ -1,0 +1,280 @@
+//! One handler per FHIR interaction. Each authorises through `enforce::authorize` before it
+//! touches data, then calls the FHIR layer.
+
+use actix_web::http::header::{CONTENT_TYPE, ETAG};
+use actix_web::{HttpRequest, HttpResponse, web};
+use fhir_models::ResourceType;
+use fhir_models::interaction::Interaction;
+use fhir_models::outcome::IssueType;
+
+use super::negotiate::{check_request_format, check_response_format, handling, header, query_params, read_body, return_preference};
+use super::respond::{to_http, written};
+use super::{AppState, RequesterIdentity};
+use crate::enforce::authorize;
+use crate::error::{ApiError, FHIR_JSON};
+use crate::fhir::{self, Created, ParsedResource, Updated};
+use crate::store::HistoryScope;
+
+type Result = std::result::Result<HttpResponse, ApiError>;
+
+fn resource_type(name: &str) -> std::result::Result<ResourceType, ApiError> {
+    ResourceType::parse(name).map_err(|e| ApiError::NotFound(format!("{e}; the path names no FHIR resource type")))
+}
+
+async fn body(request: &HttpRequest, payload: web::Payload, state: &AppState) -> std::result::Result<Vec<u8>, ApiError> {
+    check_request_format(request)?;
+    read_body(payload, state.fhir.limits.max_body_bytes).await
+}
+
+pub async fn capabilities(request: HttpRequest, state: web::Data<AppState>) -> Result {
+    check_response_format(&request, &query_params(&request))?;
+    Ok(HttpResponse::Ok().insert_header((CONTENT_TYPE, FHIR_JSON)).body(state.capability_statement.clone()))
+}
+
+pub async fn read(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Read, Some(resource_type))?;
+    let response = fhir::read(&state.fhir, &permit, resource_type, &id).await?;
+    if let (Some(if_none_match), Some(etag)) = (header(&request, "If-None-Match"), &response.etag)
+        && if_none_match.split(',').any(|candidate| candidate.trim() == etag)
+    {
+        return Ok(HttpResponse::NotModified().insert_header((ETAG, etag.as_str())).finish());
+    }
+    Ok(to_http(response))
+}
+
+pub async fn vread(
+    request: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id, version) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Vread, Some(resource_type))?;
+    Ok(to_http(fhir::vread(&state.fhir, &permit, resource_type, &id, &version).await?))
+}
+
+pub async fn create(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Create, Some(resource_type))?;
+    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let preference = return_preference(&request);
+    Ok(match fhir::create(&state.fhir, &permit, resource, header(&request, "If-None-Exist")).await? {
+        Created::New(version) => written(&state.fhir, 201, &version, preference, "created"),
+        Created::Existing(version) => written(&state.fhir, 200, &version, preference, "a resource matching If-None-Exist already exists"),
+    })
+}
+
+pub async fn update(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Update, Some(resource_type))?;
+    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let updated = fhir::update(&state.fhir, &permit, resource_type, &id, resource, header(&request, "If-Match")).await?;
+    Ok(updated_response(&state, &request, &updated))
+}
+
+fn updated_response(state: &AppState, request: &HttpRequest, updated: &Updated) -> HttpResponse {
+    let preference = return_preference(request);
+    match updated {
+        Updated::Created(version) => written(&state.fhir, 201, version, preference, "created"),
+        Updated::Updated(version) => written(&state.fhir, 200, version, preference, "updated"),
+        Updated::Unchanged(version) => written(&state.fhir, 200, version, preference, "unchanged: the content equals the current version"),
+    }
+}
+
+pub async fn conditional_update(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    let permit = authorize(requester.0, Interaction::Update, Some(resource_type))?;
+    let condition = request.query_string().to_owned();
+    if condition.is_empty() {
+        return Err(ApiError::MethodNotAllowed("PUT on a type needs search parameters (conditional update) or an id in the path".into()));
+    }
+    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let updated = fhir::conditional_update(&state.fhir, &permit, resource, &condition).await?;
+    Ok(updated_response(&state, &request, &updated))
+}
+
+pub async fn delete(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Delete, Some(resource_type))?;
+    deleted_response(fhir::delete(&state.fhir, &permit, resource_type, &id).await?)
+}
+
+fn deleted_response(deleted: Option<i64>) -> Result {
+    let mut response = HttpResponse::NoContent();
+    if let Some(version_id) = deleted {
+        response.insert_header((ETAG, fhir::etag(version_id)));
+    }
+    Ok(response.finish())
+}
+
+pub async fn conditional_delete(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    let permit = authorize(requester.0, Interaction::Delete, Some(resource_type))?;
+    let condition = request.query_string().to_owned();
+    if condition.is_empty() {
+        return Err(ApiError::MethodNotAllowed(
+            "DELETE on a type needs search parameters (conditional delete) or an id in the path".into(),
+        ));
+    }
+    deleted_response(fhir::conditional_delete(&state.fhir, &permit, resource_type, &condition).await?)
+}
+
+pub async fn search_get(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>, requester: RequesterIdentity) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::SearchType, Some(resource_type))?;
+    Ok(to_http(fhir::search(&state.fhir, &permit, resource_type, &params, handling(&request)).await?))
+}
+
+/// POST `[type]/_search`: parameters in an `application/x-www-form-urlencoded` body (and the
+/// query string).
+pub async fn search_post(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    let mut params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::SearchType, Some(resource_type))?;
+    let content_type = header(&request, "Content-Type").unwrap_or("");
+    if !content_type.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(format!("POST _search takes application/x-www-form-urlencoded, not {content_type}")));
+    }
+    let body = read_body(payload, state.fhir.limits.max_body_bytes).await?;
+    let form = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(IssueType::Structure, "the form body is not UTF-8"))?;
+    params.extend(fhir::parse_query_string(form));
+    Ok(to_http(fhir::search(&state.fhir, &permit, resource_type, &params, handling(&request)).await?))
+}
+
+pub async fn history_instance(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::HistoryInstance, Some(resource_type))?;
+    Ok(to_http(fhir::history(&state.fhir, &permit, HistoryScope::Instance(resource_type, id), &params).await?))
+}
+
+pub async fn history_type(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::HistoryType, Some(resource_type))?;
+    Ok(to_http(fhir::history(&state.fhir, &permit, HistoryScope::Type(resource_type), &params).await?))
+}
+
+pub async fn history_system(request: HttpRequest, state: web::Data<AppState>, requester: RequesterIdentity) -> Result {
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::HistorySystem, None)?;
+    Ok(to_http(fhir::history(&state.fhir, &permit, HistoryScope::System, &params).await?))
+}
+
+pub async fn batch_or_transaction(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    check_response_format(&request, &query_params(&request))?;
+    let permit = authorize(requester.0, Interaction::Batch, None)?;
+    let bytes = body(&request, payload, &state).await?;
+    Ok(to_http(fhir::batch_or_transaction(&state.fhir, &permit, bytes, return_preference(&request)).await?))
+}
+
+async fn validate_common(
+    request: HttpRequest,
+    resource_type: ResourceType,
+    payload: web::Payload,
+    state: &AppState,
+    requester: RequesterIdentity,
+) -> Result {
+    check_response_format(&request, &query_params(&request))?;
+    authorize(requester.0, Interaction::Operation, Some(resource_type))?;
+    let bytes = body(&request, payload, state).await?;
+    Ok(to_http(fhir::validate(&state.fhir, resource_type, bytes)?))
+}
+
+pub async fn validate_type(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let resource_type = resource_type(&path.into_inner())?;
+    validate_common(request, resource_type, payload, &state, requester).await
+}
+
+pub async fn validate_instance(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, _id) = path.into_inner();
+    let resource_type = resource_type(&type_name)?;
+    validate_common(request, resource_type, payload, &state, requester).await
+}
+
+pub async fn method_not_allowed(request: HttpRequest) -> Result {
+    Err(ApiError::MethodNotAllowed(format!("{} is not supported on {}", request.method(), request.path())))
+}

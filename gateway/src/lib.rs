@@ -1,0 +1,20 @@
+//! HIE Gateway: a FHIR R4 (UK Core) health information exchange gateway.
+//!
+//! `main.rs` is a thin binary over this library; the black-box tests link against it and start
+//! an [`startup::Application`] on port 0.
+#![forbid(unsafe_code)]
+
+pub mod certs;
+pub mod cli;
+pub mod clients;
+pub mod configuration;
+pub mod demo;
+pub mod enforce;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

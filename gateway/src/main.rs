@@ -1,0 +1,5 @@
+//! `hie-gateway`: see `hie-gateway --help`.
+
+fn main() -> std::process::ExitCode {
+    gateway::cli::main()
+}

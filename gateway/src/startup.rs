@@ -1,0 +1,247 @@
+//! Wiring: the store, the FHIR service, the API server (HTTPS, mutual TLS) and the ops server
+//! (plain HTTP on a private port). Tests build an [`Application`] on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{Compress, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use fhir_models::ResourceType;
+
+use crate::clients::ClientRegistry;
+use crate::configuration::Settings;
+use crate::fhir::{FhirService, PagingKey};
+use crate::http::{self, AppState};
+use crate::metrics::{Metrics, observe};
+use crate::store::{FhirStore, SqlStore, sql_store::StoreOptions};
+
+pub struct Application {
+    port: u16,
+    ops_port: u16,
+    base_url: String,
+    server: Server,
+    ops_server: Server,
+    store: Arc<SqlStore>,
+    state: web::Data<AppState>,
+}
+
+/// The types the gateway lives on: their validators are compiled at start, not on first use.
+pub const CORE_TYPES: [&str; 26] = [
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Encounter",
+    "EpisodeOfCare",
+    "Condition",
+    "AllergyIntolerance",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Medication",
+    "Immunization",
+    "Observation",
+    "DiagnosticReport",
+    "Procedure",
+    "DocumentReference",
+    "Composition",
+    "Binary",
+    "Consent",
+    "AuditEvent",
+    "Provenance",
+    "CarePlan",
+    "ServiceRequest",
+    "Flag",
+    "List",
+];
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        rustls::crypto::ring::default_provider().install_default().ok();
+        let store = Arc::new(
+            SqlStore::connect(&StoreOptions {
+                url: &settings.database.url,
+                max_connections: settings.database.max_connections,
+                acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+            })
+            .await?,
+        );
+        if settings.database.migrate_on_start {
+            store.migrate().await?;
+        }
+        let clients = ClientRegistry::new(&settings.clients)?;
+        if clients.is_empty() {
+            tracing::warn!("no API clients are registered: only /metadata will answer; see `hie-gateway certs client`");
+        }
+        let validator = Arc::new(conformance::Validator::embedded().context("the embedded FHIR schema does not load")?);
+        validator.schema().warm(CORE_TYPES.iter().filter_map(|name| ResourceType::parse(name).ok()));
+
+        let listener =
+            TcpListener::bind(settings.server.listen).with_context(|| format!("failed to listen on {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let ops_listener =
+            TcpListener::bind(settings.server.ops_listen).with_context(|| format!("failed to listen on {}", settings.server.ops_listen))?;
+        let ops_port = ops_listener.local_addr()?.port();
+        let base_url = settings.fhir_base_url(listener.local_addr()?);
+
+        let paging_secret = paging_secret(&settings)?;
+        let fhir = FhirService {
+            store: store.clone(),
+            validator,
+            base_url: base_url.clone(),
+            limits: settings.limits.clone(),
+            paging: PagingKey::new(&paging_secret),
+        };
+        let capability_statement = crate::fhir::capability_statement(&fhir);
+        let state = web::Data::new(AppState { fhir, clients, capability_statement });
+        let app_state = state.clone();
+        let metrics = Arc::new(Metrics::new());
+
+        let tls = crate::tls::server_config(&settings.tls)?;
+        let workers = settings.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let api_metrics = metrics.clone();
+        let server = HttpServer::new(move || {
+            let metrics = api_metrics.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap(Compress::default())
+                .wrap(from_fn(move |request, next| observe(metrics.clone(), request, next)))
+                .configure(http::configure)
+                .default_service(web::to(http::not_found))
+        })
+        .on_connect(crate::tls::record_peer_certificate)
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen_rustls_0_23(listener, tls)?
+        .run();
+
+        let ops_store = store.clone();
+        let ops_metrics = metrics.clone();
+        let ops_server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(OpsState { store: ops_store.clone(), metrics: ops_metrics.clone() }))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_text))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(ops_listener)?
+        .run();
+
+        tracing::info!(port, ops_port, backend = store.backend(), base_url = %base_url, "gateway listening");
+        Ok(Self { port, ops_port, base_url, server, ops_server, store, state: app_state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until the API server stops (a signal, or its handle), then stop the ops server and
+    /// close the database pools.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let ops_handle = self.ops_server.handle();
+        let ops = tokio::spawn(self.ops_server);
+        let result = self.server.await;
+        ops_handle.stop(true).await;
+        let _ = ops.await;
+        self.store.close().await;
+        tracing::info!("gateway stopped");
+        result
+    }
+}
+
+/// The key that signs paging links: configured, or kept in the data directory beside SQLite.
+fn paging_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &settings.server.paging_secret {
+        anyhow::ensure!(secret.len() >= 32, "server.paging_secret must be at least 32 characters");
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if settings.is_postgres() {
+        // Instances sharing a database must share the key; without one configured, links are
+        // valid on this instance until it restarts.
+        tracing::warn!("server.paging_secret is not set: paging links are signed with a per-process key");
+        return Ok(ring_random_bytes());
+    }
+    let path = std::path::Path::new(settings.database.url.trim_start_matches("sqlite://").trim_start_matches("sqlite:"))
+        .with_file_name("paging.key");
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        return Ok(existing);
+    }
+    let secret = ring_random_bytes();
+    std::fs::write(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(secret)
+}
+
+fn ring_random_bytes() -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system random source works");
+    bytes
+}
+
+struct OpsState {
+    store: Arc<SqlStore>,
+    metrics: Arc<Metrics>,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Ready when the database answers.
+async fn readyz(state: web::Data<OpsState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable\n")
+        }
+    }
+}
+
+async fn metrics_text(state: web::Data<OpsState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.encode())
+}
+
+/// Load the demo region through the transaction path, as a registered trust would publish it.
+pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Result<()> {
+    use consent::{ClientKind, RegisteredClient, Requester};
+    use fhir_models::interaction::Interaction;
+
+    let publisher = Requester::client(RegisteredClient {
+        name: "demo-loader".into(),
+        kind: ClientKind::Trust,
+        ods: fhir_models::OdsCode::parse(crate::demo::TRUSTS[0].ods)?,
+    });
+    let permit = crate::enforce::authorize(publisher, Interaction::Transaction, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bundles = std::iter::once(crate::demo::reference_bundle()).chain(crate::demo::patient_bundles(patients));
+    let mut loaded = 0;
+    for bundle in bundles {
+        let bytes = serde_json::to_vec(&bundle)?;
+        crate::fhir::batch_or_transaction(&application.state.fhir, &permit, bytes, crate::fhir::ReturnPreference::Minimal)
+            .await
+            .map_err(|error| anyhow::anyhow!("demo data was refused: {}", String::from_utf8_lossy(&error.outcome().to_json_bytes())))?;
+        loaded += 1;
+    }
+    tracing::info!(bundles = loaded, patients, "demo data loaded");
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The store: where resources, their versions and their search indexes live.
+//!
+//! Routes reach data only through [`FhirStore`]. One implementation, [`SqlStore`], runs on
+//! SQLite (the embedded default) and PostgreSQL, with a migration set per dialect; this module
+//! and its children are the only place SQL appears.
+
+mod connection;
+pub mod query;
+pub mod sql_store;
+
+pub use query::{Filter, HistoryScope, SearchQuery, TokenValue};
+pub use sql_store::SqlStore;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fhir_models::ResourceType;
+use fhir_models::search::IndexEntries;
+
+/// One stored version of a resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredVersion {
+    /// The store's key for the resource (all versions share it); orders search pages.
+    pub key: i64,
+    pub resource_type: ResourceType,
+    pub id: String,
+    pub version_id: i64,
+    /// Microseconds since the Unix epoch.
+    pub last_updated: i64,
+    pub deleted: bool,
+    pub method: WriteMethod,
+    /// The stamped JSON (`id` and `meta` set); `None` for a deletion.
+    pub content: Option<String>,
+    /// Position in the store's history, for paging `_history`.
+    pub sequence: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMethod {
+    Create,
+    Update,
+    Delete,
+}
+
+impl WriteMethod {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Create => "POST",
+            Self::Update => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    fn from_code(code: &str) -> Self {
+        match code {
+            "POST" => Self::Create,
+            "DELETE" => Self::Delete,
+            _ => Self::Update,
+        }
+    }
+}
+
+/// A version about to be written. The FHIR layer decides ids and version numbers; the store
+/// persists the version, the current pointer and the index rows together.
+pub struct NewVersion<'a> {
+    pub resource_type: ResourceType,
+    pub id: &'a str,
+    pub version_id: i64,
+    pub last_updated: i64,
+    pub method: WriteMethod,
+    /// `None` writes a deletion.
+    pub content: Option<&'a str>,
+    pub index: Option<&'a IndexEntries>,
+    /// ODS code of the organisation that published this version.
+    pub source_org: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded: retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent write won (409).
+    #[error("conflicting write: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) => {
+                if db.is_unique_violation() {
+                    return Self::Conflict("another request wrote the same resource at the same time; retry".into());
+                }
+                match db.code().as_deref() {
+                    // PostgreSQL: serialization failure, deadlock, admin shutdown, cannot connect now
+                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006") => {
+                        Self::Unavailable(error.to_string())
+                    }
+                    // SQLite: SQLITE_BUSY, SQLITE_LOCKED
+                    Some("5" | "6" | "517" | "262") => Self::Unavailable(error.to_string()),
+                    _ => Self::Internal(anyhow::Error::new(error).context("database error")),
+                }
+            }
+            _ => Self::Internal(anyhow::Error::new(error).context("database error")),
+        }
+    }
+}
+
+/// A page of search results.
+#[derive(Debug, Default)]
+pub struct SearchPage {
+    pub matches: Vec<StoredVersion>,
+    /// Set when the query asked for a total.
+    pub total: Option<i64>,
+    /// Whether more matches follow the last one.
+    pub has_more: bool,
+}
+
+#[async_trait]
+pub trait FhirStore: Send + Sync + 'static {
+    /// The current version, including a deletion marker if the resource was deleted.
+    async fn read(&self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+
+    async fn vread(&self, resource_type: ResourceType, id: &str, version_id: i64) -> Result<Option<StoredVersion>, StoreError>;
+
+    /// Versions newest first, `count + 1` at most (the extra one tells the caller a next page
+    /// exists), starting below `before_sequence` when paging.
+    async fn history(
+        &self,
+        scope: &HistoryScope,
+        count: usize,
+        before_sequence: Option<i64>,
+        since: Option<i64>,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
+
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// Start a write transaction. Everything written through it commits atomically or not at all.
+    async fn begin(&self) -> Result<Box<dyn StoreTransaction>, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    fn backend(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait StoreTransaction: Send {
+    /// The current version, locked against concurrent writers until commit.
+    async fn read_for_update(&mut self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+
+    /// Serialise conditional writes on the same condition (`If-None-Exist`), so two concurrent
+    /// conditional creates cannot both create.
+    async fn lock_condition(&mut self, condition: &str) -> Result<(), StoreError>;
+
+    /// Search inside the transaction (conditional create, update, delete and references).
+    async fn search(&mut self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    async fn write(&mut self, version: NewVersion<'_>) -> Result<(), StoreError>;
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+pub type SharedStore = Arc<dyn FhirStore>;

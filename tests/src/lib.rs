@@ -1,0 +1,331 @@
+//! The black-box test harness: a real gateway on port 0, over mutual TLS, against a fresh
+//! SQLite file or a fresh PostgreSQL database.
+//!
+//! - `HIE_TEST_DATABASE=sqlite|postgres` picks the backend (default sqlite).
+//! - `HIE_TEST_POSTGRES_URL` is the server to create test databases on
+//!   (default `postgres://postgres@127.0.0.1:5432/postgres`); each test gets its own database,
+//!   named with `HIE_TEST_DB_PREFIX` (default `hie_test`) so the test script can drop them.
+//! - `TEST_LOG=1` shows the gateway's logs.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use consent::ClientKind;
+use fhir_models::OdsCode;
+use gateway::certs::DevPki;
+use gateway::configuration::{ClientEntry, Settings};
+use gateway::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::Connection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("HIE_TEST_DATABASE").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("sqlite") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("HIE_TEST_DATABASE must be sqlite or postgres, not {other:?}"),
+        }
+    }
+}
+
+pub fn postgres_server_url() -> String {
+    std::env::var("HIE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Create an empty PostgreSQL database for one test and return its URL.
+pub async fn fresh_postgres_database() -> String {
+    let server = postgres_server_url();
+    let prefix = std::env::var("HIE_TEST_DB_PREFIX").unwrap_or_else(|_| "hie_test".into());
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(&server).await.expect("PostgreSQL for the tests is reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut connection).await.expect("create a test database");
+    connection.close().await.ok();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&server).expect("valid URL");
+    let host = options.get_host();
+    let port = options.get_port();
+    let user = options.get_username();
+    format!("postgres://{user}@{host}:{port}/{name}")
+}
+
+/// Certificate and key files of a test client.
+#[derive(Clone)]
+pub struct ClientFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub entry: ClientEntry,
+}
+
+/// A development PKI for one test: the gateway's CA and server certificate, registered clients,
+/// a client the CA signed but nobody registered, and a client from another CA.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub pki: DevPki,
+    pub gp: ClientFiles,
+    pub trust: ClientFiles,
+    pub portal: ClientFiles,
+    pub unregistered: ClientFiles,
+    pub foreign: ClientFiles,
+}
+
+fn issue(pki: &DevPki, name: &str, ods: &str, kind: ClientKind) -> ClientFiles {
+    let issued = pki.issue_client(name, &OdsCode::parse(ods).unwrap(), kind).unwrap();
+    ClientFiles { certificate: issued.certificate, key: issued.private_key, entry: issued.entry }
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::new(dir.path().join("certs"));
+        pki.init(&[], false).unwrap();
+        let gp = issue(&pki, "test-gp", "Y90001", ClientKind::GpSystem);
+        let trust = issue(&pki, "test-trust", "R9Z", ClientKind::Trust);
+        let portal = issue(&pki, "test-portal", "X26", ClientKind::Portal);
+        let unregistered = issue(&pki, "test-unregistered", "Y90009", ClientKind::GpSystem);
+        let other = DevPki::new(dir.path().join("other-ca"));
+        other.init(&[], false).unwrap();
+        let foreign = issue(&other, "test-foreign", "Y90001", ClientKind::GpSystem);
+        Self { dir, pki, gp, trust, portal, unregistered, foreign }
+    }
+
+    pub fn registered(&self) -> Vec<ClientEntry> {
+        vec![self.gp.entry.clone(), self.trust.entry.clone(), self.portal.entry.clone()]
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An HTTP client that trusts the test CA and presents `identity`, if any.
+pub fn https_client(pki: &TestPki, identity: Option<&ClientFiles>) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.pki.ca_certificate()).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).add_root_certificate(ca);
+    if let Some(files) = identity {
+        let mut pem = std::fs::read(&files.certificate).unwrap();
+        pem.extend(std::fs::read(&files.key).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// A response, read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The first issue's expression, for OperationOutcome bodies.
+    pub fn expressions(&self) -> Vec<String> {
+        self.body["issue"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|issue| issue["expression"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, expected: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), expected, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_outcome(&self) -> &Self {
+        assert_eq!(self.body["resourceType"], "OperationOutcome", "expected an OperationOutcome: {}", self.text);
+        assert!(
+            self.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")),
+            "content type: {:?}",
+            self.header("content-type")
+        );
+        self
+    }
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub ops: String,
+    pub pki: TestPki,
+    pub gp: reqwest::Client,
+    pub trust: reqwest::Client,
+    pub portal: reqwest::Client,
+    pub anonymous: reqwest::Client,
+    pub unregistered: reqwest::Client,
+    pub database_url: String,
+    handle: actix_web_handle::Handle,
+}
+
+mod actix_web_handle {
+    /// Stops the server when the test ends.
+    pub struct Handle(pub Option<tokio::task::JoinHandle<std::io::Result<()>>>);
+}
+
+/// Adjusts the settings a test gateway starts with.
+pub type Configure = Box<dyn FnOnce(&mut Settings)>;
+
+pub struct TestOptions {
+    pub backend: Backend,
+    pub database_url: Option<String>,
+    pub configure: Option<Configure>,
+}
+
+impl TestApp {
+    /// A gateway on the backend `HIE_TEST_DATABASE` names.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions { backend: Backend::from_env(), database_url: None, configure: None }).await
+    }
+
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            gateway::telemetry::init(&gateway::configuration::LogSettings { format: "pretty".into(), level: "debug".into() });
+        }
+        let pki = TestPki::new();
+        let database_url = match (&options.database_url, options.backend) {
+            (Some(url), _) => url.clone(),
+            (None, Backend::Sqlite) => format!("sqlite://{}", pki.dir.path().join("hie.db").display()),
+            (None, Backend::Postgres) => fresh_postgres_database().await,
+        };
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().unwrap();
+        settings.server.ops_listen = "127.0.0.1:0".parse().unwrap();
+        settings.server.paging_secret = Some("a test paging secret that is long enough".into());
+        settings.server.workers = Some(2);
+        settings.server.shutdown_timeout_secs = 1;
+        settings.tls.certificate = pki.pki.server_certificate();
+        settings.tls.private_key = pki.pki.dir.join("server.key");
+        settings.tls.client_ca = pki.pki.ca_certificate();
+        settings.tls.generate_dev_certificates = false;
+        settings.database.url = database_url.clone();
+        settings.clients = pki.registered();
+        if let Some(configure) = options.configure {
+            configure(&mut settings);
+        }
+        let application = Application::build(settings).await.expect("the gateway starts");
+        let port = application.port();
+        let ops_port = application.ops_port();
+        let join = tokio::spawn(application.run_until_stopped());
+        Self {
+            backend: options.backend,
+            base: format!("https://127.0.0.1:{port}/fhir/r4"),
+            ops: format!("http://127.0.0.1:{ops_port}"),
+            gp: https_client(&pki, Some(&pki.gp)),
+            trust: https_client(&pki, Some(&pki.trust)),
+            portal: https_client(&pki, Some(&pki.portal)),
+            anonymous: https_client(&pki, None),
+            unregistered: https_client(&pki, Some(&pki.unregistered)),
+            database_url,
+            pki,
+            handle: actix_web_handle::Handle(Some(join)),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") { path.to_owned() } else { format!("{}/{}", self.base, path.trim_start_matches('/')) }
+    }
+
+    /// Send a request and read the answer.
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/fhir+json").body(serde_json::to_vec(body).unwrap());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the request is answered");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        Answer { status, headers, body, text }
+    }
+
+    pub async fn get(&self, client: &reqwest::Client, path: &str) -> Answer {
+        self.send(client, Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, client: &reqwest::Client, path: &str, body: &Value) -> Answer {
+        self.send(client, Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, client: &reqwest::Client, path: &str, body: &Value) -> Answer {
+        self.send(client, Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, client: &reqwest::Client, path: &str) -> Answer {
+        self.send(client, Method::DELETE, path, None, &[]).await
+    }
+
+    /// Create a resource as the trust and return its id.
+    pub async fn create(&self, resource: &Value) -> String {
+        let type_name = resource["resourceType"].as_str().unwrap();
+        let answer = self.post(&self.trust, type_name, resource).await;
+        answer.assert_status(201);
+        answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every entry's resource of a searchset, following `next` links.
+    pub async fn search_all(&self, client: &reqwest::Client, path: &str) -> Vec<Value> {
+        let mut resources = Vec::new();
+        let mut next = Some(self.url(path));
+        while let Some(url) = next {
+            let answer = self.get(client, &url).await;
+            answer.assert_status(200);
+            for entry in answer.body["entry"].as_array().into_iter().flatten() {
+                if entry["search"]["mode"] == "match" {
+                    resources.push(entry["resource"].clone());
+                }
+            }
+            next = answer.body["link"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|link| link["relation"] == "next")
+                .and_then(|link| link["url"].as_str().map(str::to_owned));
+        }
+        resources
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(join) = self.handle.0.take() {
+            join.abort();
+        }
+    }
+}
+
+/// Test fixtures in `tests/fixtures`.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(relative)
+}
+
+pub fn fixture(relative: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixture_path(relative)).unwrap()).unwrap()
+}

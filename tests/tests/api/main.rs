@@ -1,0 +1,12 @@
+//! The black-box suite: one binary, every test against a real gateway over mutual TLS, on the
+//! backend `HIE_TEST_DATABASE` names (the test script runs it on SQLite and on PostgreSQL).
+
+mod authentication;
+mod bundles;
+mod crud;
+mod metadata;
+mod negotiation;
+mod ops;
+mod resource_types;
+mod search;
+mod validation;
