@@ -50,6 +50,13 @@ impl Validator {
         report
     }
 
+    /// Only the reference-target rule: for a resource whose references were just rewritten.
+    pub fn check_references(&self, resource_type: ResourceType, resource: &Value) -> Report {
+        let mut report = Report::default();
+        self.ukcore.check_references(resource_type, resource, &mut report);
+        report
+    }
+
     pub fn schema(&self) -> &SchemaValidator {
         &self.schema
     }

@@ -1,11 +1,13 @@
 //! The UK Core rules the gateway enforces on write, beyond the R4 schema:
 //! - an identifier in the NHS number system holds a valid NHS number (Modulus 11);
 //! - an identifier in an ODS system holds a well-formed ODS code;
-//! - a literal reference points at a resource type the element allows (R4 targetProfile).
+//! - a literal reference points at a resource type the element allows (R4 targetProfile): an
+//!   error for `subject` and `patient`, which decide whose record a resource is part of, and a
+//!   warning elsewhere (four official R4 examples break the rule on other elements).
 
 use std::collections::HashMap;
 
-use fhir_models::outcome::{Issue, IssueType};
+use fhir_models::outcome::{Issue, IssueSeverity, IssueType};
 use fhir_models::{NhsNumber, OdsCode, Reference, ResourceType, system};
 use serde::Deserialize;
 use serde_json::Value;
@@ -46,6 +48,10 @@ impl UkCoreRules {
 
     pub fn check(&self, resource_type: ResourceType, resource: &Value, report: &mut Report) {
         check_identifiers(resource, &mut resource_type.as_str().to_owned(), report);
+        self.check_references(resource_type, resource, report);
+    }
+
+    pub fn check_references(&self, resource_type: ResourceType, resource: &Value, report: &mut Report) {
         for rule in self.references.get(&resource_type).into_iter().flatten() {
             check_reference_targets(resource, &rule.segments, &rule.allowed, &mut resource_type.as_str().to_owned(), report);
         }
@@ -125,11 +131,17 @@ fn check_reference_targets(value: &Value, segments: &[String], allowed: &[Resour
                     && !allowed.contains(&target)
                 {
                     let names: Vec<&str> = allowed.iter().map(ResourceType::as_str).collect();
-                    report.push(
-                        Issue::error(IssueType::Value, format!("a reference here may point at {}, not {target}", names.join(", ")))
-                            .at(format!("{location}.reference"))
-                            .with_spine_code("REFERENCE_NOT_FOUND", "Reference not found"),
-                    );
+                    let message = format!("a reference here may point at {}, not {target}", names.join(", "));
+                    let patient_link = location.rsplit('.').next().is_some_and(|element| {
+                        let element = element.split('[').next().unwrap_or(element);
+                        element == "subject" || element == "patient"
+                    });
+                    let issue = if patient_link {
+                        Issue::error(IssueType::Value, message).with_spine_code("REFERENCE_NOT_FOUND", "Reference not found")
+                    } else {
+                        Issue::new(IssueSeverity::Warning, IssueType::Value, message)
+                    };
+                    report.push(issue.at(format!("{location}.reference")));
                 }
             }
         },
@@ -177,6 +189,8 @@ mod tests {
         assert_eq!(bad.issues[0].expression, vec!["Observation.subject.reference"]);
         let nested = check(json!({"resourceType": "Encounter", "participant": [{"individual": {"reference": "Observation/1"}}]}));
         assert_eq!(nested.issues[0].expression, vec!["Encounter.participant[0].individual.reference"]);
+        assert!(nested.is_acceptable(), "outside subject and patient, a wrong target is a warning");
+        assert!(!check(json!({"resourceType": "AllergyIntolerance", "patient": {"reference": "Group/1"}})).is_acceptable());
         // conditional and placeholder references are resolved later, not judged here
         assert!(check(json!({"resourceType": "Observation", "subject": {"reference": "urn:uuid:1"}})).is_acceptable());
     }

@@ -133,7 +133,7 @@ impl Default for Settings {
             },
             redis: RedisSettings::default(),
             limits: Limits {
-                max_body_bytes: 32 * 1024 * 1024,
+                max_body_bytes: 64 * 1024 * 1024,
                 max_bundle_entries: 10_000,
                 default_count: 20,
                 max_count: 1_000,

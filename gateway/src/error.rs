@@ -42,8 +42,6 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("too many requests")]
     TooManyRequests(String),
-    #[error("not implemented")]
-    NotImplemented(String),
     /// A dependency (the database) is down or overloaded; the client may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -76,7 +74,6 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -94,7 +91,7 @@ impl ApiError {
             ),
             Self::NotFound(message) => issue(IssueType::NotFound, message),
             Self::Gone(message) => issue(IssueType::Deleted, message),
-            Self::MethodNotAllowed(message) | Self::NotImplemented(message) => issue(IssueType::NotSupported, message),
+            Self::MethodNotAllowed(message) => issue(IssueType::NotSupported, message),
             Self::NotAcceptable(message) | Self::UnsupportedMediaType(message) => issue(IssueType::NotSupported, message),
             Self::Conflict(message) => issue(IssueType::Conflict, message),
             Self::PreconditionFailed(message) => issue(IssueType::Conflict, message),

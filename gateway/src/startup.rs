@@ -113,6 +113,10 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .on_connect(crate::tls::record_peer_certificate)
+        // Longer than clients' pool idle timeouts, so a client never reuses a connection the
+        // server is closing.
+        .keep_alive(Duration::from_secs(75))
+        .client_request_timeout(Duration::from_secs(30))
         .workers(workers)
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .listen_rustls_0_23(listener, tls)?

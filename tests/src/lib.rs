@@ -109,7 +109,11 @@ impl Default for TestPki {
 pub fn https_client(pki: &TestPki, identity: Option<&ClientFiles>) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.pki.ca_certificate()).unwrap()).unwrap();
-    let mut builder = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).add_root_certificate(ca);
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .pool_idle_timeout(std::time::Duration::from_secs(20));
     if let Some(files) = identity {
         let mut pem = std::fs::read(&files.certificate).unwrap();
         pem.extend(std::fs::read(&files.key).unwrap());
@@ -328,4 +332,59 @@ pub fn fixture_path(relative: &str) -> PathBuf {
 
 pub fn fixture(relative: &str) -> Value {
     serde_json::from_slice(&std::fs::read(fixture_path(relative)).unwrap()).unwrap()
+}
+
+/// Whether the test must run its external part (tools installed by `scripts/test.sh`): in CI a
+/// missing tool is a failure, on a developer's machine the test says what it skipped.
+pub fn require_tool(variable: &str) -> Option<PathBuf> {
+    match std::env::var(variable) {
+        Ok(path) => Some(PathBuf::from(path)),
+        Err(_) if std::env::var("CI").is_ok() => panic!("{variable} is not set; scripts/test.sh sets it up"),
+        Err(_) => {
+            eprintln!("skipped: {variable} is not set (run scripts/test.sh to install the test tools)");
+            None
+        }
+    }
+}
+
+/// One validator's verdict on one resource.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Verdict {
+    pub index: usize,
+    pub ok: bool,
+    #[serde(default)]
+    pub issues: Vec<String>,
+}
+
+/// Run an NDJSON validator command (`tests/tools/validate-*.{mjs,py}`) over resources.
+pub fn run_validator(program: &std::path::Path, script: &std::path::Path, resources: &[Value]) -> Vec<Verdict> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to start {}: {e}", program.display()));
+    let mut input = Vec::new();
+    for resource in resources {
+        serde_json::to_writer(&mut input, resource).unwrap();
+        input.push(b'\n');
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "{} {} failed", program.display(), script.display());
+    let verdicts: Vec<Verdict> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(verdicts.len(), resources.len(), "one verdict per resource");
+    verdicts
+}
+
+/// The independent validators: `(name, program, script)`.
+pub fn independent_validators(tools: &std::path::Path) -> Vec<(&'static str, PathBuf, PathBuf)> {
+    vec![
+        ("medplum", PathBuf::from("node"), tools.join("validate-medplum.mjs")),
+        ("fhir.resources", tools.join(".venv/bin/python"), tools.join("validate_fhir_resources.py")),
+    ]
 }

@@ -20,7 +20,7 @@ use super::create::{Created, create_in, parse_query_string};
 use super::delete::{conditional_delete_in, delete_in};
 use super::search_params::{Handling, parse_search};
 use super::update::{Updated, conditional_update_in, update_in};
-use super::write::{Persist, new_id, persist, validate_for_write};
+use super::write::{Persist, new_id, persist, prepare};
 use super::{Body, FhirResponse, FhirService, ReturnPreference, WriteContext, etag, instant};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
@@ -147,7 +147,7 @@ fn parse_entry(index: usize, raw: &RawValue) -> Result<Entry, ApiError> {
         Some("PUT") => Method::Put,
         Some("DELETE") => Method::Delete,
         Some("PATCH") => {
-            return Err(ApiError::NotImplemented(format!("{}: PATCH is not supported; use PUT", at(".request.method"))));
+            return Err(ApiError::invalid_at(IssueType::NotSupported, at(".request.method"), "PATCH is not supported; use PUT"));
         }
         other => return Err(ApiError::invalid_at(IssueType::Value, at(".request.method"), format!("unknown method {other:?}"))),
     };
@@ -234,6 +234,14 @@ async fn transaction(
 ) -> Result<FhirResponse, ApiError> {
     let context = &permit.write_context();
     let now = service.now();
+    // Validate every entry before the transaction takes any lock. Rewriting references later
+    // changes only reference strings, whose targets are checked again after the rewrite.
+    for entry in &entries {
+        if let Some(bytes) = &entry.resource {
+            let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
+            prepare(service, bytes.clone(), Some(url.resource_type)).await.map_err(|e| in_entry(entry.index, e))?;
+        }
+    }
     let mut transaction = service.store.begin().await?;
     let tx = transaction.as_mut();
 
@@ -375,7 +383,7 @@ async fn process_in_transaction(
         (Method::Post, Some(Assignment::Existing(version))) => Ok(EntryResult::from_version("200 OK", &version, preference, true)),
         (Method::Post, Some(Assignment::Create(id))) => {
             let resource = parse_resource(entry, entry.resource.clone().unwrap_or_default(), url.resource_type)?;
-            validate_for_write(service, &resource)?;
+            check_references(service, &resource)?;
             let version =
                 persist(tx, context, Persist { resource: &resource, id: &id, version_id: 1, method: WriteMethod::Create, now }).await?;
             Ok(EntryResult::from_version("201 Created", &version, preference, true))
@@ -384,7 +392,8 @@ async fn process_in_transaction(
             let bytes = entry.resource.clone().unwrap_or_default();
             let bytes = fhir_models::json::set_id(&bytes, &id).map_err(|e| ApiError::invalid(IssueType::Structure, e.to_string()))?;
             let resource = parse_resource(entry, bytes, url.resource_type)?;
-            let updated = update_in(service, tx, context, url.resource_type, &id, &resource, entry.if_match.as_deref(), now).await?;
+            check_references(service, &resource)?;
+            let updated = update_in(tx, context, url.resource_type, &id, &resource, entry.if_match.as_deref(), now).await?;
             Ok(updated_result(&updated, preference))
         }
         (Method::Delete, _) => {
@@ -398,6 +407,12 @@ async fn process_in_transaction(
         (Method::Get, _) => read_entry(service, permit, entry).await,
         _ => Err(ApiError::Internal(anyhow::anyhow!("entry {} has no identity assigned", entry.index))),
     }
+}
+
+/// After placeholders are rewritten, references must still point at allowed types.
+fn check_references(service: &FhirService, resource: &ParsedResource) -> Result<(), ApiError> {
+    let report = service.validator.check_references(resource.resource_type, &resource.value);
+    if report.is_acceptable() { Ok(()) } else { Err(ApiError::Unprocessable(report.into_outcome())) }
 }
 
 fn updated_result(updated: &Updated, preference: ReturnPreference) -> EntryResult {
@@ -476,23 +491,28 @@ async fn process_batch_entry(
     }
     let entry_permit = permit.reauthorize(entry_interaction(entry, &url), Some(url.resource_type))?;
     let context = &entry_permit.write_context();
+    let resource = match entry.method {
+        Method::Post | Method::Put => {
+            let bytes = entry.resource.clone().unwrap_or_default();
+            Some(prepare(service, bytes, Some(url.resource_type)).await.map_err(|e| in_entry(entry.index, e))?)
+        }
+        _ => None,
+    };
     let mut transaction = service.store.begin().await?;
     let tx = transaction.as_mut();
     let result = match entry.method {
         Method::Post => {
-            let resource = parse_resource(entry, entry.resource.clone().unwrap_or_default(), url.resource_type)?;
-            match create_in(service, tx, context, &resource, entry.if_none_exist.as_deref(), now).await? {
+            let resource = resource.as_ref().expect("POST entries carry a resource");
+            match create_in(service, tx, context, resource, entry.if_none_exist.as_deref(), now).await? {
                 Created::New(version) => EntryResult::from_version("201 Created", &version, preference, true),
                 Created::Existing(version) => EntryResult::from_version("200 OK", &version, preference, true),
             }
         }
         Method::Put => {
-            let resource = parse_resource(entry, entry.resource.clone().unwrap_or_default(), url.resource_type)?;
+            let resource = resource.as_ref().expect("PUT entries carry a resource");
             let updated = match (url.id, url.query) {
-                (Some(id), None) => {
-                    update_in(service, tx, context, url.resource_type, id, &resource, entry.if_match.as_deref(), now).await?
-                }
-                (None, Some(condition)) => conditional_update_in(service, tx, context, &resource, condition, now).await?,
+                (Some(id), None) => update_in(tx, context, url.resource_type, id, resource, entry.if_match.as_deref(), now).await?,
+                (None, Some(condition)) => conditional_update_in(service, tx, context, resource, condition, now).await?,
                 _ => return Err(ApiError::invalid(IssueType::Value, "PUT takes [type]/[id] or [type]?[search]")),
             };
             updated_result(&updated, preference)

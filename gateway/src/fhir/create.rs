@@ -2,7 +2,7 @@
 
 use super::body::ParsedResource;
 use super::search_params::{Handling, parse_search};
-use super::write::{Persist, new_id, persist, validate_for_write};
+use super::write::{Persist, Validated, new_id, persist};
 use super::{FhirService, WriteContext};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
@@ -16,7 +16,8 @@ pub enum Created {
     Existing(StoredVersion),
 }
 
-/// Create inside an open transaction (a single request, or a transaction entry).
+/// Create inside an open transaction (a single request, or a batch entry). The resource has
+/// been validated already: validation runs before the transaction, never while it holds locks.
 pub async fn create_in(
     service: &FhirService,
     transaction: &mut dyn StoreTransaction,
@@ -25,7 +26,6 @@ pub async fn create_in(
     if_none_exist: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Created, ApiError> {
-    validate_for_write(service, resource)?;
     if let Some(condition) = if_none_exist {
         let params = parse_query_string(condition);
         let parsed = parse_search(resource.resource_type, &params, &service.limits, Handling::Strict)?;
@@ -57,7 +57,7 @@ pub async fn create_in(
 pub async fn create(
     service: &FhirService,
     permit: &Permitted,
-    resource: ParsedResource,
+    resource: Validated,
     if_none_exist: Option<&str>,
 ) -> Result<Created, ApiError> {
     let mut transaction = service.store.begin().await?;

@@ -29,6 +29,7 @@ pub use search::search;
 pub use search_params::Handling;
 pub use update::{Updated, conditional_update, update};
 pub use validate::validate;
+pub use write::{Validated, prepare};
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use super::body::ParsedResource;
 use super::create::parse_query_string;
 use super::read::check_id;
 use super::search_params::{Handling, parse_search};
-use super::write::{Persist, new_id, persist, stamp, validate_for_write};
+use super::write::{Persist, Validated, new_id, persist, stamp};
 use super::{FhirService, WriteContext};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
@@ -31,10 +31,9 @@ impl Updated {
     }
 }
 
-/// Update inside an open transaction.
+/// Update inside an open transaction; the resource has been validated already.
 #[allow(clippy::too_many_arguments)]
 pub async fn update_in(
-    service: &FhirService,
     transaction: &mut dyn StoreTransaction,
     context: &WriteContext,
     resource_type: ResourceType,
@@ -57,7 +56,6 @@ pub async fn update_in(
         }
         Some(_) => {}
     }
-    validate_for_write(service, resource)?;
     let current = transaction.read_for_update(resource_type, id).await?;
     if let Some(if_match) = if_match {
         let expected = VersionId::from_etag(if_match).ok_or_else(|| {
@@ -92,12 +90,11 @@ pub async fn update(
     permit: &Permitted,
     resource_type: ResourceType,
     id: &str,
-    resource: ParsedResource,
+    resource: Validated,
     if_match: Option<&str>,
 ) -> Result<Updated, ApiError> {
     let mut transaction = service.store.begin().await?;
-    let updated =
-        update_in(service, transaction.as_mut(), &permit.write_context(), resource_type, id, &resource, if_match, service.now()).await?;
+    let updated = update_in(transaction.as_mut(), &permit.write_context(), resource_type, id, &resource, if_match, service.now()).await?;
     transaction.commit().await?;
     Ok(updated)
 }
@@ -125,7 +122,7 @@ pub async fn conditional_update_in(
         [] => {
             let id = resource.id().map(str::to_owned).unwrap_or_else(new_id);
             let with_id = with_id(resource, &id)?;
-            update_in(service, transaction, context, resource_type, &id, &with_id, None, now).await
+            update_in(transaction, context, resource_type, &id, &with_id, None, now).await
         }
         [existing] => {
             if let Some(body_id) = resource.id()
@@ -138,7 +135,7 @@ pub async fn conditional_update_in(
                 ));
             }
             let with_id = with_id(resource, &existing.id)?;
-            update_in(service, transaction, context, resource_type, &existing.id.clone(), &with_id, None, now).await
+            update_in(transaction, context, resource_type, &existing.id.clone(), &with_id, None, now).await
         }
         _ => Err(ApiError::PreconditionFailed(format!("the condition matches more than one {resource_type}; it is not selective enough"))),
     }
@@ -148,7 +145,7 @@ pub async fn conditional_update_in(
 pub async fn conditional_update(
     service: &FhirService,
     permit: &Permitted,
-    resource: ParsedResource,
+    resource: Validated,
     condition: &str,
 ) -> Result<Updated, ApiError> {
     let mut transaction = service.store.begin().await?;

@@ -1,5 +1,6 @@
 //! Writing one version: stamp `id` and `meta`, extract the index rows, validate, persist.
 
+use fhir_models::ResourceType;
 use fhir_models::json::{StoredMeta, stamp_resource};
 use fhir_models::outcome::IssueType;
 use fhir_models::search::extract;
@@ -10,10 +11,32 @@ use super::{FhirService, WriteContext, instant};
 use crate::error::ApiError;
 use crate::store::{NewVersion, StoreTransaction, StoredVersion, WriteMethod};
 
-/// Reject a resource that fails the schema or the UK Core rules (422, every issue named).
-pub fn validate_for_write(service: &FhirService, resource: &ParsedResource) -> Result<(), ApiError> {
-    let report = service.validator.validate(resource.resource_type, &resource.value);
-    if report.is_acceptable() { Ok(()) } else { Err(ApiError::Unprocessable(report.into_outcome())) }
+/// A resource that passed the schema and the UK Core rules: the only kind the write
+/// interactions take.
+pub struct Validated(ParsedResource);
+
+impl std::ops::Deref for Validated {
+    type Target = ParsedResource;
+    fn deref(&self) -> &ParsedResource {
+        &self.0
+    }
+}
+
+/// Bodies above this size are parsed and validated on the blocking pool, so that a multi-megabyte
+/// Bundle does not stall the other requests of its worker.
+const BLOCKING_THRESHOLD: usize = 128 * 1024;
+
+/// Parse and validate a body (400 for bad JSON, 422 for an unacceptable resource, every issue
+/// named), before any transaction takes a lock.
+pub async fn prepare(service: &FhirService, bytes: Vec<u8>, expected: Option<ResourceType>) -> Result<Validated, ApiError> {
+    let validator = service.validator.clone();
+    let large = bytes.len() > BLOCKING_THRESHOLD;
+    let work = move || {
+        let resource = ParsedResource::parse(bytes, expected)?;
+        let report = validator.validate(resource.resource_type, &resource.value);
+        if report.is_acceptable() { Ok(Validated(resource)) } else { Err(ApiError::Unprocessable(report.into_outcome())) }
+    };
+    if large { tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(e.into()))? } else { work() }
 }
 
 /// Stamp a resource for storage as version `version_id` of `id`.

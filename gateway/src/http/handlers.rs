@@ -12,7 +12,7 @@ use super::respond::{to_http, written};
 use super::{AppState, RequesterIdentity};
 use crate::enforce::authorize;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::fhir::{self, Created, ParsedResource, Updated};
+use crate::fhir::{self, Created, Updated};
 use crate::store::HistoryScope;
 
 type Result = std::result::Result<HttpResponse, ApiError>;
@@ -24,6 +24,10 @@ fn resource_type(name: &str) -> std::result::Result<ResourceType, ApiError> {
 async fn body(request: &HttpRequest, payload: web::Payload, state: &AppState) -> std::result::Result<Vec<u8>, ApiError> {
     check_request_format(request)?;
     read_body(payload, state.fhir.limits.max_body_bytes).await
+}
+
+pub async fn contract() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/yaml").body(super::OPENAPI)
 }
 
 pub async fn capabilities(request: HttpRequest, state: web::Data<AppState>) -> Result {
@@ -73,7 +77,7 @@ pub async fn create(
     let resource_type = resource_type(&path.into_inner())?;
     check_response_format(&request, &query_params(&request))?;
     let permit = authorize(requester.0, Interaction::Create, Some(resource_type))?;
-    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let resource = fhir::prepare(&state.fhir, body(&request, payload, &state).await?, Some(resource_type)).await?;
     let preference = return_preference(&request);
     Ok(match fhir::create(&state.fhir, &permit, resource, header(&request, "If-None-Exist")).await? {
         Created::New(version) => written(&state.fhir, 201, &version, preference, "created"),
@@ -92,7 +96,7 @@ pub async fn update(
     let resource_type = resource_type(&type_name)?;
     check_response_format(&request, &query_params(&request))?;
     let permit = authorize(requester.0, Interaction::Update, Some(resource_type))?;
-    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let resource = fhir::prepare(&state.fhir, body(&request, payload, &state).await?, Some(resource_type)).await?;
     let updated = fhir::update(&state.fhir, &permit, resource_type, &id, resource, header(&request, "If-Match")).await?;
     Ok(updated_response(&state, &request, &updated))
 }
@@ -119,7 +123,7 @@ pub async fn conditional_update(
     if condition.is_empty() {
         return Err(ApiError::MethodNotAllowed("PUT on a type needs search parameters (conditional update) or an id in the path".into()));
     }
-    let resource = ParsedResource::parse(body(&request, payload, &state).await?, Some(resource_type))?;
+    let resource = fhir::prepare(&state.fhir, body(&request, payload, &state).await?, Some(resource_type)).await?;
     let updated = fhir::conditional_update(&state.fhir, &permit, resource, &condition).await?;
     Ok(updated_response(&state, &request, &updated))
 }

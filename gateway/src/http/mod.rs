@@ -23,8 +23,15 @@ pub struct AppState {
 
 pub const FHIR_BASE: &str = "/fhir/r4";
 
-/// Every route of the FHIR API, under `/fhir/r4`. More specific paths come first.
+/// The HTTP contract, served at `/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
+
+/// Every route of the API: the contract, and the FHIR API under `/fhir/r4` (more specific paths
+/// first). `openapi.yaml` lists exactly these; a test holds them together.
 pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/openapi.yaml").route(web::get().to(handlers::contract)).default_service(web::to(handlers::method_not_allowed)),
+    );
     config.service(
         web::scope(FHIR_BASE)
             .service(
@@ -93,6 +100,56 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .default_service(web::to(handlers::method_not_allowed)),
             ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use actix_web::{App, test, web};
+
+    /// (method, path) pairs of a spec or an introspection report.
+    type Routes = BTreeSet<(String, String)>;
+
+    fn spec_routes() -> Routes {
+        let spec: serde_json::Value = serde_saphyr::from_str(super::OPENAPI).expect("openapi.yaml parses");
+        let mut routes = Routes::new();
+        for (path, item) in spec["paths"].as_object().expect("paths") {
+            for method in ["get", "put", "post", "delete", "patch", "head", "options"] {
+                if item.get(method).is_some() {
+                    routes.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[actix_web::test]
+    async fn the_served_routes_are_exactly_the_routes_in_openapi_yaml() {
+        async fn report(tree: web::Data<actix_web::introspection::IntrospectionTree>) -> String {
+            tree.report_as_json()
+        }
+        let app = test::init_service(App::new().configure(super::configure).route("/__routes", web::get().to(report))).await;
+        let body = test::call_and_read_body(&app, test::TestRequest::get().uri("/__routes").to_request()).await;
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        let mut served = Routes::new();
+        for item in items {
+            // The scope's own resource ("") is reported as "/fhir/r4/"; it answers "/fhir/r4".
+            let path = item["full_path"].as_str().unwrap().trim_end_matches('/').to_owned();
+            if path == "/__routes" {
+                continue;
+            }
+            for method in item["methods"].as_array().into_iter().flatten() {
+                served.insert((method.as_str().unwrap().to_owned(), path.clone()));
+            }
+        }
+        let spec = spec_routes();
+        assert!(!served.is_empty());
+        let undocumented: Vec<_> = served.difference(&spec).collect();
+        let unserved: Vec<_> = spec.difference(&served).collect();
+        assert!(undocumented.is_empty(), "served but not in openapi.yaml: {undocumented:?}");
+        assert!(unserved.is_empty(), "in openapi.yaml but not served: {unserved:?}");
+    }
 }
 
 /// Unknown paths: 404 with an OperationOutcome.

@@ -73,7 +73,8 @@ impl SqlStore {
             .pragma("cache_size", "-32768");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(10)))
+            // Writers queue for the one connection; waiting is better than refusing.
+            .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
             .connect_with(connect.clone())
             .await
             .with_context(|| format!("failed to open SQLite database {path}"))?;

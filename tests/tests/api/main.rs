@@ -4,6 +4,7 @@
 mod authentication;
 mod bundles;
 mod crud;
+mod examples;
 mod metadata;
 mod negotiation;
 mod ops;
