@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
+/// The sections environment variables may set.
+const SECTIONS: [&str; 6] = ["server", "tls", "database", "redis", "limits", "log"];
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -128,7 +131,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: "sqlite://data/hie.db".into(),
                 max_connections: None,
-                acquire_timeout_ms: 2_000,
+                acquire_timeout_ms: 1_000,
                 migrate_on_start: true,
             },
             redis: RedisSettings::default(),
@@ -160,7 +163,13 @@ impl Settings {
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
             None => {}
         }
-        figment = figment.merge(Env::prefixed("HIE_").map(|key| key.as_str().replacen('_', ".", 1).into()));
+        // `HIE_DATABASE_URL` → `database.url`; variables of other sections (`HIE_CONFIG`, the
+        // test harness's `HIE_TEST_*`) are not configuration.
+        figment = figment.merge(Env::prefixed("HIE_").filter_map(|key| {
+            let (section, rest) = key.as_str().split_once('_')?;
+            let section = section.to_ascii_lowercase();
+            SECTIONS.contains(&section.as_str()).then(|| format!("{section}.{rest}").into())
+        }));
         figment.extract().map_err(Box::new)
     }
 
@@ -211,6 +220,21 @@ fingerprint = "ab:cd"
         assert!(settings.is_postgres());
         assert_eq!(settings.clients[0].kind, ClientKind::GpSystem);
         assert_eq!(settings.limits.max_count, 1_000);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn environment_variables_override_the_file_and_others_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gw.toml", "[database]\nurl = \"sqlite://from-file.db\"\n")?;
+            jail.set_env("HIE_DATABASE_URL", "postgres://from-env/hie");
+            jail.set_env("HIE_LIMITS_MAX_COUNT", "50");
+            jail.set_env("HIE_TEST_DATABASE", "postgres");
+            let settings = Settings::load(Some(Path::new("gw.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(settings.database.url, "postgres://from-env/hie");
+            assert_eq!(settings.limits.max_count, 50);
+            Ok(())
+        });
     }
 
     #[test]

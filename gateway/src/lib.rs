@@ -14,6 +14,7 @@ pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod metrics;
+pub mod rate_limit;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

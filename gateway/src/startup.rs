@@ -16,6 +16,7 @@ use crate::configuration::Settings;
 use crate::fhir::{FhirService, PagingKey};
 use crate::http::{self, AppState};
 use crate::metrics::{Metrics, observe};
+use crate::rate_limit::RateLimiter;
 use crate::store::{FhirStore, SqlStore, sql_store::StoreOptions};
 
 pub struct Application {
@@ -96,7 +97,11 @@ impl Application {
             paging: PagingKey::new(&paging_secret),
         };
         let capability_statement = crate::fhir::capability_statement(&fhir);
-        let state = web::Data::new(AppState { fhir, clients, capability_statement });
+        let rate_limiter = Arc::new(RateLimiter::new(settings.limits.requests_per_minute_per_client, None));
+        if let Some(url) = &settings.redis.url {
+            crate::rate_limit::attach_redis(rate_limiter.clone(), url.clone()).await?;
+        }
+        let state = web::Data::new(AppState { fhir, clients, rate_limiter, capability_statement });
         let app_state = state.clone();
         let metrics = Arc::new(Metrics::new());
 
@@ -107,6 +112,7 @@ impl Application {
             let metrics = api_metrics.clone();
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(crate::rate_limit::limit))
                 .wrap(Compress::default())
                 .wrap(from_fn(move |request, next| observe(metrics.clone(), request, next)))
                 .configure(http::configure)

@@ -84,10 +84,12 @@ impl TestPki {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::new(dir.path().join("certs"));
         pki.init(&[], false).unwrap();
-        let gp = issue(&pki, "test-gp", "Y90001", ClientKind::GpSystem);
-        let trust = issue(&pki, "test-trust", "R9Z", ClientKind::Trust);
-        let portal = issue(&pki, "test-portal", "X26", ClientKind::Portal);
-        let unregistered = issue(&pki, "test-unregistered", "Y90009", ClientKind::GpSystem);
+        // Names are unique per test: shared state (Redis rate-limit counters) is keyed by them.
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let gp = issue(&pki, &format!("test-gp-{suffix}"), "Y90001", ClientKind::GpSystem);
+        let trust = issue(&pki, &format!("test-trust-{suffix}"), "R9Z", ClientKind::Trust);
+        let portal = issue(&pki, &format!("test-portal-{suffix}"), "X26", ClientKind::Portal);
+        let unregistered = issue(&pki, &format!("test-unregistered-{suffix}"), "Y90009", ClientKind::GpSystem);
         let other = DevPki::new(dir.path().join("other-ca"));
         other.init(&[], false).unwrap();
         let foreign = issue(&other, "test-foreign", "Y90001", ClientKind::GpSystem);
@@ -164,6 +166,23 @@ impl Answer {
     }
 }
 
+/// Settings for a gateway on port 0 with the test PKI and its registered clients.
+pub fn test_settings(pki: &TestPki, database_url: String) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.ops_listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.paging_secret = Some("a test paging secret that is long enough".into());
+    settings.server.workers = Some(2);
+    settings.server.shutdown_timeout_secs = 1;
+    settings.tls.certificate = pki.pki.server_certificate();
+    settings.tls.private_key = pki.pki.server_key();
+    settings.tls.client_ca = pki.pki.ca_certificate();
+    settings.tls.generate_dev_certificates = false;
+    settings.database.url = database_url;
+    settings.clients = pki.registered();
+    settings
+}
+
 pub struct TestApp {
     pub backend: Backend,
     pub base: String,
@@ -208,18 +227,7 @@ impl TestApp {
             (None, Backend::Sqlite) => format!("sqlite://{}", pki.dir.path().join("hie.db").display()),
             (None, Backend::Postgres) => fresh_postgres_database().await,
         };
-        let mut settings = Settings::default();
-        settings.server.listen = "127.0.0.1:0".parse().unwrap();
-        settings.server.ops_listen = "127.0.0.1:0".parse().unwrap();
-        settings.server.paging_secret = Some("a test paging secret that is long enough".into());
-        settings.server.workers = Some(2);
-        settings.server.shutdown_timeout_secs = 1;
-        settings.tls.certificate = pki.pki.server_certificate();
-        settings.tls.private_key = pki.pki.dir.join("server.key");
-        settings.tls.client_ca = pki.pki.ca_certificate();
-        settings.tls.generate_dev_certificates = false;
-        settings.database.url = database_url.clone();
-        settings.clients = pki.registered();
+        let mut settings = test_settings(&pki, database_url.clone());
         if let Some(configure) = options.configure {
             configure(&mut settings);
         }

@@ -17,6 +17,7 @@ use crate::fhir::FhirService;
 pub struct AppState {
     pub fhir: FhirService,
     pub clients: ClientRegistry,
+    pub rate_limiter: std::sync::Arc<crate::rate_limit::RateLimiter>,
     /// The CapabilityStatement, built once at start.
     pub capability_statement: Vec<u8>,
 }
@@ -102,6 +103,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
+/// Unknown paths: 404 with an OperationOutcome.
+pub async fn not_found() -> Result<actix_web::HttpResponse, crate::error::ApiError> {
+    Err(crate::error::ApiError::NotFound("no such endpoint; the FHIR API is under /fhir/r4".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -150,9 +156,4 @@ mod tests {
         assert!(undocumented.is_empty(), "served but not in openapi.yaml: {undocumented:?}");
         assert!(unserved.is_empty(), "in openapi.yaml but not served: {unserved:?}");
     }
-}
-
-/// Unknown paths: 404 with an OperationOutcome.
-pub async fn not_found() -> Result<actix_web::HttpResponse, crate::error::ApiError> {
-    Err(crate::error::ApiError::NotFound("no such endpoint; the FHIR API is under /fhir/r4".into()))
 }

@@ -1,13 +1,16 @@
 //! The black-box suite: one binary, every test against a real gateway over mutual TLS, on the
 //! backend `HIE_TEST_DATABASE` names (the test script runs it on SQLite and on PostgreSQL).
 
+mod architecture;
 mod authentication;
 mod bundles;
 mod crud;
 mod examples;
+mod faults;
 mod metadata;
 mod negotiation;
 mod ops;
+mod rate_limits;
 mod resource_types;
 mod search;
 mod validation;
