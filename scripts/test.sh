@@ -181,7 +181,7 @@ curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null || { cat "$SCHEMA_DIR/ga
     --request-cert certs/clients/fuzzer.pem --request-cert-key certs/clients/fuzzer.key \
     --tls-verify certs/ca.pem \
     --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-    --max-examples 30 --workers 2 --request-timeout 20 \
+    --max-examples 100 --workers 2 --request-timeout 20 \
     --generation-database none --seed 1 --no-color)
 kill "$GATEWAY_PID"
 wait "$GATEWAY_PID" 2>/dev/null || true

@@ -12,5 +12,6 @@ mod negotiation;
 mod ops;
 mod rate_limits;
 mod resource_types;
+mod responses;
 mod search;
 mod validation;
