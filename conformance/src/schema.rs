@@ -1,3 +1,4 @@
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use fhir_models::ResourceType;
@@ -21,29 +22,74 @@ pub enum SchemaError {
     MissingDefinition(String),
 }
 
-/// The R4 JSON Schema, compiled per resource type on first use of that type: the whole schema
-/// is 3.3 MB, and a gateway that only ever sees thirty types should not pay for 146.
+/// The R4 JSON Schema, compiled per resource type on first use of that type.
+///
+/// Nested resources (`contained`, `Bundle.entry.resource`, `Bundle.entry.response.outcome`,
+/// `Parameters.parameter.resource`) are the schema's `ResourceList`, a `oneOf` over all 146
+/// types: compiled as written, every type's validator would hold the whole schema (about 20 MB
+/// each) and a nested error would read "no alternative of oneOf matched". So `ResourceList` is
+/// replaced by "an object with a resourceType", and each nested resource is validated with its
+/// own type's validator, its issues located inside it. Validators then cost about 1 MB each.
 pub struct SchemaValidator {
     registry: Registry<'static>,
     validators: Vec<OnceLock<jsonschema::Validator>>,
+    /// For each definition that can hold a nested resource, directly or through its children:
+    /// property name → what the property holds.
+    nesting: HashMap<String, Vec<(String, Nested)>>,
+}
+
+#[derive(Clone, Debug)]
+enum Nested {
+    /// A resource (or an array of them).
+    Resource,
+    /// A datatype or backbone element that may hold resources further down.
+    Element(String),
+}
+
+const RESOURCE_LIST: &str = "#/definitions/ResourceList";
+
+fn referenced_definition(property: &Value) -> Option<&str> {
+    property.get("$ref").or_else(|| property.get("items").and_then(|items| items.get("$ref"))).and_then(Value::as_str)
+}
+
+/// Drop the `description` annotations: they are most of the schema's size and no check uses
+/// them. (A `description` inside a `properties` map is an element name, and stays.)
+fn strip_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.shift_remove("description");
+            for (key, child) in object.iter_mut() {
+                match (key.as_str(), child) {
+                    ("properties" | "definitions", Value::Object(members)) => members.values_mut().for_each(strip_descriptions),
+                    (_, child) => strip_descriptions(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 impl SchemaValidator {
     pub fn new(schema: &[u8]) -> Result<Self, SchemaError> {
-        let schema: Value = serde_json::from_slice(schema)?;
-        let definitions = schema.get("definitions").and_then(Value::as_object);
+        let mut schema: Value = serde_json::from_slice(schema)?;
+        let definitions =
+            schema.get("definitions").and_then(Value::as_object).ok_or_else(|| SchemaError::MissingDefinition("definitions".into()))?;
         for resource_type in ResourceType::all() {
-            if !definitions.is_some_and(|d| d.contains_key(resource_type.as_str())) {
+            if !definitions.contains_key(resource_type.as_str()) {
                 return Err(SchemaError::MissingDefinition(resource_type.to_string()));
             }
         }
+        let nesting = nesting_table(definitions);
+        strip_descriptions(&mut schema);
+        schema["definitions"]["ResourceList"] = json!({"type": "object", "required": ["resourceType"]});
         let registry = Registry::new()
             .draft(Draft::Draft6)
             .add(SCHEMA_ID, schema)
             .and_then(|builder| builder.prepare())
             .map_err(|e| SchemaError::Registry(e.to_string()))?;
         let validators = (0..ResourceType::count()).map(|_| OnceLock::new()).collect();
-        Ok(Self { registry, validators })
+        Ok(Self { registry, validators, nesting })
     }
 
     fn validator(&self, resource_type: ResourceType) -> &jsonschema::Validator {
@@ -57,21 +103,13 @@ impl SchemaValidator {
         })
     }
 
-    /// Compile the validators of these types now rather than on first use.
-    pub fn warm(&self, types: impl IntoIterator<Item = ResourceType>) {
-        for resource_type in types {
-            self.validator(resource_type);
-        }
-    }
-
     pub fn is_valid(&self, resource_type: ResourceType, resource: &Value) -> bool {
-        resource.get("resourceType").and_then(Value::as_str) == Some(resource_type.as_str())
-            && self.validator(resource_type).is_valid(resource)
+        let mut report = Report::default();
+        self.validate(resource_type, resource, &mut report);
+        report.is_acceptable()
     }
 
-    /// Validate `resource` as `resource_type`, adding an issue per failure. A nested resource
-    /// (contained, or a Bundle entry) that fails is validated again as its own type, so the
-    /// issue names the element inside it rather than "no alternative of oneOf matched".
+    /// Validate `resource` as `resource_type`, adding an issue per failure, located by FHIRPath.
     pub fn validate(&self, resource_type: ResourceType, resource: &Value, report: &mut Report) {
         self.validate_at(resource_type, resource, resource_type.as_str(), report);
     }
@@ -93,23 +131,78 @@ impl SchemaValidator {
             }
         }
         let validator = self.validator(resource_type);
-        if validator.is_valid(resource) {
-            return;
-        }
-        for error in validator.iter_errors(resource) {
-            let pointer = error.instance_path().as_str().to_owned();
-            let expression = pointer_to_fhirpath(location, &pointer);
-            if let ValidationErrorKind::OneOfNotValid { .. } = error.kind()
-                && let Some(nested) = resource.pointer(&pointer)
-                && let Some(nested_type) = nested.get("resourceType").and_then(Value::as_str).and_then(|t| ResourceType::parse(t).ok())
-                && !pointer.is_empty()
-            {
-                self.validate_at(nested_type, nested, &expression, report);
-                continue;
+        if !validator.is_valid(resource) {
+            for error in validator.iter_errors(resource) {
+                let expression = pointer_to_fhirpath(location, error.instance_path().as_str());
+                report.error(issue_type(error.kind()), expression, describe(&error));
             }
-            report.error(issue_type(error.kind()), expression, describe(&error));
+        }
+        self.validate_nested(resource_type.as_str(), resource, location, report);
+    }
+
+    /// Validate the resources nested in an element of definition `definition`.
+    fn validate_nested(&self, definition: &str, element: &Value, location: &str, report: &mut Report) {
+        let Some(properties) = self.nesting.get(definition) else { return };
+        for (property, nested) in properties {
+            let Some(value) = element.get(property) else { continue };
+            let items: Vec<(String, &Value)> = match value {
+                Value::Array(items) => items.iter().enumerate().map(|(i, item)| (format!("{location}.{property}[{i}]"), item)).collect(),
+                other => vec![(format!("{location}.{property}"), other)],
+            };
+            for (item_location, item) in items {
+                match nested {
+                    Nested::Resource => match item.get("resourceType").and_then(Value::as_str).map(ResourceType::parse) {
+                        Some(Ok(nested_type)) => self.validate_at(nested_type, item, &item_location, report),
+                        Some(Err(error)) => report.error(IssueType::Value, format!("{item_location}.resourceType"), error.to_string()),
+                        // the schema has reported the missing resourceType already
+                        None => {}
+                    },
+                    Nested::Element(child) => self.validate_nested(child, item, &item_location, report),
+                }
+            }
         }
     }
+}
+
+/// Which properties of which definitions lead to nested resources.
+fn nesting_table(definitions: &serde_json::Map<String, Value>) -> HashMap<String, Vec<(String, Nested)>> {
+    let definition_name = |reference: &str| reference.strip_prefix("#/definitions/").map(str::to_owned);
+    // Definitions that can reach a ResourceList, found by iterating to a fixed point.
+    let mut reaching: HashSet<String> = HashSet::new();
+    loop {
+        let before = reaching.len();
+        for (name, definition) in definitions {
+            let properties = definition.get("properties").and_then(Value::as_object);
+            let reaches = properties.into_iter().flatten().any(|(_, property)| match referenced_definition(property) {
+                Some(RESOURCE_LIST) => true,
+                Some(reference) => definition_name(reference).is_some_and(|child| reaching.contains(&child)),
+                None => false,
+            });
+            if reaches {
+                reaching.insert(name.clone());
+            }
+        }
+        if reaching.len() == before {
+            break;
+        }
+    }
+    let mut table = HashMap::new();
+    for name in &reaching {
+        let properties = definitions[name].get("properties").and_then(Value::as_object);
+        let entries: Vec<(String, Nested)> = properties
+            .into_iter()
+            .flatten()
+            .filter_map(|(property, schema)| match referenced_definition(schema) {
+                Some(RESOURCE_LIST) => Some((property.clone(), Nested::Resource)),
+                Some(reference) => definition_name(reference)
+                    .filter(|child| reaching.contains(child))
+                    .map(|child| (property.clone(), Nested::Element(child))),
+                None => None,
+            })
+            .collect();
+        table.insert(name.clone(), entries);
+    }
+    table
 }
 
 fn issue_type(kind: &ValidationErrorKind) -> IssueType {
@@ -164,6 +257,32 @@ mod tests {
         validator.validate(observation, &resource, &mut report);
         let expressions: Vec<&str> = report.issues.iter().flat_map(|i| i.expression.iter().map(String::as_str)).collect();
         assert_eq!(expressions, vec!["Observation.contained[0].birthDate"]);
+    }
+
+    #[test]
+    fn bundle_entries_and_parameters_are_validated_as_their_own_types() {
+        let validator = validator();
+        let bundle = json!({
+            "resourceType": "Bundle", "type": "collection",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "gender": "female"}},
+                {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueBoolean": "yes"},
+                 "response": {"status": "200", "outcome": {"resourceType": "OperationOutcome", "issue": [{"severity": "bad", "code": "value"}]}}},
+                {"resource": {"resourceType": "NotAType"}}
+            ]
+        });
+        let mut report = Report::default();
+        validator.validate(ResourceType::parse("Bundle").unwrap(), &bundle, &mut report);
+        let expressions: Vec<&str> = report.issues.iter().flat_map(|i| i.expression.iter().map(String::as_str)).collect();
+        assert!(expressions.contains(&"Bundle.entry[1].resource.valueBoolean"), "{expressions:?}");
+        assert!(expressions.contains(&"Bundle.entry[1].response.outcome.issue[0].severity"), "{expressions:?}");
+        assert!(expressions.contains(&"Bundle.entry[2].resource.resourceType"), "{expressions:?}");
+        assert!(!expressions.iter().any(|e| e.starts_with("Bundle.entry[0]")), "{expressions:?}");
+        let parameters = json!({"resourceType": "Parameters", "parameter": [{"name": "a", "part": [{"name": "b", "resource": {"resourceType": "Patient", "active": 3}}]}]});
+        let mut report = Report::default();
+        validator.validate(ResourceType::parse("Parameters").unwrap(), &parameters, &mut report);
+        let expressions: Vec<&str> = report.issues.iter().flat_map(|i| i.expression.iter().map(String::as_str)).collect();
+        assert_eq!(expressions, vec!["Parameters.parameter[0].part[0].resource.active"]);
     }
 
     #[test]

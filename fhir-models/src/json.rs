@@ -159,53 +159,66 @@ pub fn select_members(raw: &[u8], keep: &[&str]) -> Result<Vec<u8>, serde_json::
     Ok(out)
 }
 
-/// Copy a JSON document, minified, replacing every string value for which `replace` gives a
-/// new value (transaction processing swaps `urn:uuid:` placeholders and conditional references
-/// for the ids it assigned). Numbers are copied as written.
+/// Copy a JSON document, minified, replacing every string for which `replace` gives a new value
+/// (transaction processing swaps `urn:uuid:` placeholders and conditional references for the ids
+/// it assigned). One linear pass; numbers and everything else are copied as written.
 pub fn rewrite_strings(raw: &[u8], replace: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, serde_json::Error> {
-    let value: &RawValue = serde_json::from_slice(raw)?;
+    // Reject what is not JSON before rewriting it.
+    serde_json::from_slice::<serde::de::IgnoredAny>(raw)?;
     let mut out = Vec::with_capacity(raw.len());
-    rewrite_value(value, replace, &mut out)?;
+    let mut position = 0;
+    while position < raw.len() {
+        let byte = raw[position];
+        if byte != b'"' {
+            if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                out.push(byte);
+            }
+            position += 1;
+            continue;
+        }
+        let start = position;
+        let mut end = position + 1;
+        let mut escaped = false;
+        while end < raw.len() {
+            match raw[end] {
+                b'\\' => {
+                    escaped = true;
+                    end += 2;
+                }
+                b'"' => break,
+                _ => end += 1,
+            }
+        }
+        let token = &raw[start..=end.min(raw.len() - 1)];
+        let replacement = if escaped {
+            serde_json::from_slice::<String>(token).ok().and_then(|text| replace(&text))
+        } else {
+            std::str::from_utf8(&token[1..token.len() - 1]).ok().and_then(replace)
+        };
+        match replacement {
+            Some(text) => write_string(&mut out, &text),
+            None => out.extend_from_slice(token),
+        }
+        position = end + 1;
+    }
     Ok(out)
 }
 
-fn rewrite_value(value: &RawValue, replace: &dyn Fn(&str) -> Option<String>, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            let members = RawMembers::parse(text.as_bytes())?;
-            out.push(b'{');
-            for (index, (key, member)) in members.0.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_string(out, key);
-                out.push(b':');
-                rewrite_value(member, replace, out)?;
+/// Replace every string value in a parsed document for which `replace` gives a new value;
+/// returns how many were replaced.
+pub fn rewrite_value_strings(value: &mut serde_json::Value, replace: &dyn Fn(&str) -> Option<String>) -> usize {
+    match value {
+        serde_json::Value::String(text) => match replace(text) {
+            Some(replacement) => {
+                *text = replacement;
+                1
             }
-            out.push(b'}');
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)?;
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                rewrite_value(item, replace, out)?;
-            }
-            out.push(b']');
-        }
-        Some(b'"') => {
-            let string: Cow<str> = serde_json::from_str(text)?;
-            match replace(&string) {
-                Some(replacement) => write_string(out, &replacement),
-                None => out.extend_from_slice(text.as_bytes()),
-            }
-        }
-        _ => out.extend_from_slice(text.as_bytes()),
+            None => 0,
+        },
+        serde_json::Value::Array(items) => items.iter_mut().map(|item| rewrite_value_strings(item, replace)).sum(),
+        serde_json::Value::Object(members) => members.values_mut().map(|member| rewrite_value_strings(member, replace)).sum(),
+        _ => 0,
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -241,6 +254,21 @@ mod tests {
         let raw = br#"{"subject": {"reference": "urn:uuid:1"}, "value": 1.50, "note": ["urn:uuid:1", "x"]}"#;
         let out = rewrite_strings(raw, &|s| (s == "urn:uuid:1").then(|| "Patient/p".to_owned())).unwrap();
         assert_eq!(out, br#"{"subject":{"reference":"Patient/p"},"value":1.50,"note":["Patient/p","x"]}"#);
+    }
+
+    #[test]
+    fn rewrites_escaped_strings_and_values() {
+        let raw = br#"{"a": "x\"y", "b": "urn:uuid:1", "c": {"d": ["urn:uuid:1"]}}"#;
+        let replace = |s: &str| match s {
+            "urn:uuid:1" => Some("Patient/p".to_owned()),
+            "x\"y" => Some("z".to_owned()),
+            _ => None,
+        };
+        assert_eq!(rewrite_strings(raw, &replace).unwrap(), br#"{"a":"z","b":"Patient/p","c":{"d":["Patient/p"]}}"#);
+        let mut value: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(rewrite_value_strings(&mut value, &replace), 3);
+        assert_eq!(value["c"]["d"][0], "Patient/p");
+        assert!(rewrite_strings(b"{\"a\": ", &replace).is_err());
     }
 
     #[test]

@@ -66,6 +66,19 @@ impl Metrics {
     }
 }
 
+/// A route pattern without its segment regexes: `/{type}/{id:[A-Za-z0-9.-]{1,64}}` is
+/// `/{type}/{id}`, as in `openapi.yaml` and on dashboards.
+pub fn route_label(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.split_once(':')) {
+            Some((name, _)) => format!("{{{name}}}"),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// A request id: the caller's `X-Request-ID` when it is short and plain, else a new UUID.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
@@ -96,7 +109,7 @@ pub async fn observe(
     metrics.in_flight.dec();
     let elapsed = started.elapsed();
     let mut response = result?;
-    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = response.request().match_pattern().map_or_else(|| "unmatched".to_owned(), |pattern| route_label(&pattern));
     let resource_type =
         response.request().match_info().get("type").filter(|name| fhir_models::ResourceType::parse(name).is_ok()).unwrap_or("").to_owned();
     let status = response.status().as_u16();

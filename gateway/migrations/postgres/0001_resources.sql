@@ -1,5 +1,8 @@
 -- Resources, their versions, and one index table per search-parameter type.
 -- Times are microseconds since the Unix epoch (BIGINT), the same on both dialects.
+-- The current version's JSON is kept once, in resources.content; its resource_versions row has
+-- NULL content until a newer version supersedes it and the JSON moves there.
+-- Index rows are keyed (res_key, seq): rewriting a resource's rows finds them by res_key.
 
 CREATE TABLE resources (
     res_key       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -32,85 +35,93 @@ CREATE INDEX resource_versions_type_sequence ON resource_versions (resource_type
 
 CREATE TABLE token_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
     system        TEXT,
     code          TEXT,
-    text          TEXT
+    text          TEXT,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX token_index_code ON token_index (resource_type, param, code, system);
-CREATE INDEX token_index_key ON token_index (res_key);
 
 CREATE TABLE string_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
     normalized    TEXT   NOT NULL,
-    exact         TEXT   NOT NULL
+    exact         TEXT   NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX string_index_value ON string_index (resource_type, param, normalized text_pattern_ops);
-CREATE INDEX string_index_key ON string_index (res_key);
 
 CREATE TABLE date_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
     low           BIGINT NOT NULL,
-    high          BIGINT NOT NULL
+    high          BIGINT NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX date_index_range ON date_index (resource_type, param, low, high);
-CREATE INDEX date_index_key ON date_index (res_key);
 
 CREATE TABLE number_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
     low           DOUBLE PRECISION NOT NULL,
-    high          DOUBLE PRECISION NOT NULL
+    high          DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX number_index_range ON number_index (resource_type, param, low, high);
-CREATE INDEX number_index_key ON number_index (res_key);
 
 CREATE TABLE quantity_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
     system        TEXT,
     code          TEXT,
     unit          TEXT,
     low           DOUBLE PRECISION NOT NULL,
-    high          DOUBLE PRECISION NOT NULL
+    high          DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX quantity_index_range ON quantity_index (resource_type, param, low, high);
-CREATE INDEX quantity_index_key ON quantity_index (res_key);
 
 CREATE TABLE uri_index (
     res_key       BIGINT NOT NULL,
+    seq           INTEGER NOT NULL,
     resource_type TEXT   NOT NULL,
     param         TEXT   NOT NULL,
-    uri           TEXT   NOT NULL
+    uri           TEXT   NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX uri_index_value ON uri_index (resource_type, param, uri text_pattern_ops);
-CREATE INDEX uri_index_key ON uri_index (res_key);
 
 CREATE TABLE reference_index (
     res_key           BIGINT NOT NULL,
+    seq               INTEGER NOT NULL,
     resource_type     TEXT   NOT NULL,
     param             TEXT   NOT NULL,
     target_type       TEXT,
     target_id         TEXT,
     url               TEXT,
     identifier_system TEXT,
-    identifier_value  TEXT
+    identifier_value  TEXT,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX reference_index_target ON reference_index (resource_type, param, target_id, target_type);
 CREATE INDEX reference_index_reverse ON reference_index (target_type, target_id);
-CREATE INDEX reference_index_key ON reference_index (res_key);
 
 -- The patients whose compartment holds each resource (FHIR CompartmentDefinition "patient").
 CREATE TABLE patient_compartment (
     res_key    BIGINT NOT NULL,
-    patient_id TEXT   NOT NULL
+    seq        INTEGER NOT NULL,
+    patient_id TEXT   NOT NULL,
+    PRIMARY KEY (res_key, seq)
 );
 CREATE INDEX patient_compartment_patient ON patient_compartment (patient_id, res_key);
-CREATE INDEX patient_compartment_key ON patient_compartment (res_key);

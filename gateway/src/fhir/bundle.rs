@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use fhir_models::bundle::{BundleWriter, EntryParts, EntryResponse};
-use fhir_models::json::{RawMembers, rewrite_strings};
+use fhir_models::json::{RawMembers, rewrite_strings, rewrite_value_strings};
 use fhir_models::outcome::IssueType;
 use fhir_models::{OperationOutcome, Reference, ResourceType};
 use serde_json::Value;
@@ -222,10 +222,6 @@ fn in_entry(index: usize, error: ApiError) -> ApiError {
     }
 }
 
-fn parse_resource(entry: &Entry, bytes: Vec<u8>, expected: ResourceType) -> Result<ParsedResource, ApiError> {
-    ParsedResource::parse(bytes, Some(expected)).map_err(|e| in_entry(entry.index, e))
-}
-
 async fn transaction(
     service: &FhirService,
     permit: &Permitted,
@@ -234,13 +230,17 @@ async fn transaction(
 ) -> Result<FhirResponse, ApiError> {
     let context = &permit.write_context();
     let now = service.now();
-    // Validate every entry before the transaction takes any lock. Rewriting references later
-    // changes only reference strings, whose targets are checked again after the rewrite.
-    for entry in &entries {
-        if let Some(bytes) = &entry.resource {
-            let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
-            prepare(service, bytes.clone(), Some(url.resource_type)).await.map_err(|e| in_entry(entry.index, e))?;
-        }
+    // Parse and validate every entry before the transaction takes any lock. Rewriting references
+    // later changes only reference strings, whose targets are checked again after the rewrite.
+    let mut resources: Vec<Option<ParsedResource>> = Vec::with_capacity(entries.len());
+    for entry in &mut entries {
+        resources.push(match entry.resource.take() {
+            Some(bytes) => {
+                let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
+                Some(prepare(service, bytes, Some(url.resource_type)).await.map_err(|e| in_entry(entry.index, e))?.into_inner())
+            }
+            None => None,
+        });
     }
     let mut transaction = service.store.begin().await?;
     let tx = transaction.as_mut();
@@ -279,10 +279,10 @@ async fn transaction(
     }
 
     // 2. Resolve conditional references and rewrite every reference to a placeholder.
-    for entry in &mut entries {
-        let Some(bytes) = &entry.resource else { continue };
+    for (entry, resource) in entries.iter().zip(resources.iter_mut()) {
+        let Some(resource) = resource else { continue };
         let mut conditional = Vec::new();
-        collect_conditional_references(&serde_json::from_slice(bytes).unwrap_or(Value::Null), &mut conditional);
+        collect_conditional_references(&resource.value, &mut conditional);
         for reference in conditional {
             if identities.contains_key(&reference) {
                 continue;
@@ -293,10 +293,10 @@ async fn transaction(
             })?;
             identities.insert(reference.clone(), format!("{resource_type}/{}", resolved.id));
         }
-        if !identities.is_empty() {
-            let rewritten = rewrite_strings(bytes, &|text| identities.get(text).cloned())
+        let replace = |text: &str| identities.get(text).cloned();
+        if !identities.is_empty() && rewrite_value_strings(&mut resource.value, &replace) > 0 {
+            resource.bytes = rewrite_strings(&resource.bytes, &replace)
                 .map_err(|e| in_entry(entry.index, ApiError::invalid(IssueType::Structure, e.to_string())))?;
-            entry.resource = Some(rewritten);
         }
     }
 
@@ -306,7 +306,8 @@ async fn transaction(
     let mut results: Vec<Option<EntryResult>> = (0..entries.len()).map(|_| None).collect();
     for index in order {
         let entry = &entries[index];
-        let result = process_in_transaction(service, permit, tx, context, entry, assigned.remove(&index), preference, now)
+        let resource = resources[index].take();
+        let result = process_in_transaction(service, permit, tx, context, entry, resource, assigned.remove(&index), preference, now)
             .await
             .map_err(|e| in_entry(index, e))?;
         results[index] = Some(result);
@@ -374,29 +375,29 @@ async fn process_in_transaction(
     tx: &mut dyn StoreTransaction,
     context: &WriteContext,
     entry: &Entry,
+    resource: Option<ParsedResource>,
     assignment: Option<Assignment>,
     preference: ReturnPreference,
     now: OffsetDateTime,
 ) -> Result<EntryResult, ApiError> {
     let url = parse_url(entry)?;
-    match (entry.method, assignment) {
-        (Method::Post, Some(Assignment::Existing(version))) => Ok(EntryResult::from_version("200 OK", &version, preference, true)),
-        (Method::Post, Some(Assignment::Create(id))) => {
-            let resource = parse_resource(entry, entry.resource.clone().unwrap_or_default(), url.resource_type)?;
+    match (entry.method, assignment, resource) {
+        (Method::Post, Some(Assignment::Existing(version)), _) => Ok(EntryResult::from_version("200 OK", &version, preference, true)),
+        (Method::Post, Some(Assignment::Create(id)), Some(resource)) => {
             check_references(service, &resource)?;
             let version =
                 persist(tx, context, Persist { resource: &resource, id: &id, version_id: 1, method: WriteMethod::Create, now }).await?;
             Ok(EntryResult::from_version("201 Created", &version, preference, true))
         }
-        (Method::Put, Some(Assignment::Update(id))) => {
-            let bytes = entry.resource.clone().unwrap_or_default();
-            let bytes = fhir_models::json::set_id(&bytes, &id).map_err(|e| ApiError::invalid(IssueType::Structure, e.to_string()))?;
-            let resource = parse_resource(entry, bytes, url.resource_type)?;
+        (Method::Put, Some(Assignment::Update(id)), Some(mut resource)) => {
+            resource.bytes =
+                fhir_models::json::set_id(&resource.bytes, &id).map_err(|e| ApiError::invalid(IssueType::Structure, e.to_string()))?;
+            resource.value["id"] = Value::String(id.clone());
             check_references(service, &resource)?;
             let updated = update_in(tx, context, url.resource_type, &id, &resource, entry.if_match.as_deref(), now).await?;
             Ok(updated_result(&updated, preference))
         }
-        (Method::Delete, _) => {
+        (Method::Delete, ..) => {
             let deleted = match (url.id, url.query) {
                 (Some(id), None) => delete_in(tx, context, url.resource_type, id, now).await?,
                 (None, Some(condition)) => conditional_delete_in(service, tx, context, url.resource_type, condition, now).await?,
@@ -404,7 +405,7 @@ async fn process_in_transaction(
             };
             Ok(EntryResult { etag: deleted.map(etag), ..EntryResult::status_only("204 No Content") })
         }
-        (Method::Get, _) => read_entry(service, permit, entry).await,
+        (Method::Get, ..) => read_entry(service, permit, entry).await,
         _ => Err(ApiError::Internal(anyhow::anyhow!("entry {} has no identity assigned", entry.index))),
     }
 }

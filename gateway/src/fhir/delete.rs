@@ -30,13 +30,13 @@ pub async fn delete_in(
     transaction
         .write(NewVersion {
             resource_type,
-            id,
+            id: id.to_owned(),
             version_id,
             last_updated: fhir_models::datetime::to_micros(now),
             method: WriteMethod::Delete,
             content: None,
             index: None,
-            source_org: context.source_org.as_ref().map(|ods| ods.as_ref()),
+            source_org: context.source_org.as_ref().map(|ods| ods.to_string()),
         })
         .await?;
     Ok(Some(version_id))

@@ -102,10 +102,10 @@ impl FhirResponse {
     }
 
     /// A stored version as a response, with `ETag` and `Last-Modified`.
-    pub fn version(status: u16, version: &StoredVersion) -> Self {
+    pub fn version(status: u16, version: StoredVersion) -> Self {
         Self {
             status,
-            body: Body::Json(version.content.clone().unwrap_or_default().into_bytes()),
+            body: Body::Json(version.content.unwrap_or_default().into_bytes()),
             etag: Some(etag(version.version_id)),
             last_modified: Some(version.last_updated),
             location: None,

@@ -23,7 +23,7 @@ pub async fn read(service: &FhirService, permit: &Permitted, resource_type: Reso
     match service.store.read(resource_type, id).await? {
         None => Err(not_found(resource_type, id)),
         Some(version) if version.deleted => Err(ApiError::Gone(format!("{resource_type}/{id} was deleted"))),
-        Some(version) => Ok(FhirResponse::version(200, &version)),
+        Some(version) => Ok(FhirResponse::version(200, version)),
     }
 }
 
@@ -43,6 +43,6 @@ pub async fn vread(
     match service.store.vread(resource_type, id, version_id.0).await? {
         None => Err(ApiError::NotFound(format!("{resource_type}/{id} has no version {version_id}"))),
         Some(version) if version.deleted => Err(ApiError::Gone(format!("version {version_id} of {resource_type}/{id} is a deletion"))),
-        Some(version) => Ok(FhirResponse::version(200, &version)),
+        Some(version) => Ok(FhirResponse::version(200, version)),
     }
 }

@@ -15,6 +15,12 @@ use crate::store::{NewVersion, StoreTransaction, StoredVersion, WriteMethod};
 /// interactions take.
 pub struct Validated(ParsedResource);
 
+impl Validated {
+    pub fn into_inner(self) -> ParsedResource {
+        self.0
+    }
+}
+
 impl std::ops::Deref for Validated {
     type Target = ParsedResource;
     fn deref(&self) -> &ParsedResource {
@@ -66,13 +72,13 @@ pub async fn persist(
     transaction
         .write(NewVersion {
             resource_type: write.resource.resource_type,
-            id: write.id,
+            id: write.id.to_owned(),
             version_id: write.version_id,
             last_updated,
             method: write.method,
-            content: Some(&content),
-            index: Some(&index),
-            source_org: context.source_org.as_ref().map(|ods| ods.as_ref()),
+            content: Some(content.clone()),
+            index: Some(index),
+            source_org: context.source_org.as_ref().map(|ods| ods.to_string()),
         })
         .await?;
     Ok(StoredVersion {

@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
+use super::query::Dialect;
+
 /// A value bound to a `$n` placeholder (SQLite accepts PostgreSQL's `$n` too).
 #[derive(Clone, Debug)]
 pub enum Bind<'a> {
@@ -32,9 +34,12 @@ pub struct VersionRow {
 
 #[async_trait]
 pub trait SqlConn: Send {
+    fn dialect(&self) -> Dialect;
     async fn fetch_versions(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<VersionRow>, sqlx::Error>;
     async fn fetch_optional_i64(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Option<i64>, sqlx::Error>;
     async fn execute(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error>;
+    /// Rows of `(res_key, resource_type, id)`, as `INSERT … RETURNING` gives them.
+    async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error>;
 }
 
 macro_rules! bind_all {
@@ -55,15 +60,23 @@ macro_rules! bind_all {
 }
 
 macro_rules! impl_sql_conn {
-    ($connection:ty, $database:ty) => {
+    ($connection:ty, $database:ty, $dialect:expr) => {
         #[async_trait]
         impl SqlConn for $connection {
+            fn dialect(&self) -> Dialect {
+                $dialect
+            }
+
             async fn fetch_versions(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<VersionRow>, sqlx::Error> {
                 bind_all!(sqlx::query_as::<$database, VersionRow>(AssertSqlSafe(sql)), binds).fetch_all(self).await
             }
 
             async fn fetch_optional_i64(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Option<i64>, sqlx::Error> {
                 bind_all!(sqlx::query_scalar::<$database, i64>(AssertSqlSafe(sql)), binds).fetch_optional(self).await
+            }
+
+            async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, (i64, String, String)>(AssertSqlSafe(sql)), binds).fetch_all(self).await
             }
 
             async fn execute(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
@@ -74,5 +87,5 @@ macro_rules! impl_sql_conn {
     };
 }
 
-impl_sql_conn!(sqlx::SqliteConnection, sqlx::Sqlite);
-impl_sql_conn!(sqlx::PgConnection, sqlx::Postgres);
+impl_sql_conn!(sqlx::SqliteConnection, sqlx::Sqlite, Dialect::Sqlite);
+impl_sql_conn!(sqlx::PgConnection, sqlx::Postgres, Dialect::Postgres);

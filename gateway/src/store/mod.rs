@@ -62,17 +62,18 @@ impl WriteMethod {
 
 /// A version about to be written. The FHIR layer decides ids and version numbers; the store
 /// persists the version, the current pointer and the index rows together.
-pub struct NewVersion<'a> {
+pub struct NewVersion {
     pub resource_type: ResourceType,
-    pub id: &'a str,
+    pub id: String,
     pub version_id: i64,
     pub last_updated: i64,
+    /// `Create` promises a new id (a server-assigned UUID): the store inserts without looking.
     pub method: WriteMethod,
     /// `None` writes a deletion.
-    pub content: Option<&'a str>,
-    pub index: Option<&'a IndexEntries>,
+    pub content: Option<String>,
+    pub index: Option<IndexEntries>,
     /// ODS code of the organisation that published this version.
-    pub source_org: Option<&'a str>,
+    pub source_org: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,9 @@ pub trait StoreTransaction: Send {
     /// Search inside the transaction (conditional create, update, delete and references).
     async fn search(&mut self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
-    async fn write(&mut self, version: NewVersion<'_>) -> Result<(), StoreError>;
+    /// Write a version. Writes may be buffered and sent in bulk before the next read and at commit;
+    /// a constraint violation may therefore surface at commit.
+    async fn write(&mut self, version: NewVersion) -> Result<(), StoreError>;
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -59,90 +59,125 @@ pub enum HistoryScope {
     System,
 }
 
-/// SQL text with its binds.
+/// SQL text with its binds, built left to right: each bind is pushed where its placeholder
+/// goes (`$n` on PostgreSQL; `?` on SQLite, whose driver looks `$n` names up one by one and
+/// makes a statement with thousands of binds quadratic).
 pub struct CompiledQuery<'q> {
     pub sql: String,
     pub binds: Vec<Bind<'q>>,
+    dialect: Dialect,
 }
 
 impl<'q> CompiledQuery<'q> {
-    fn new() -> Self {
-        Self { sql: String::with_capacity(256), binds: Vec::new() }
+    pub fn new(dialect: Dialect) -> Self {
+        Self { sql: String::with_capacity(256), binds: Vec::new(), dialect }
     }
 
-    /// Bind a value and return its placeholder.
-    fn bind(&mut self, value: Bind<'q>) -> String {
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Append a placeholder for `value`.
+    pub fn push_bind(&mut self, value: Bind<'q>) -> &mut Self {
         self.binds.push(value);
-        format!("${}", self.binds.len())
+        match self.dialect {
+            Dialect::Postgres => {
+                self.sql.push('$');
+                self.sql.push_str(&self.binds.len().to_string());
+            }
+            Dialect::Sqlite => self.sql.push('?'),
+        }
+        self
     }
 }
 
 pub const VERSION_COLUMNS: &str = "r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content";
 
+/// Columns and source of a version row: a superseded version holds its own JSON; the current one
+/// (NULL content, not a deletion) reads it from `resources`.
+pub const HISTORY_COLUMNS: &str = "r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, \
+     CASE WHEN r.deleted THEN NULL ELSE COALESCE(r.content, c.content) END AS content, r.sequence \
+     FROM resource_versions r JOIN resources c ON c.res_key = r.res_key";
+
 impl SearchQuery {
     /// The page of matches: `count + 1` rows in store-key order.
-    pub fn compile_page(&self) -> CompiledQuery<'_> {
-        let mut query = CompiledQuery::new();
-        query.sql.push_str("SELECT ");
-        query.sql.push_str(VERSION_COLUMNS);
-        query.sql.push_str(" FROM resources r WHERE ");
+    pub fn compile_page(&self, dialect: Dialect) -> CompiledQuery<'_> {
+        let mut query = CompiledQuery::new(dialect);
+        query.push("SELECT ").push(VERSION_COLUMNS).push(" FROM resources r WHERE ");
         self.push_conditions(&mut query);
         if let Some(after) = self.after_key {
-            let placeholder = query.bind(Bind::Int(after));
-            query.sql.push_str(&format!(" AND r.res_key > {placeholder}"));
+            query.push(" AND r.res_key > ").push_bind(Bind::Int(after));
         }
-        let limit = query.bind(Bind::Int(self.count as i64 + 1));
-        query.sql.push_str(&format!(" ORDER BY r.res_key LIMIT {limit}"));
+        query.push(" ORDER BY r.res_key LIMIT ").push_bind(Bind::Int(self.count as i64 + 1));
         query
     }
 
     /// The number of matches, ignoring paging.
-    pub fn compile_count(&self) -> CompiledQuery<'_> {
-        let mut query = CompiledQuery::new();
-        query.sql.push_str("SELECT COUNT(*) FROM resources r WHERE ");
+    pub fn compile_count(&self, dialect: Dialect) -> CompiledQuery<'_> {
+        let mut query = CompiledQuery::new(dialect);
+        query.push("SELECT COUNT(*) FROM resources r WHERE ");
         self.push_conditions(&mut query);
         query
     }
 
     fn push_conditions<'q>(&'q self, query: &mut CompiledQuery<'q>) {
-        let type_placeholder = query.bind(Bind::Text(self.resource_type.as_str()));
-        query.sql.push_str(&format!("r.resource_type = {type_placeholder} AND r.deleted = FALSE"));
+        let resource_type = self.resource_type.as_str();
+        query.push("r.resource_type = ").push_bind(Bind::Text(resource_type)).push(" AND r.deleted = FALSE");
         for filter in &self.filters {
-            query.sql.push_str(" AND ");
+            query.push(" AND ");
             match filter {
                 Filter::Ids(ids) => {
-                    let placeholders: Vec<String> = ids.iter().map(|id| query.bind(Bind::Text(id))).collect();
-                    query.sql.push_str(&format!("r.id IN ({})", placeholders.join(", ")));
+                    query.push("r.id IN (");
+                    for (index, id) in ids.iter().enumerate() {
+                        if index > 0 {
+                            query.push(", ");
+                        }
+                        query.push_bind(Bind::Text(id));
+                    }
+                    query.push(")");
                 }
                 Filter::Token { param, values, negate } => {
-                    let param_placeholder = query.bind(Bind::Text(param));
-                    let mut alternatives = Vec::with_capacity(values.len());
-                    for value in values {
-                        let mut parts = Vec::with_capacity(2);
+                    query
+                        .push(if *negate { "r.res_key NOT IN" } else { "r.res_key IN" })
+                        .push(" (SELECT t.res_key FROM token_index t WHERE t.resource_type = ")
+                        .push_bind(Bind::Text(resource_type))
+                        .push(" AND t.param = ")
+                        .push_bind(Bind::Text(param))
+                        .push(" AND (");
+                    for (index, value) in values.iter().enumerate() {
+                        if index > 0 {
+                            query.push(" OR ");
+                        }
+                        query.push("(");
+                        let mut any = false;
                         if let Some(code) = &value.code {
-                            parts.push(format!("t.code = {}", query.bind(Bind::Text(code))));
+                            query.push("t.code = ").push_bind(Bind::Text(code));
+                            any = true;
                         }
                         match &value.system {
                             SystemMatch::Any => {}
-                            SystemMatch::Absent => parts.push("t.system IS NULL".to_owned()),
-                            SystemMatch::Is(system) => parts.push(format!("t.system = {}", query.bind(Bind::Text(system)))),
+                            SystemMatch::Absent => {
+                                query.push(if any { " AND t.system IS NULL" } else { "t.system IS NULL" });
+                                any = true;
+                            }
+                            SystemMatch::Is(system) => {
+                                query.push(if any { " AND t.system = " } else { "t.system = " }).push_bind(Bind::Text(system));
+                                any = true;
+                            }
                         }
-                        if parts.is_empty() {
-                            parts.push("TRUE".to_owned());
+                        if !any {
+                            query.push("TRUE");
                         }
-                        alternatives.push(format!("({})", parts.join(" AND ")));
+                        query.push(")");
                     }
-                    query.sql.push_str(&format!(
-                        "r.res_key {}IN (SELECT t.res_key FROM token_index t WHERE t.resource_type = {type_placeholder} AND t.param = {param_placeholder} AND ({}))",
-                        if *negate { "NOT " } else { "" },
-                        alternatives.join(" OR ")
-                    ));
+                    query.push("))");
                 }
                 Filter::PatientCompartment(patient_id) => {
-                    let placeholder = query.bind(Bind::Text(patient_id));
-                    query.sql.push_str(&format!(
-                        "r.res_key IN (SELECT c.res_key FROM patient_compartment c WHERE c.patient_id = {placeholder})"
-                    ));
+                    query
+                        .push("r.res_key IN (SELECT c.res_key FROM patient_compartment c WHERE c.patient_id = ")
+                        .push_bind(Bind::Text(patient_id))
+                        .push(")");
                 }
             }
         }
@@ -151,34 +186,26 @@ impl SearchQuery {
 
 impl HistoryScope {
     /// Versions newest first, `limit` rows, optionally below a sequence and since a time.
-    pub fn compile(&self, limit: usize, before_sequence: Option<i64>, since: Option<i64>) -> CompiledQuery<'_> {
-        let mut query = CompiledQuery::new();
-        query.sql.push_str(
-            "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content, r.sequence \
-             FROM resource_versions r WHERE TRUE",
-        );
+    pub fn compile(&self, dialect: Dialect, limit: usize, before_sequence: Option<i64>, since: Option<i64>) -> CompiledQuery<'_> {
+        let mut query = CompiledQuery::new(dialect);
+        query.push("SELECT ").push(HISTORY_COLUMNS).push(" WHERE TRUE");
         match self {
             Self::Instance(resource_type, id) => {
-                let type_placeholder = query.bind(Bind::Text(resource_type.as_str()));
-                let id_placeholder = query.bind(Bind::Text(id));
-                query.sql.push_str(&format!(" AND r.resource_type = {type_placeholder} AND r.id = {id_placeholder}"));
+                query.push(" AND r.resource_type = ").push_bind(Bind::Text(resource_type.as_str()));
+                query.push(" AND r.id = ").push_bind(Bind::Text(id));
             }
             Self::Type(resource_type) => {
-                let type_placeholder = query.bind(Bind::Text(resource_type.as_str()));
-                query.sql.push_str(&format!(" AND r.resource_type = {type_placeholder}"));
+                query.push(" AND r.resource_type = ").push_bind(Bind::Text(resource_type.as_str()));
             }
             Self::System => {}
         }
         if let Some(before) = before_sequence {
-            let placeholder = query.bind(Bind::Int(before));
-            query.sql.push_str(&format!(" AND r.sequence < {placeholder}"));
+            query.push(" AND r.sequence < ").push_bind(Bind::Int(before));
         }
         if let Some(since) = since {
-            let placeholder = query.bind(Bind::Int(since));
-            query.sql.push_str(&format!(" AND r.last_updated >= {placeholder}"));
+            query.push(" AND r.last_updated >= ").push_bind(Bind::Int(since));
         }
-        let limit_placeholder = query.bind(Bind::Int(limit as i64));
-        query.sql.push_str(&format!(" ORDER BY r.sequence DESC LIMIT {limit_placeholder}"));
+        query.push(" ORDER BY r.sequence DESC LIMIT ").push_bind(Bind::Int(limit as i64));
         query
     }
 }
@@ -203,14 +230,17 @@ mod tests {
             after_key: Some(5),
             include_total: true,
         };
-        let compiled = query.compile_page();
+        let compiled = query.compile_page(Dialect::Postgres);
         assert_eq!(
             compiled.sql,
             "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content FROM resources r \
              WHERE r.resource_type = $1 AND r.deleted = FALSE AND r.res_key IN (SELECT t.res_key FROM token_index t \
-             WHERE t.resource_type = $1 AND t.param = $2 AND ((t.code = $3 AND t.system = $4))) AND r.res_key > $5 \
-             ORDER BY r.res_key LIMIT $6"
+             WHERE t.resource_type = $2 AND t.param = $3 AND ((t.code = $4 AND t.system = $5))) AND r.res_key > $6 \
+             ORDER BY r.res_key LIMIT $7"
         );
-        assert_eq!(compiled.binds.len(), 6);
+        assert_eq!(compiled.binds.len(), 7);
+        let sqlite = query.compile_page(Dialect::Sqlite);
+        assert_eq!(sqlite.sql.matches('?').count(), 7);
+        assert!(!sqlite.sql.contains('$'));
     }
 }

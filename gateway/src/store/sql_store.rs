@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use super::connection::{Bind, SqlConn, VersionRow};
-use super::query::{CompiledQuery, Dialect, HistoryScope, SearchQuery, VERSION_COLUMNS};
+use super::query::{CompiledQuery, Dialect, HISTORY_COLUMNS, HistoryScope, SearchQuery, VERSION_COLUMNS};
 use super::{FhirStore, NewVersion, SearchPage, StoreError, StoreTransaction, StoredVersion, WriteMethod};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -166,11 +166,12 @@ async fn read_current(
 }
 
 async fn search(conn: &mut dyn SqlConn, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-    let mut matches = fetch(conn, query.compile_page()).await?;
+    let dialect = conn.dialect();
+    let mut matches = fetch(conn, query.compile_page(dialect)).await?;
     let has_more = matches.len() > query.count;
     matches.truncate(query.count);
     let total = if query.include_total {
-        let count = query.compile_count();
+        let count = query.compile_count(dialect);
         Some(conn.fetch_optional_i64(&count.sql, &count.binds).await?.unwrap_or(0))
     } else {
         None
@@ -185,11 +186,10 @@ impl FhirStore for SqlStore {
     }
 
     async fn vread(&self, resource_type: ResourceType, id: &str, version_id: i64) -> Result<Option<StoredVersion>, StoreError> {
-        let sql = "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content, r.sequence \
-                   FROM resource_versions r WHERE r.resource_type = $1 AND r.id = $2 AND r.version_id = $3";
+        let sql = format!("SELECT {HISTORY_COLUMNS} WHERE r.resource_type = $1 AND r.id = $2 AND r.version_id = $3");
         let binds = [Bind::Text(resource_type.as_str()), Bind::Text(id), Bind::Int(version_id)];
         with_reader!(self, |conn| {
-            let rows = conn.fetch_versions(sql, &binds).await?;
+            let rows = conn.fetch_versions(&sql, &binds).await?;
             rows.into_iter().next().map(to_version).transpose()
         })
     }
@@ -201,7 +201,10 @@ impl FhirStore for SqlStore {
         before_sequence: Option<i64>,
         since: Option<i64>,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        with_reader!(self, |conn| fetch(conn, scope.compile(count + 1, before_sequence, since)).await)
+        with_reader!(self, |conn| {
+            let dialect = conn.dialect();
+            fetch(conn, scope.compile(dialect, count + 1, before_sequence, since)).await
+        })
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
@@ -215,7 +218,7 @@ impl FhirStore for SqlStore {
             Pools::Sqlite { writer, .. } => OpenTransaction::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Pools::Postgres(pool) => OpenTransaction::Postgres(pool.begin().await?),
         };
-        Ok(Box::new(SqlTransaction { transaction, dialect: self.dialect() }))
+        Ok(Box::new(SqlTransaction { transaction, dialect: self.dialect(), pending: Vec::new() }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -241,6 +244,8 @@ enum OpenTransaction {
 struct SqlTransaction {
     transaction: OpenTransaction,
     dialect: Dialect,
+    /// Versions written but not yet sent: sent in bulk before the next read and at commit.
+    pending: Vec<NewVersion>,
 }
 
 impl SqlTransaction {
@@ -250,6 +255,15 @@ impl SqlTransaction {
             OpenTransaction::Postgres(transaction) => &mut **transaction,
         }
     }
+
+    /// Send pending writes, so that what follows reads them.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        write_versions(self.conn(), &pending).await
+    }
 }
 
 #[async_trait]
@@ -257,6 +271,7 @@ impl StoreTransaction for SqlTransaction {
     async fn read_for_update(&mut self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError> {
         // SQLite's IMMEDIATE transaction already excludes other writers.
         let lock = self.dialect == Dialect::Postgres;
+        self.flush().await?;
         read_current(self.conn(), resource_type, id, lock).await
     }
 
@@ -270,14 +285,17 @@ impl StoreTransaction for SqlTransaction {
     }
 
     async fn search(&mut self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        self.flush().await?;
         search(self.conn(), query).await
     }
 
-    async fn write(&mut self, version: NewVersion<'_>) -> Result<(), StoreError> {
-        write_version(self.conn(), &version).await
+    async fn write(&mut self, version: NewVersion) -> Result<(), StoreError> {
+        self.pending.push(version);
+        Ok(())
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.flush().await?;
         match self.transaction {
             OpenTransaction::Sqlite(transaction) => transaction.commit().await?,
             OpenTransaction::Postgres(transaction) => transaction.commit().await?,
@@ -286,182 +304,278 @@ impl StoreTransaction for SqlTransaction {
     }
 }
 
-async fn write_version(conn: &mut dyn SqlConn, version: &NewVersion<'_>) -> Result<(), StoreError> {
+/// Persist versions: new resources with multi-row `INSERT … RETURNING`, updates and deletions
+/// one by one, then every version row and every index row in bulk. A transaction of 250 new
+/// resources is a dozen statements, not three thousand.
+async fn write_versions(conn: &mut dyn SqlConn, versions: &[NewVersion]) -> Result<(), StoreError> {
+    let mut keys = vec![0i64; versions.len()];
+    let creates: Vec<usize> = (0..versions.len()).filter(|&i| versions[i].method == WriteMethod::Create).collect();
+    for chunk in creates.chunks(ROWS_PER_INSERT / 2) {
+        let rows: Vec<&NewVersion> = chunk.iter().map(|&i| &versions[i]).collect();
+        let insert = multi_row_insert(
+            conn.dialect(),
+            "resources",
+            &["resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
+            &rows,
+            |version| {
+                vec![
+                    Bind::Text(version.resource_type.as_str()),
+                    Bind::Text(&version.id),
+                    Bind::Int(version.version_id),
+                    Bind::Int(version.last_updated),
+                    Bind::Bool(version.content.is_none()),
+                    Bind::Text(version.method.code()),
+                    Bind::OptText(version.source_org.as_deref()),
+                    Bind::OptText(version.content.as_deref()),
+                ]
+            },
+        );
+        let returned = conn.fetch_keys(&format!("{} RETURNING res_key, resource_type, id", insert.sql), &insert.binds).await?;
+        let by_identity: std::collections::HashMap<(&str, &str), i64> =
+            returned.iter().map(|(key, resource_type, id)| ((resource_type.as_str(), id.as_str()), *key)).collect();
+        for &i in chunk {
+            keys[i] = *by_identity
+                .get(&(versions[i].resource_type.as_str(), versions[i].id.as_str()))
+                .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("INSERT … RETURNING missed a row")))?;
+        }
+    }
+    for (i, version) in versions.iter().enumerate() {
+        if version.method != WriteMethod::Create {
+            keys[i] = upsert_current(conn, version).await?;
+        }
+    }
+    let rows: Vec<(i64, &NewVersion)> = keys.iter().copied().zip(versions).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT / 2) {
+        let insert = multi_row_insert(
+            conn.dialect(),
+            "resource_versions",
+            &["res_key", "resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
+            chunk,
+            |(key, version)| {
+                vec![
+                    Bind::Int(*key),
+                    Bind::Text(version.resource_type.as_str()),
+                    Bind::Text(&version.id),
+                    Bind::Int(version.version_id),
+                    Bind::Int(version.last_updated),
+                    Bind::Bool(version.content.is_none()),
+                    Bind::Text(version.method.code()),
+                    Bind::OptText(version.source_org.as_deref()),
+                    // The current version's JSON lives in `resources`; it moves here when superseded.
+                    Bind::OptText(None),
+                ]
+            },
+        );
+        conn.execute(&insert.sql, &insert.binds).await?;
+    }
+    insert_index(conn, &rows).await
+}
+
+/// Write the current-version row of an update or deletion; returns the resource's key. Its old
+/// index rows are removed (the caller inserts the new ones).
+async fn upsert_current(conn: &mut dyn SqlConn, version: &NewVersion) -> Result<i64, StoreError> {
     let resource_type = version.resource_type.as_str();
     let existing = conn
         .fetch_optional_i64(
             "SELECT res_key FROM resources WHERE resource_type = $1 AND id = $2",
-            &[Bind::Text(resource_type), Bind::Text(version.id)],
+            &[Bind::Text(resource_type), Bind::Text(&version.id)],
         )
         .await?;
-    let res_key = match existing {
+    let current = [
+        Bind::Int(version.version_id),
+        Bind::Int(version.last_updated),
+        Bind::Bool(version.content.is_none()),
+        Bind::Text(version.method.code()),
+        Bind::OptText(version.source_org.as_deref()),
+        Bind::OptText(version.content.as_deref()),
+    ];
+    match existing {
         Some(res_key) => {
+            // The superseded version keeps its JSON in its own row from now on.
+            conn.execute(
+                "UPDATE resource_versions SET content = (SELECT content FROM resources WHERE res_key = $1) \
+                 WHERE res_key = $2 AND version_id = (SELECT version_id FROM resources WHERE res_key = $3)",
+                &[Bind::Int(res_key), Bind::Int(res_key), Bind::Int(res_key)],
+            )
+            .await?;
+            let mut binds = current.to_vec();
+            binds.push(Bind::Int(res_key));
             conn.execute(
                 "UPDATE resources SET version_id = $1, last_updated = $2, deleted = $3, method = $4, source_org = $5, content = $6 \
                  WHERE res_key = $7",
-                &[
-                    Bind::Int(version.version_id),
-                    Bind::Int(version.last_updated),
-                    Bind::Bool(version.content.is_none()),
-                    Bind::Text(version.method.code()),
-                    Bind::OptText(version.source_org),
-                    Bind::OptText(version.content),
-                    Bind::Int(res_key),
-                ],
+                &binds,
             )
             .await?;
-            clear_index(conn, res_key).await?;
-            res_key
+            for table in INDEX_TABLES {
+                conn.execute(&format!("DELETE FROM {table} WHERE res_key = $1"), &[Bind::Int(res_key)]).await?;
+            }
+            Ok(res_key)
         }
-        None => conn
-            .fetch_optional_i64(
+        None => {
+            let mut binds = vec![Bind::Text(resource_type), Bind::Text(&version.id)];
+            binds.extend(current);
+            conn.fetch_optional_i64(
                 "INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, method, source_org, content) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING res_key",
-                &[
-                    Bind::Text(resource_type),
-                    Bind::Text(version.id),
-                    Bind::Int(version.version_id),
-                    Bind::Int(version.last_updated),
-                    Bind::Bool(version.content.is_none()),
-                    Bind::Text(version.method.code()),
-                    Bind::OptText(version.source_org),
-                    Bind::OptText(version.content),
-                ],
+                &binds,
             )
             .await?
-            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("INSERT … RETURNING gave no key")))?,
-    };
-    conn.execute(
-        "INSERT INTO resource_versions (res_key, resource_type, id, version_id, last_updated, deleted, method, source_org, content) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            Bind::Int(res_key),
-            Bind::Text(resource_type),
-            Bind::Text(version.id),
-            Bind::Int(version.version_id),
-            Bind::Int(version.last_updated),
-            Bind::Bool(version.content.is_none()),
-            Bind::Text(version.method.code()),
-            Bind::OptText(version.source_org),
-            Bind::OptText(version.content),
-        ],
-    )
-    .await?;
-    if let Some(index) = version.index {
-        insert_index(conn, res_key, resource_type, index).await?;
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("INSERT … RETURNING gave no key")))
+        }
     }
-    Ok(())
 }
 
 const INDEX_TABLES: [&str; 8] =
     ["token_index", "string_index", "date_index", "number_index", "quantity_index", "uri_index", "reference_index", "patient_compartment"];
 
-async fn clear_index(conn: &mut dyn SqlConn, res_key: i64) -> Result<(), StoreError> {
-    for table in INDEX_TABLES {
-        conn.execute(&format!("DELETE FROM {table} WHERE res_key = $1"), &[Bind::Int(res_key)]).await?;
-    }
-    Ok(())
-}
-
 /// Rows per multi-row INSERT: well inside SQLite's and PostgreSQL's bind limits.
 const ROWS_PER_INSERT: usize = 400;
 
-/// Insert `rows` into `table`: each row gives its values after `res_key, resource_type`.
-async fn insert_rows<'a, T>(
+/// `INSERT INTO table (columns) VALUES (…), (…)` with a row of binds per item.
+fn multi_row_insert<'a, T>(
+    dialect: Dialect,
+    table: &str,
+    columns: &[&str],
+    rows: &'a [T],
+    values: impl Fn(&'a T) -> Vec<Bind<'a>>,
+) -> CompiledQuery<'a> {
+    let mut query = CompiledQuery::new(dialect);
+    query.push("INSERT INTO ").push(table).push(" (").push(&columns.join(", ")).push(") VALUES ");
+    for (row_number, row) in rows.iter().enumerate() {
+        query.push(if row_number == 0 { "(" } else { ", (" });
+        let row_values = values(row);
+        debug_assert_eq!(row_values.len(), columns.len());
+        for (column, value) in row_values.into_iter().enumerate() {
+            if column > 0 {
+                query.push(", ");
+            }
+            query.push_bind(value);
+        }
+        query.push(")");
+    }
+    query
+}
+
+async fn insert_all<'a, T>(
     conn: &mut dyn SqlConn,
     table: &str,
     columns: &[&str],
-    res_key: i64,
-    resource_type: &'a str,
     rows: &'a [T],
-    values: impl Fn(&'a T) -> Vec<Bind<'a>>,
+    values: impl Fn(&'a T) -> Vec<Bind<'a>> + Copy,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = format!("INSERT INTO {table} (res_key, resource_type, {}) VALUES ", columns.join(", "));
-        let mut binds = Vec::with_capacity(chunk.len() * (columns.len() + 2));
-        for (row_number, row) in chunk.iter().enumerate() {
-            if row_number > 0 {
-                sql.push_str(", ");
-            }
-            binds.push(Bind::Int(res_key));
-            binds.push(Bind::Text(resource_type));
-            binds.extend(values(row));
-            let first = binds.len() - columns.len() - 1;
-            let placeholders: Vec<String> = (first..=binds.len()).map(|n| format!("${n}")).collect();
-            sql.push('(');
-            sql.push_str(&placeholders.join(", "));
-            sql.push(')');
-        }
-        conn.execute(&sql, &binds).await?;
+        let insert = multi_row_insert(conn.dialect(), table, columns, chunk, values);
+        conn.execute(&insert.sql, &insert.binds).await?;
     }
     Ok(())
 }
 
-async fn insert_index(conn: &mut dyn SqlConn, res_key: i64, resource_type: &str, index: &IndexEntries) -> Result<(), StoreError> {
-    insert_rows(conn, "token_index", &["param", "system", "code", "text"], res_key, resource_type, &index.tokens, |t| {
-        vec![Bind::Text(&t.param), Bind::OptText(t.system.as_deref()), Bind::OptText(t.code.as_deref()), Bind::OptText(t.text.as_deref())]
-    })
+/// Every index row of the versions, table by table.
+async fn insert_index(conn: &mut dyn SqlConn, versions: &[(i64, &NewVersion)]) -> Result<(), StoreError> {
+    /// `(res_key, seq, resource_type, entry)` for every entry `pick` takes from each version.
+    fn rows<'a, T>(versions: &[(i64, &'a NewVersion)], pick: impl Fn(&'a IndexEntries) -> &'a [T]) -> Vec<(i64, i64, &'a str, &'a T)> {
+        versions
+            .iter()
+            .filter_map(|(key, version)| version.index.as_ref().map(|index| (*key, version.resource_type.as_str(), index)))
+            .flat_map(|(key, resource_type, index)| {
+                pick(index).iter().enumerate().map(move |(seq, entry)| (key, seq as i64, resource_type, entry))
+            })
+            .collect()
+    }
+    insert_all(
+        conn,
+        "token_index",
+        &["res_key", "seq", "resource_type", "param", "system", "code", "text"],
+        &rows(versions, |i| &i.tokens),
+        |(k, n, t, e)| {
+            vec![
+                Bind::Int(*k),
+                Bind::Int(*n),
+                Bind::Text(t),
+                Bind::Text(&e.param),
+                Bind::OptText(e.system.as_deref()),
+                Bind::OptText(e.code.as_deref()),
+                Bind::OptText(e.text.as_deref()),
+            ]
+        },
+    )
     .await?;
-    insert_rows(conn, "string_index", &["param", "normalized", "exact"], res_key, resource_type, &index.strings, |s| {
-        vec![Bind::Text(&s.param), Bind::Text(&s.normalized), Bind::Text(&s.exact)]
-    })
+    insert_all(
+        conn,
+        "string_index",
+        &["res_key", "seq", "resource_type", "param", "normalized", "exact"],
+        &rows(versions, |i| &i.strings),
+        |(k, n, t, e)| {
+            vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(t), Bind::Text(&e.param), Bind::Text(&e.normalized), Bind::Text(&e.exact)]
+        },
+    )
     .await?;
-    insert_rows(conn, "date_index", &["param", "low", "high"], res_key, resource_type, &index.dates, |d| {
-        vec![Bind::Text(&d.param), Bind::Int(d.low), Bind::Int(d.high)]
-    })
+    insert_all(
+        conn,
+        "date_index",
+        &["res_key", "seq", "resource_type", "param", "low", "high"],
+        &rows(versions, |i| &i.dates),
+        |(k, n, t, e)| vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(t), Bind::Text(&e.param), Bind::Int(e.low), Bind::Int(e.high)],
+    )
     .await?;
-    insert_rows(conn, "number_index", &["param", "low", "high"], res_key, resource_type, &index.numbers, |n| {
-        vec![Bind::Text(&n.param), Bind::Real(n.low), Bind::Real(n.high)]
-    })
+    insert_all(
+        conn,
+        "number_index",
+        &["res_key", "seq", "resource_type", "param", "low", "high"],
+        &rows(versions, |i| &i.numbers),
+        |(k, n, t, e)| vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(t), Bind::Text(&e.param), Bind::Real(e.low), Bind::Real(e.high)],
+    )
     .await?;
-    insert_rows(
+    insert_all(
         conn,
         "quantity_index",
-        &["param", "system", "code", "unit", "low", "high"],
-        res_key,
-        resource_type,
-        &index.quantities,
-        |q| {
+        &["res_key", "seq", "resource_type", "param", "system", "code", "unit", "low", "high"],
+        &rows(versions, |i| &i.quantities),
+        |(k, n, t, e)| {
             vec![
-                Bind::Text(&q.param),
-                Bind::OptText(q.system.as_deref()),
-                Bind::OptText(q.code.as_deref()),
-                Bind::OptText(q.unit.as_deref()),
-                Bind::Real(q.low),
-                Bind::Real(q.high),
+                Bind::Int(*k),
+                Bind::Int(*n),
+                Bind::Text(t),
+                Bind::Text(&e.param),
+                Bind::OptText(e.system.as_deref()),
+                Bind::OptText(e.code.as_deref()),
+                Bind::OptText(e.unit.as_deref()),
+                Bind::Real(e.low),
+                Bind::Real(e.high),
             ]
         },
     )
     .await?;
-    insert_rows(conn, "uri_index", &["param", "uri"], res_key, resource_type, &index.uris, |u| {
-        vec![Bind::Text(&u.param), Bind::Text(&u.uri)]
+    insert_all(conn, "uri_index", &["res_key", "seq", "resource_type", "param", "uri"], &rows(versions, |i| &i.uris), |(k, n, t, e)| {
+        vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(t), Bind::Text(&e.param), Bind::Text(&e.uri)]
     })
     .await?;
-    insert_rows(
+    insert_all(
         conn,
         "reference_index",
-        &["param", "target_type", "target_id", "url", "identifier_system", "identifier_value"],
-        res_key,
-        resource_type,
-        &index.references,
-        |r| {
+        &["res_key", "seq", "resource_type", "param", "target_type", "target_id", "url", "identifier_system", "identifier_value"],
+        &rows(versions, |i| &i.references),
+        |(k, n, t, e)| {
             vec![
-                Bind::Text(&r.param),
-                Bind::OptText(r.target_type.map(|t| t.as_str())),
-                Bind::OptText(r.target_id.as_deref()),
-                Bind::OptText(r.url.as_deref()),
-                Bind::OptText(r.identifier_system.as_deref()),
-                Bind::OptText(r.identifier_value.as_deref()),
+                Bind::Int(*k),
+                Bind::Int(*n),
+                Bind::Text(t),
+                Bind::Text(&e.param),
+                Bind::OptText(e.target_type.map(|t| t.as_str())),
+                Bind::OptText(e.target_id.as_deref()),
+                Bind::OptText(e.url.as_deref()),
+                Bind::OptText(e.identifier_system.as_deref()),
+                Bind::OptText(e.identifier_value.as_deref()),
             ]
         },
     )
     .await?;
-    for patient_id in &index.patient_compartment {
-        conn.execute(
-            "INSERT INTO patient_compartment (res_key, patient_id) VALUES ($1, $2)",
-            &[Bind::Int(res_key), Bind::Text(patient_id)],
-        )
-        .await?;
-    }
-    Ok(())
+    insert_all(
+        conn,
+        "patient_compartment",
+        &["res_key", "seq", "patient_id"],
+        &rows(versions, |i| &i.patient_compartment),
+        |(k, n, _, patient)| vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(patient)],
+    )
+    .await
 }
