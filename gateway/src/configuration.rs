@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 6] = ["server", "tls", "database", "redis", "limits", "log"];
+const SECTIONS: [&str; 7] = ["server", "tls", "database", "redis", "cache", "limits", "log"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +22,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    pub cache: CacheSettings,
     pub limits: Limits,
     pub log: LogSettings,
     #[serde(default)]
@@ -76,6 +77,13 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     /// `redis://host:port/db`. Without it, caches and rate limits are in-process.
     pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Memory for the read-by-id cache of current versions, in bytes; 0 turns it off.
+    pub read_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,6 +143,7 @@ impl Default for Settings {
                 migrate_on_start: true,
             },
             redis: RedisSettings::default(),
+            cache: CacheSettings { read_cache_bytes: 64 * 1024 * 1024 },
             limits: Limits {
                 max_body_bytes: 64 * 1024 * 1024,
                 max_bundle_entries: 10_000,

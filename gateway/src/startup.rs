@@ -16,7 +16,7 @@ use crate::fhir::{FhirService, PagingKey};
 use crate::http::{self, AppState};
 use crate::metrics::{Metrics, observe};
 use crate::rate_limit::RateLimiter;
-use crate::store::{FhirStore, SqlStore, sql_store::StoreOptions};
+use crate::store::{CachedStore, FhirStore, ReadCache, SqlStore, sql_store::StoreOptions};
 
 pub struct Application {
     port: u16,
@@ -58,8 +58,15 @@ impl Application {
         let base_url = settings.fhir_base_url(listener.local_addr()?);
 
         let paging_secret = paging_secret(&settings)?;
+        let fhir_store: crate::store::SharedStore = if settings.cache.read_cache_bytes > 0 {
+            let cache = Arc::new(ReadCache::new(settings.cache.read_cache_bytes));
+            store.watch_invalidations(cache.clone());
+            Arc::new(CachedStore::new(store.clone(), cache))
+        } else {
+            store.clone()
+        };
         let fhir = FhirService {
-            store: store.clone(),
+            store: fhir_store,
             validator,
             base_url: base_url.clone(),
             limits: settings.limits.clone(),

@@ -63,7 +63,7 @@ impl EntryResult {
             location: with_location.then(|| format!("{}/{}/_history/{}", version.resource_type, version.id, version.version_id)),
             etag: Some(etag(version.version_id)),
             last_modified: Some(instant(version.last_updated)),
-            resource: (preference == ReturnPreference::Representation).then(|| version.content.clone().unwrap_or_default().into_bytes()),
+            resource: (preference == ReturnPreference::Representation).then(|| version.content.clone().unwrap_or_default().to_vec()),
             outcome: None,
         }
     }
@@ -448,7 +448,7 @@ async fn read_entry(service: &FhirService, permit: &Permitted, entry: &Entry) ->
         _ => return Err(ApiError::invalid(IssueType::NotSupported, format!("unsupported GET {:?}", entry.url))),
     };
     let resource = match response.body {
-        Body::Json(bytes) => Some(bytes),
+        Body::Json(bytes) => Some(bytes.to_vec()),
         Body::Outcome(outcome) => Some(outcome.to_json_bytes()),
         Body::Empty => None,
     };

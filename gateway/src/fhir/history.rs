@@ -121,7 +121,7 @@ pub async fn history(
         let last_modified = instant(version.last_updated);
         writer.entry(EntryParts {
             full_url: Some(&full_url),
-            resource: version.content.as_deref().map(str::as_bytes),
+            resource: version.content.as_deref(),
             request: Some((version.method.code(), &request_url)),
             response: Some(EntryResponse {
                 status,

@@ -80,7 +80,7 @@ pub enum ReturnPreference {
 #[derive(Debug)]
 pub enum Body {
     /// Raw FHIR JSON (a stored resource, or a Bundle written as bytes).
-    Json(Vec<u8>),
+    Json(bytes::Bytes),
     Outcome(OperationOutcome),
     Empty,
 }
@@ -98,14 +98,14 @@ pub struct FhirResponse {
 
 impl FhirResponse {
     pub fn ok(body: Vec<u8>) -> Self {
-        Self { status: 200, body: Body::Json(body), etag: None, last_modified: None, location: None }
+        Self { status: 200, body: Body::Json(body.into()), etag: None, last_modified: None, location: None }
     }
 
     /// A stored version as a response, with `ETag` and `Last-Modified`.
     pub fn version(status: u16, version: StoredVersion) -> Self {
         Self {
             status,
-            body: Body::Json(version.content.unwrap_or_default().into_bytes()),
+            body: Body::Json(version.content.unwrap_or_default()),
             etag: Some(etag(version.version_id)),
             last_modified: Some(version.last_updated),
             location: None,

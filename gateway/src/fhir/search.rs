@@ -81,7 +81,7 @@ pub async fn search(
         let full_url = service.full_url(version);
         writer.entry(EntryParts {
             full_url: Some(&full_url),
-            resource: version.content.as_deref().map(str::as_bytes),
+            resource: version.content.as_deref(),
             search_mode: Some("match"),
             ..Default::default()
         });

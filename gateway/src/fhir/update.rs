@@ -74,7 +74,7 @@ pub async fn update_in(
     }
     if let Some(version) = &current
         && !version.deleted
-        && version.content.as_deref() == Some(stamp(resource, id, version.version_id, version.last_updated)?.as_str())
+        && version.content.as_deref() == Some(stamp(resource, id, version.version_id, version.last_updated)?.as_bytes())
     {
         return Ok(Updated::Unchanged(version.clone()));
     }

@@ -89,7 +89,7 @@ pub async fn persist(
         last_updated,
         deleted: false,
         method: write.method,
-        content: Some(content),
+        content: Some(bytes::Bytes::from(content)),
         sequence: 0,
     })
 }

@@ -4,10 +4,13 @@
 //! SQLite (the embedded default) and PostgreSQL, with a migration set per dialect; this module
 //! and its children are the only place SQL appears.
 
+pub mod cache;
 mod connection;
+mod nodelay;
 pub mod query;
 pub mod sql_store;
 
+pub use cache::{CachedStore, ReadCache};
 pub use query::{Filter, HistoryScope, SearchQuery, TokenValue};
 pub use sql_store::SqlStore;
 
@@ -29,8 +32,8 @@ pub struct StoredVersion {
     pub last_updated: i64,
     pub deleted: bool,
     pub method: WriteMethod,
-    /// The stamped JSON (`id` and `meta` set); `None` for a deletion.
-    pub content: Option<String>,
+    /// The stamped JSON (`id` and `meta` set), shared without copying; `None` for a deletion.
+    pub content: Option<bytes::Bytes>,
     /// Position in the store's history, for paging `_history`.
     pub sequence: i64,
 }

@@ -46,7 +46,13 @@ impl SqlStore {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
         if options.url.starts_with("postgres://") || options.url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(options.url).context("invalid PostgreSQL URL")?.application_name("hie-gateway");
+            let peers: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((connect.get_host(), connect.get_port())).await.map(Iterator::collect).unwrap_or_default();
             let pool = PgPoolOptions::new()
+                .after_connect(move |_, _| {
+                    super::nodelay::set_on_sockets_to(&peers);
+                    Box::pin(async { Ok(()) })
+                })
                 .max_connections(options.max_connections.unwrap_or(cores * 4))
                 .min_connections(1)
                 .acquire_timeout(options.acquire_timeout)
@@ -142,7 +148,7 @@ fn to_version(row: VersionRow) -> Result<StoredVersion, StoreError> {
         last_updated: row.last_updated,
         deleted: row.deleted,
         method: WriteMethod::from_code(&row.method),
-        content: row.content,
+        content: row.content.map(bytes::Bytes::from),
         sequence: row.sequence,
     })
 }
@@ -218,7 +224,7 @@ impl FhirStore for SqlStore {
             Pools::Sqlite { writer, .. } => OpenTransaction::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Pools::Postgres(pool) => OpenTransaction::Postgres(pool.begin().await?),
         };
-        Ok(Box::new(SqlTransaction { transaction, dialect: self.dialect(), pending: Vec::new() }))
+        Ok(Box::new(SqlTransaction { transaction, dialect: self.dialect(), pending: Vec::new(), written: Vec::new() }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -236,6 +242,66 @@ impl FhirStore for SqlStore {
     }
 }
 
+/// The channel other instances' caches listen on; PostgreSQL caps a payload below 8,000 bytes.
+const CACHE_CHANNEL: &str = "hie_cache";
+const MAX_NOTIFY_PAYLOAD: usize = 7_000;
+
+impl SqlStore {
+    /// Keep `cache` told of writes this process cannot see itself: other instances' commits
+    /// (PostgreSQL notifications) or another process writing the SQLite file.
+    pub fn watch_invalidations(&self, cache: std::sync::Arc<super::ReadCache>) {
+        match &self.pools {
+            Pools::Postgres(pool) => {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match sqlx::postgres::PgListener::connect_with(&pool).await {
+                            Ok(mut listener) => {
+                                if listener.listen(CACHE_CHANNEL).await.is_err() {
+                                    cache.set_trusted(false);
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    continue;
+                                }
+                                cache.set_trusted(true);
+                                // `None`: the connection dropped, and notifications may be lost.
+                                while let Ok(Some(notification)) = listener.try_recv().await {
+                                    cache.apply_notification(notification.payload());
+                                }
+                                tracing::warn!("cache notifications interrupted: the read cache is bypassed until they resume");
+                                cache.set_trusted(false);
+                            }
+                            Err(_) => {
+                                cache.set_trusted(false);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+            }
+            Pools::Sqlite { writer, .. } => {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let mut seen: Option<i64> = None;
+                    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        ticks.tick().await;
+                        // Skip a tick rather than queue behind a long write.
+                        let Some(mut connection) = writer.try_acquire() else { continue };
+                        let Ok(version) = sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&mut *connection).await else {
+                            continue;
+                        };
+                        if seen.is_some_and(|previous| previous != version) {
+                            tracing::info!("another process wrote the database: the read cache is emptied");
+                            cache.invalidate_all();
+                        }
+                        seen = Some(version);
+                    }
+                });
+            }
+        }
+    }
+}
+
 enum OpenTransaction {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
@@ -246,6 +312,8 @@ struct SqlTransaction {
     dialect: Dialect,
     /// Versions written but not yet sent: sent in bulk before the next read and at commit.
     pending: Vec<NewVersion>,
+    /// `Type/id` of everything written, announced to other instances' caches on commit.
+    written: Vec<String>,
 }
 
 impl SqlTransaction {
@@ -290,12 +358,19 @@ impl StoreTransaction for SqlTransaction {
     }
 
     async fn write(&mut self, version: NewVersion) -> Result<(), StoreError> {
+        self.written.push(format!("{}/{}", version.resource_type, version.id));
         self.pending.push(version);
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
+        if self.dialect == Dialect::Postgres && !self.written.is_empty() {
+            // Delivered to listeners only if, and when, the transaction commits.
+            let payload = self.written.join("\n");
+            let payload = if payload.len() > MAX_NOTIFY_PAYLOAD { "*".to_owned() } else { payload };
+            self.conn().execute("SELECT pg_notify($1, $2)", &[Bind::Text(CACHE_CHANNEL), Bind::Owned(payload)]).await?;
+        }
         match self.transaction {
             OpenTransaction::Sqlite(transaction) => transaction.commit().await?,
             OpenTransaction::Postgres(transaction) => transaction.commit().await?,

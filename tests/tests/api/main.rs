@@ -4,6 +4,7 @@
 mod architecture;
 mod authentication;
 mod bundles;
+mod cache;
 mod crud;
 mod examples;
 mod faults;
