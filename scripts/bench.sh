@@ -71,10 +71,17 @@ echo "reference data (Synthea hospitals and practitioners, batch bundles of 2,38
 for f in hospitalInformation1633536936158.json practitionerInformation1633536936158.json; do
     echo "  $f: $(post "$ROOT/tests/fixtures/synthea/$f")"
 done
-echo "Synthea patient transactions (238-259 entries each): status, seconds"
-for f in "$ROOT"/tests/fixtures/synthea/*_*.json; do
-    echo "  $(basename "$f" | cut -c1-24): $(post "$f")"
-done
+echo "Synthea patient transactions (238-259 entries each), each of the 8 posted 3 times:"
+for round in 1 2 3; do
+    for f in "$ROOT"/tests/fixtures/synthea/*_*.json; do post "$f"; done
+done > transactions.txt
+python3 - transactions.txt <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+times = sorted(float(t) * 1000 for status, t in rows)
+statuses = {status for status, _ in rows}
+print(f"  statuses {sorted(statuses)}; median {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms (curl time_total, new TLS connection each)")
+PY
 
 ID=$(curl -sS "${TLS[@]}" "$BASE/Patient?_count=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["entry"][0]["resource"]["id"])')
 echo "read-by-id: Patient/$ID, $CONNECTIONS connections, $DURATION"

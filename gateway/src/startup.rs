@@ -58,12 +58,11 @@ impl Application {
         let base_url = settings.fhir_base_url(listener.local_addr()?);
 
         let paging_secret = paging_secret(&settings)?;
-        let fhir_store: crate::store::SharedStore = if settings.cache.read_cache_bytes > 0 {
-            let cache = Arc::new(ReadCache::new(settings.cache.read_cache_bytes));
-            store.watch_invalidations(cache.clone());
-            Arc::new(CachedStore::new(store.clone(), cache))
-        } else {
-            store.clone()
+        let cache = (settings.cache.read_cache_bytes > 0).then(|| Arc::new(ReadCache::new(settings.cache.read_cache_bytes)));
+        store.start_background_tasks(cache.clone());
+        let fhir_store: crate::store::SharedStore = match cache {
+            Some(cache) => Arc::new(CachedStore::new(store.clone(), cache)),
+            None => store.clone(),
         };
         let fhir = FhirService {
             store: fhir_store,

@@ -253,16 +253,18 @@ async fn transaction(
         let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
         let assignment = match entry.method {
             Method::Post => match &entry.if_none_exist {
-                Some(condition) => match find_one(service, tx, url.resource_type, condition).await.map_err(|e| in_entry(entry.index, e))? {
-                    Some(existing) => Assignment::Existing(existing),
-                    None => Assignment::Create(new_id()),
-                },
+                Some(condition) => {
+                    match find_one(service, tx, url.resource_type, condition, true).await.map_err(|e| in_entry(entry.index, e))? {
+                        Some(existing) => Assignment::Existing(existing),
+                        None => Assignment::Create(new_id()),
+                    }
+                }
                 None => Assignment::Create(new_id()),
             },
             Method::Put => match (url.id, url.query) {
                 (Some(id), None) => Assignment::Update(id.to_owned()),
                 (None, Some(condition)) => {
-                    match find_one(service, tx, url.resource_type, condition).await.map_err(|e| in_entry(entry.index, e))? {
+                    match find_one(service, tx, url.resource_type, condition, true).await.map_err(|e| in_entry(entry.index, e))? {
                         Some(existing) => Assignment::Update(existing.id),
                         None => Assignment::Update(new_id()),
                     }
@@ -288,9 +290,10 @@ async fn transaction(
                 continue;
             }
             let Reference::Conditional { resource_type, query } = Reference::parse(&reference) else { continue };
-            let resolved = find_one(service, tx, resource_type, query).await.map_err(|e| in_entry(entry.index, e))?.ok_or_else(|| {
-                in_entry(entry.index, ApiError::NotFound(format!("the conditional reference {reference} matches no resource")))
-            })?;
+            let resolved =
+                find_one(service, tx, resource_type, query, false).await.map_err(|e| in_entry(entry.index, e))?.ok_or_else(|| {
+                    in_entry(entry.index, ApiError::NotFound(format!("the conditional reference {reference} matches no resource")))
+                })?;
             identities.insert(reference.clone(), format!("{resource_type}/{}", resolved.id));
         }
         let replace = |text: &str| identities.get(text).cloned();
@@ -337,6 +340,7 @@ async fn find_one(
     tx: &mut dyn StoreTransaction,
     resource_type: ResourceType,
     condition: &str,
+    lock: bool,
 ) -> Result<Option<StoredVersion>, ApiError> {
     let parsed = parse_search(resource_type, &parse_query_string(condition), &service.limits, Handling::Strict)?;
     if parsed.query.filters.is_empty() {
@@ -345,7 +349,9 @@ async fn find_one(
     let mut query = parsed.query;
     query.count = 2;
     query.include_total = false;
-    tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
+    if lock {
+        tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
+    }
     let found = tx.search(&query).await?;
     match found.matches.len() {
         0 | 1 => Ok(found.matches.into_iter().next()),

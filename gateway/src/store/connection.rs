@@ -6,7 +6,7 @@ use sqlx::AssertSqlSafe;
 
 use super::query::Dialect;
 
-/// A value bound to a `$n` placeholder (SQLite accepts PostgreSQL's `$n` too).
+/// A value bound to a placeholder.
 #[derive(Clone, Debug)]
 pub enum Bind<'a> {
     Text(&'a str),
@@ -15,6 +15,20 @@ pub enum Bind<'a> {
     Int(i64),
     Real(f64),
     Bool(bool),
+    /// A PostgreSQL array (for `UNNEST` bulk inserts), all of the first item's kind.
+    Array(Vec<Bind<'a>>),
+}
+
+impl Bind<'_> {
+    /// The PostgreSQL array type of a column of these values.
+    pub fn array_type(&self) -> &'static str {
+        match self {
+            Self::Int(_) => "bigint[]",
+            Self::Real(_) => "float8[]",
+            Self::Bool(_) => "bool[]",
+            _ => "text[]",
+        }
+    }
 }
 
 /// A row of `resources` or `resource_versions`.
@@ -43,7 +57,7 @@ pub trait SqlConn: Send {
 }
 
 macro_rules! bind_all {
-    ($query:expr, $binds:expr) => {{
+    ($query:expr, $binds:expr, $bind_array:ident) => {{
         let mut query = $query;
         for bind in $binds {
             query = match bind {
@@ -53,14 +67,45 @@ macro_rules! bind_all {
                 Bind::Int(value) => query.bind(*value),
                 Bind::Real(value) => query.bind(*value),
                 Bind::Bool(value) => query.bind(*value),
+                Bind::Array(items) => $bind_array!(query, items),
             };
         }
         query
     }};
 }
 
+/// PostgreSQL: bind a column of values as one typed array.
+macro_rules! pg_array {
+    ($query:expr, $items:expr) => {
+        match $items.first() {
+            Some(Bind::Int(_)) => $query.bind($items.iter().map(|b| if let Bind::Int(v) = b { *v } else { 0 }).collect::<Vec<i64>>()),
+            Some(Bind::Real(_)) => $query.bind($items.iter().map(|b| if let Bind::Real(v) = b { *v } else { 0.0 }).collect::<Vec<f64>>()),
+            Some(Bind::Bool(_)) => $query.bind($items.iter().map(|b| matches!(b, Bind::Bool(true))).collect::<Vec<bool>>()),
+            _ => $query.bind(
+                $items
+                    .iter()
+                    .map(|b| match b {
+                        Bind::Text(v) => Some(*v),
+                        Bind::OptText(v) => *v,
+                        Bind::Owned(v) => Some(v.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<&str>>>(),
+            ),
+        }
+    };
+}
+
+/// SQLite has no arrays; the store never builds one for it.
+macro_rules! no_array {
+    ($query:expr, $items:expr) => {{
+        let _ = $items;
+        unreachable!("array binds are built for PostgreSQL only")
+    }};
+}
+
 macro_rules! impl_sql_conn {
-    ($connection:ty, $database:ty, $dialect:expr) => {
+    ($connection:ty, $database:ty, $dialect:expr, $bind_array:ident) => {
         #[async_trait]
         impl SqlConn for $connection {
             fn dialect(&self) -> Dialect {
@@ -68,24 +113,24 @@ macro_rules! impl_sql_conn {
             }
 
             async fn fetch_versions(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<VersionRow>, sqlx::Error> {
-                bind_all!(sqlx::query_as::<$database, VersionRow>(AssertSqlSafe(sql)), binds).fetch_all(self).await
+                bind_all!(sqlx::query_as::<$database, VersionRow>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
             }
 
             async fn fetch_optional_i64(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Option<i64>, sqlx::Error> {
-                bind_all!(sqlx::query_scalar::<$database, i64>(AssertSqlSafe(sql)), binds).fetch_optional(self).await
+                bind_all!(sqlx::query_scalar::<$database, i64>(AssertSqlSafe(sql)), binds, $bind_array).fetch_optional(self).await
             }
 
             async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
-                bind_all!(sqlx::query_as::<$database, (i64, String, String)>(AssertSqlSafe(sql)), binds).fetch_all(self).await
+                bind_all!(sqlx::query_as::<$database, (i64, String, String)>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
             }
 
             async fn execute(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
-                let result = bind_all!(sqlx::query::<$database>(AssertSqlSafe(sql)), binds).execute(self).await?;
+                let result = bind_all!(sqlx::query::<$database>(AssertSqlSafe(sql)), binds, $bind_array).execute(self).await?;
                 Ok(result.rows_affected())
             }
         }
     };
 }
 
-impl_sql_conn!(sqlx::SqliteConnection, sqlx::Sqlite, Dialect::Sqlite);
-impl_sql_conn!(sqlx::PgConnection, sqlx::Postgres, Dialect::Postgres);
+impl_sql_conn!(sqlx::SqliteConnection, sqlx::Sqlite, Dialect::Sqlite, no_array);
+impl_sql_conn!(sqlx::PgConnection, sqlx::Postgres, Dialect::Postgres, pg_array);

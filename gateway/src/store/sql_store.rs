@@ -25,6 +25,8 @@ enum Pools {
     Sqlite {
         readers: SqlitePool,
         writer: SqlitePool,
+        /// For the connection that checkpoints the WAL.
+        connect: Box<SqliteConnectOptions>,
     },
     Postgres(PgPool),
 }
@@ -76,22 +78,24 @@ impl SqlStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
-            .pragma("cache_size", "-32768");
+            .pragma("cache_size", "-8192");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             // Writers queue for the one connection; waiting is better than refusing.
             .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
-            .connect_with(connect.clone())
+            // Commits only append to the WAL; a background task checkpoints it (see
+            // `start_background_tasks`), so no write pays for copying pages back.
+            .connect_with(connect.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .with_context(|| format!("failed to open SQLite database {path}"))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections.unwrap_or(cores * 2))
             .acquire_timeout(options.acquire_timeout)
             .test_before_acquire(false)
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
             .await
             .with_context(|| format!("failed to open SQLite database {path}"))?;
-        Ok(Self { pools: Pools::Sqlite { readers, writer } })
+        Ok(Self { pools: Pools::Sqlite { readers, writer, connect: Box::new(connect) } })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -103,8 +107,11 @@ impl SqlStore {
 
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { readers, writer } => {
+            Pools::Sqlite { readers, writer, .. } => {
                 readers.close().await;
+                if let Ok(mut connection) = writer.acquire().await {
+                    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *connection).await;
+                }
                 writer.close().await;
             }
             Pools::Postgres(pool) => pool.close().await,
@@ -247,9 +254,29 @@ const CACHE_CHANNEL: &str = "hie_cache";
 const MAX_NOTIFY_PAYLOAD: usize = 7_000;
 
 impl SqlStore {
-    /// Keep `cache` told of writes this process cannot see itself: other instances' commits
-    /// (PostgreSQL notifications) or another process writing the SQLite file.
-    pub fn watch_invalidations(&self, cache: std::sync::Arc<super::ReadCache>) {
+    /// Background work: SQLite WAL checkpoints, and, with a read cache, keeping it told of writes
+    /// this process cannot see itself (other instances' commits announced by PostgreSQL, or
+    /// another process writing the SQLite file).
+    pub fn start_background_tasks(&self, cache: Option<std::sync::Arc<super::ReadCache>>) {
+        if let Pools::Sqlite { connect, .. } = &self.pools {
+            let connect = SqliteConnectOptions::clone(connect);
+            tokio::spawn(async move {
+                use sqlx::ConnectOptions;
+                let Ok(mut connection) = connect.connect().await else {
+                    tracing::warn!("no checkpoint connection: the SQLite WAL grows until restart");
+                    return;
+                };
+                let mut ticks = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    ticks.tick().await;
+                    // PASSIVE never blocks readers or the writer.
+                    if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut connection).await {
+                        tracing::debug!(%error, "WAL checkpoint skipped");
+                    }
+                }
+            });
+        }
+        let Some(cache) = cache else { return };
         match &self.pools {
             Pools::Postgres(pool) => {
                 let pool = pool.clone();
@@ -379,70 +406,68 @@ impl StoreTransaction for SqlTransaction {
     }
 }
 
-/// Persist versions: new resources with multi-row `INSERT … RETURNING`, updates and deletions
-/// one by one, then every version row and every index row in bulk. A transaction of 250 new
+/// Persist versions: new resources with one bulk `INSERT … RETURNING`, updates and deletions one
+/// by one, then every version row and every index row in bulk. A transaction of 250 new
 /// resources is a dozen statements, not three thousand.
 async fn write_versions(conn: &mut dyn SqlConn, versions: &[NewVersion]) -> Result<(), StoreError> {
     let mut keys = vec![0i64; versions.len()];
-    let creates: Vec<usize> = (0..versions.len()).filter(|&i| versions[i].method == WriteMethod::Create).collect();
-    for chunk in creates.chunks(ROWS_PER_INSERT / 2) {
-        let rows: Vec<&NewVersion> = chunk.iter().map(|&i| &versions[i]).collect();
-        let insert = multi_row_insert(
-            conn.dialect(),
-            "resources",
-            &["resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
-            &rows,
-            |version| {
-                vec![
-                    Bind::Text(version.resource_type.as_str()),
-                    Bind::Text(&version.id),
-                    Bind::Int(version.version_id),
-                    Bind::Int(version.last_updated),
-                    Bind::Bool(version.content.is_none()),
-                    Bind::Text(version.method.code()),
-                    Bind::OptText(version.source_org.as_deref()),
-                    Bind::OptText(version.content.as_deref()),
-                ]
-            },
-        );
-        let returned = conn.fetch_keys(&format!("{} RETURNING res_key, resource_type, id", insert.sql), &insert.binds).await?;
-        let by_identity: std::collections::HashMap<(&str, &str), i64> =
-            returned.iter().map(|(key, resource_type, id)| ((resource_type.as_str(), id.as_str()), *key)).collect();
-        for &i in chunk {
-            keys[i] = *by_identity
-                .get(&(versions[i].resource_type.as_str(), versions[i].id.as_str()))
-                .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("INSERT … RETURNING missed a row")))?;
+    let creates: Vec<&NewVersion> = versions.iter().filter(|version| version.method == WriteMethod::Create).collect();
+    let statements = bulk_insert(
+        conn.dialect(),
+        "resources",
+        &["resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
+        &creates,
+        |version| {
+            vec![
+                Bind::Text(version.resource_type.as_str()),
+                Bind::Text(&version.id),
+                Bind::Int(version.version_id),
+                Bind::Int(version.last_updated),
+                Bind::Bool(version.content.is_none()),
+                Bind::Text(version.method.code()),
+                Bind::OptText(version.source_org.as_deref()),
+                Bind::OptText(version.content.as_deref()),
+            ]
+        },
+    );
+    let mut created: std::collections::HashMap<(String, String), i64> = std::collections::HashMap::with_capacity(creates.len());
+    for mut insert in statements {
+        insert.push(" RETURNING res_key, resource_type, id");
+        for (key, resource_type, id) in conn.fetch_keys(&insert.sql, &insert.binds).await? {
+            created.insert((resource_type, id), key);
         }
     }
     for (i, version) in versions.iter().enumerate() {
-        if version.method != WriteMethod::Create {
-            keys[i] = upsert_current(conn, version).await?;
-        }
+        keys[i] = if version.method == WriteMethod::Create {
+            *created
+                .get(&(version.resource_type.as_str().to_owned(), version.id.clone()))
+                .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("INSERT … RETURNING missed a row")))?
+        } else {
+            upsert_current(conn, version).await?
+        };
     }
     let rows: Vec<(i64, &NewVersion)> = keys.iter().copied().zip(versions).collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT / 2) {
-        let insert = multi_row_insert(
-            conn.dialect(),
-            "resource_versions",
-            &["res_key", "resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
-            chunk,
-            |(key, version)| {
-                vec![
-                    Bind::Int(*key),
-                    Bind::Text(version.resource_type.as_str()),
-                    Bind::Text(&version.id),
-                    Bind::Int(version.version_id),
-                    Bind::Int(version.last_updated),
-                    Bind::Bool(version.content.is_none()),
-                    Bind::Text(version.method.code()),
-                    Bind::OptText(version.source_org.as_deref()),
-                    // The current version's JSON lives in `resources`; it moves here when superseded.
-                    Bind::OptText(None),
-                ]
-            },
-        );
-        conn.execute(&insert.sql, &insert.binds).await?;
-    }
+    insert_all(
+        conn,
+        "resource_versions",
+        &["res_key", "resource_type", "id", "version_id", "last_updated", "deleted", "method", "source_org", "content"],
+        &rows,
+        |(key, version)| {
+            vec![
+                Bind::Int(*key),
+                Bind::Text(version.resource_type.as_str()),
+                Bind::Text(&version.id),
+                Bind::Int(version.version_id),
+                Bind::Int(version.last_updated),
+                Bind::Bool(version.content.is_none()),
+                Bind::Text(version.method.code()),
+                Bind::OptText(version.source_org.as_deref()),
+                // The current version's JSON lives in `resources`; it moves here when superseded.
+                Bind::OptText(None),
+            ]
+        },
+    )
+    .await?;
     insert_index(conn, &rows).await
 }
 
@@ -503,32 +528,68 @@ async fn upsert_current(conn: &mut dyn SqlConn, version: &NewVersion) -> Result<
 const INDEX_TABLES: [&str; 8] =
     ["token_index", "string_index", "date_index", "number_index", "quantity_index", "uri_index", "reference_index", "patient_compartment"];
 
-/// Rows per multi-row INSERT: well inside SQLite's and PostgreSQL's bind limits.
-const ROWS_PER_INSERT: usize = 400;
+/// SQLite: rows per multi-row `INSERT` come in a few fixed sizes, so that the prepared statements
+/// are reused from the statement cache rather than compiled anew for every row count.
+const SQLITE_CHUNKS: [usize; 4] = [256, 32, 4, 1];
 
-/// `INSERT INTO table (columns) VALUES (…), (…)` with a row of binds per item.
-fn multi_row_insert<'a, T>(
+/// The statements that insert `rows` into `table`: on PostgreSQL one `INSERT … SELECT FROM
+/// UNNEST(…)` with a typed array per column (the same text whatever the row count); on SQLite
+/// multi-row `VALUES` lists in fixed chunk sizes.
+fn bulk_insert<'a, T>(
     dialect: Dialect,
     table: &str,
     columns: &[&str],
     rows: &'a [T],
     values: impl Fn(&'a T) -> Vec<Bind<'a>>,
-) -> CompiledQuery<'a> {
-    let mut query = CompiledQuery::new(dialect);
-    query.push("INSERT INTO ").push(table).push(" (").push(&columns.join(", ")).push(") VALUES ");
-    for (row_number, row) in rows.iter().enumerate() {
-        query.push(if row_number == 0 { "(" } else { ", (" });
-        let row_values = values(row);
-        debug_assert_eq!(row_values.len(), columns.len());
-        for (column, value) in row_values.into_iter().enumerate() {
-            if column > 0 {
-                query.push(", ");
-            }
-            query.push_bind(value);
-        }
-        query.push(")");
+) -> Vec<CompiledQuery<'a>> {
+    if rows.is_empty() {
+        return Vec::new();
     }
-    query
+    let head = format!("INSERT INTO {table} ({}) ", columns.join(", "));
+    match dialect {
+        Dialect::Postgres => {
+            let mut arrays: Vec<Vec<Bind<'a>>> = (0..columns.len()).map(|_| Vec::with_capacity(rows.len())).collect();
+            for row in rows {
+                for (column, value) in values(row).into_iter().enumerate() {
+                    arrays[column].push(value);
+                }
+            }
+            let mut query = CompiledQuery::new(dialect);
+            query.push(&head).push("SELECT * FROM UNNEST(");
+            for (column, array) in arrays.into_iter().enumerate() {
+                if column > 0 {
+                    query.push(", ");
+                }
+                let array_type = array.first().map_or("text[]", Bind::array_type);
+                query.push_bind(Bind::Array(array)).push("::").push(array_type);
+            }
+            query.push(")");
+            vec![query]
+        }
+        Dialect::Sqlite => {
+            let mut statements = Vec::new();
+            let mut remaining = rows;
+            while !remaining.is_empty() {
+                let size = SQLITE_CHUNKS.into_iter().find(|size| *size <= remaining.len()).unwrap_or(remaining.len());
+                let (chunk, rest) = remaining.split_at(size);
+                remaining = rest;
+                let mut query = CompiledQuery::new(dialect);
+                query.push(&head).push("VALUES ");
+                for (row_number, row) in chunk.iter().enumerate() {
+                    query.push(if row_number == 0 { "(" } else { ", (" });
+                    for (column, value) in values(row).into_iter().enumerate() {
+                        if column > 0 {
+                            query.push(", ");
+                        }
+                        query.push_bind(value);
+                    }
+                    query.push(")");
+                }
+                statements.push(query);
+            }
+            statements
+        }
+    }
 }
 
 async fn insert_all<'a, T>(
@@ -538,8 +599,7 @@ async fn insert_all<'a, T>(
     rows: &'a [T],
     values: impl Fn(&'a T) -> Vec<Bind<'a>> + Copy,
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let insert = multi_row_insert(conn.dialect(), table, columns, chunk, values);
+    for insert in bulk_insert(conn.dialect(), table, columns, rows, values) {
         conn.execute(&insert.sql, &insert.binds).await?;
     }
     Ok(())
