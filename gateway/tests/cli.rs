@@ -1,0 +1,93 @@
+//! The `hie-gateway` binary as an operator uses it: `certs init`, `certs client`, `serve` with a
+//! config file, JSON logs without PHI, and a graceful stop on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hie-gateway");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BINARY).args(args).current_dir(dir).output().expect("the binary runs")
+}
+
+#[test]
+fn an_operator_makes_certificates_serves_and_stops_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = run(dir.path(), &["certs", "init"]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(dir.path().join("certs/ca.pem").exists() && dir.path().join("certs/server.key").exists());
+
+    let client = run(dir.path(), &["certs", "client", "--name", "riverside", "--ods", "Y90001", "--kind", "gp-system"]);
+    assert!(client.status.success());
+    let entry = String::from_utf8(client.stdout).unwrap();
+    assert!(entry.contains("[[clients]]") && entry.contains("name = \"riverside\"") && entry.contains("fingerprint = \""), "{entry}");
+
+    let refused = run(dir.path(), &["certs", "client", "--name", "x", "--ods", "not an ods code", "--kind", "trust"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ODS code"));
+
+    let (api, ops) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("hie-gateway.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{api}\"\nops_listen = \"127.0.0.1:{ops}\"\n[tls]\ngenerate_dev_certificates = false\n\
+             [database]\nurl = \"sqlite://hie.db\"\n[log]\nlevel = \"debug\"\n\n{entry}"
+        ),
+    )
+    .unwrap();
+    // Logs go to a file: a pipe nobody reads would fill and stall the server.
+    let log_file = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut server = Command::new(BINARY)
+        .args(["serve", "--demo", "--demo-patients", "3"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while http_get(ops, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.0 200") && !r.starts_with("HTTP/1.1 200")) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the gateway did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http_get(ops, "/metrics").unwrap();
+    assert!(metrics.contains("hie_http_requests_in_flight"));
+
+    // SIGTERM: the gateway finishes in-flight work and exits cleanly.
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the gateway did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let logs = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    let lines: Vec<serde_json::Value> = logs.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert!(!lines.is_empty() && lines.len() == logs.lines().count(), "every log line is JSON:\n{logs}");
+    assert!(lines.iter().any(|line| line["message"] == "demo data loaded"));
+    assert!(lines.iter().any(|line| line["message"] == "gateway stopped"));
+    // The demo patients' NHS numbers are in the database, never in the logs.
+    for n in 0..3 {
+        let nhs_number = gateway::demo::test_nhs_number(n).to_string();
+        assert!(!logs.contains(&nhs_number), "an NHS number reached the logs");
+    }
+}
