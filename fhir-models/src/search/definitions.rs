@@ -89,9 +89,16 @@ pub struct SearchParamTable {
     by_type: HashMap<ResourceType, Vec<SearchParamDef>>,
     common: Vec<SearchParamDef>,
     patient_compartment: HashMap<ResourceType, Vec<String>>,
+    summary_elements: HashMap<ResourceType, Vec<String>>,
 }
 
 impl SearchParamTable {
+    /// The top-level elements `_summary=true` keeps: those the definition marks as summary, and
+    /// those a resource must have.
+    pub fn summary_elements(&self, resource_type: ResourceType) -> &[String] {
+        self.summary_elements.get(&resource_type).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// The parameters of a type, the common `_id`, `_lastUpdated`, `_tag`… first.
     pub fn params(&self, resource_type: ResourceType) -> impl Iterator<Item = &SearchParamDef> {
         self.common.iter().chain(self.by_type.get(&resource_type).into_iter().flatten())
@@ -122,6 +129,7 @@ pub fn table() -> &'static SearchParamTable {
 struct RawTable {
     parameters: HashMap<String, HashMap<String, RawParam>>,
     patient_compartment: HashMap<String, Vec<String>>,
+    summary_elements: HashMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -197,14 +205,15 @@ fn parse(json: &str) -> Result<SearchParamTable, String> {
     for (type_name, params) in raw.parameters {
         let mut defs = Vec::with_capacity(params.len());
         for (_, param) in params {
-            let targets = param.target.iter().filter_map(|name| ResourceType::parse(name).ok()).collect();
-            defs.push(SearchParamDef {
-                code: param.code,
-                url: param.url,
-                kind: param.kind,
-                paths: param.paths.into_iter().map(convert_path).collect::<Result<_, _>>()?,
-                targets,
-            });
+            let mut targets: Vec<ResourceType> = param.target.iter().filter_map(|name| ResourceType::parse(name).ok()).collect();
+            let paths: Vec<ParamPath> = param.paths.into_iter().map(convert_path).collect::<Result<_, _>>()?;
+            // `subject.where(resolve() is Patient)` can only refer to a Patient, whatever the
+            // definition's shared target list says.
+            let narrowed: Option<Vec<ResourceType>> = paths.iter().map(|path| path.steps.last().and_then(|step| step.target)).collect();
+            if let Some(narrowed) = narrowed.filter(|n| !n.is_empty()) {
+                targets.retain(|t| narrowed.contains(t));
+            }
+            defs.push(SearchParamDef { code: param.code, url: param.url, kind: param.kind, paths, targets });
         }
         defs.sort_by(|a, b| a.code.cmp(&b.code));
         if type_name == "Resource" {
@@ -215,7 +224,9 @@ fn parse(json: &str) -> Result<SearchParamTable, String> {
     }
     let patient_compartment =
         raw.patient_compartment.into_iter().filter_map(|(name, params)| Some((ResourceType::parse(&name).ok()?, params))).collect();
-    Ok(SearchParamTable { by_type, common, patient_compartment })
+    let summary_elements =
+        raw.summary_elements.into_iter().filter_map(|(name, elements)| Some((ResourceType::parse(&name).ok()?, elements))).collect();
+    Ok(SearchParamTable { by_type, common, patient_compartment, summary_elements })
 }
 
 #[cfg(test)]
@@ -234,5 +245,7 @@ mod tests {
         assert_eq!(table.get(observation, "subject").unwrap().kind, ParamKind::Reference);
         assert!(table.in_patient_compartment(patient));
         assert!(!table.in_patient_compartment(ResourceType::parse("Organization").unwrap()));
+        assert!(table.summary_elements(patient).contains(&"birthDate".to_owned()));
+        assert!(!table.summary_elements(patient).contains(&"photo".to_owned()));
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
-use super::definitions::{ParamKind, SearchParamDef, Step, StepSelect, table};
+use super::definitions::{Component, ParamKind, SearchParamDef, Step, StepSelect, table};
 use crate::datetime::{MAX_MICROS, MIN_MICROS, parse_range};
 use crate::reference::Reference;
 use crate::resource_type::ResourceType;
@@ -70,6 +70,22 @@ pub struct ReferenceEntry {
     pub identifier_value: Option<String>,
 }
 
+/// One pair of values of a composite parameter, taken from the same element.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CompositeEntry {
+    pub param: String,
+    /// The first component, a token.
+    pub system: Option<String>,
+    pub code: Option<String>,
+    /// The second component: a token (`system2`, `code2`), a quantity (its unit's system and
+    /// code, its `unit`, and `low`/`high`) or a date (`low`/`high`, microseconds).
+    pub system2: Option<String>,
+    pub code2: Option<String>,
+    pub unit2: Option<String>,
+    pub low: f64,
+    pub high: f64,
+}
+
 /// Everything the store indexes for one resource version.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IndexEntries {
@@ -80,6 +96,7 @@ pub struct IndexEntries {
     pub quantities: Vec<QuantityEntry>,
     pub uris: Vec<UriEntry>,
     pub references: Vec<ReferenceEntry>,
+    pub composites: Vec<CompositeEntry>,
     /// Ids of the patients whose compartment holds the resource.
     pub patient_compartment: Vec<String>,
 }
@@ -96,16 +113,19 @@ pub fn normalize_string(text: &str) -> String {
 pub fn extract(resource_type: ResourceType, id: &str, resource: &Value) -> IndexEntries {
     let mut entries = IndexEntries::default();
     for param in table().params(resource_type) {
-        if param.kind == ParamKind::Composite || param.code == "_id" || param.code == "_lastUpdated" {
-            // `_id` and `_lastUpdated` are columns of the resource row; composites are matched
-            // through their components' own indexes.
+        if param.code == "_id" || param.code == "_lastUpdated" {
+            // columns of the resource row
             continue;
         }
         for path in &param.paths {
             let mut found = Vec::new();
             walk(resource, &path.steps, &path.datatype, &mut found);
             for (value, datatype) in found {
-                index_value(param, value, &datatype, &mut entries);
+                if param.kind == ParamKind::Composite {
+                    index_composite(&param.code, &path.components, value, &mut entries);
+                } else {
+                    index_value(param.into(), value, &datatype, &mut entries);
+                }
             }
         }
     }
@@ -213,7 +233,55 @@ fn string(value: &Value, key: &str) -> Option<String> {
 
 fn push_token(entries: &mut IndexEntries, param: &str, system: Option<String>, code: Option<String>, text: Option<String>) {
     if system.is_some() || code.is_some() || text.is_some() {
+        let text = text.map(|text| normalize_string(&text));
         entries.tokens.push(TokenEntry { param: param.to_owned(), system, code, text });
+    }
+}
+
+/// The composite parameters the store indexes: a token first component and a token, quantity
+/// or date second one (every R4 composite but five rarely used ones). Each element the
+/// parameter's path selects gives one row per pair of its components' values.
+fn index_composite(code: &str, components: &[Component], element: &Value, entries: &mut IndexEntries) {
+    let [first, second] = components else { return };
+    if first.kind != ParamKind::Token || !matches!(second.kind, ParamKind::Token | ParamKind::Quantity | ParamKind::Date) {
+        return;
+    }
+    let component_values = |component: &Component| {
+        let mut values = IndexEntries::default();
+        for path in &component.paths {
+            let mut found = Vec::new();
+            walk(element, &path.steps, &path.datatype, &mut found);
+            for (value, datatype) in found {
+                index_value(ParamRef { code, kind: component.kind }, value, &datatype, &mut values);
+            }
+        }
+        values
+    };
+    let firsts = component_values(first);
+    let seconds = component_values(second);
+    let second_rows: Vec<CompositeEntry> = match second.kind {
+        ParamKind::Token => seconds
+            .tokens
+            .into_iter()
+            .filter(|t| t.code.is_some())
+            .map(|t| CompositeEntry { system2: t.system, code2: t.code, ..Default::default() })
+            .collect(),
+        ParamKind::Quantity => seconds
+            .quantities
+            .into_iter()
+            .map(|q| CompositeEntry { system2: q.system, code2: q.code, unit2: q.unit, low: q.low, high: q.high, ..Default::default() })
+            .collect(),
+        _ => seconds.dates.into_iter().map(|d| CompositeEntry { low: d.low as f64, high: d.high as f64, ..Default::default() }).collect(),
+    };
+    for token in firsts.tokens.iter().filter(|t| t.code.is_some()) {
+        for row in &second_rows {
+            entries.composites.push(CompositeEntry {
+                param: code.to_owned(),
+                system: token.system.clone(),
+                code: token.code.clone(),
+                ..row.clone()
+            });
+        }
     }
 }
 
@@ -231,8 +299,21 @@ fn number(value: &Value) -> Option<f64> {
     value.as_f64()
 }
 
-fn index_value(param: &SearchParamDef, value: &Value, datatype: &str, entries: &mut IndexEntries) {
-    let code = param.code.as_str();
+/// Which parameter a value is indexed for: its code and type.
+#[derive(Clone, Copy)]
+struct ParamRef<'a> {
+    code: &'a str,
+    kind: ParamKind,
+}
+
+impl<'a> From<&'a SearchParamDef> for ParamRef<'a> {
+    fn from(param: &'a SearchParamDef) -> Self {
+        Self { code: &param.code, kind: param.kind }
+    }
+}
+
+fn index_value(param: ParamRef<'_>, value: &Value, datatype: &str, entries: &mut IndexEntries) {
+    let code = param.code;
     if datatype == "Extension" {
         if let Some((inner, inner_type)) = extension_value(value) {
             index_value(param, inner, &inner_type, entries);
@@ -396,8 +477,8 @@ fn index_value(param: &SearchParamDef, value: &Value, datatype: &str, entries: &
     }
 }
 
-fn index_reference(param: &SearchParamDef, value: &Value, datatype: &str, entries: &mut IndexEntries) {
-    let mut entry = ReferenceEntry { param: param.code.clone(), ..Default::default() };
+fn index_reference(param: ParamRef<'_>, value: &Value, datatype: &str, entries: &mut IndexEntries) {
+    let mut entry = ReferenceEntry { param: param.code.to_owned(), ..Default::default() };
     let reference_text = match datatype {
         "Reference" => {
             if let Some(identifier) = value.get("identifier") {
@@ -483,7 +564,11 @@ mod tests {
         assert!(!entries.references.iter().any(|r| r.param == "patient" && r.target_id.as_deref() == Some("d1")));
         assert!(entries.quantities.iter().any(|q| q.param == "value-quantity" && q.low == 120.0 && q.code.as_deref() == Some("mm[Hg]")));
         assert!(entries.dates.iter().any(|d| d.param == "date" && d.high == MAX_MICROS));
-        assert!(entries.tokens.iter().any(|t| t.param == "code" && t.text.as_deref() == Some("Systolic")));
+        assert!(entries.tokens.iter().any(|t| t.param == "code" && t.text.as_deref() == Some("systolic")));
+        assert!(entries.composites.iter().any(|c| c.param == "code-value-quantity"
+            && c.code.as_deref() == Some("271649006")
+            && c.code2.as_deref() == Some("mm[Hg]")
+            && c.low == 120.0));
     }
 
     #[test]

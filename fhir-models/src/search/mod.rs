@@ -7,5 +7,6 @@ mod extract;
 
 pub use definitions::{Component, ParamKind, ParamPath, SearchParamDef, SearchParamTable, Step, StepSelect, table};
 pub use extract::{
-    DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry, extract, normalize_string,
+    CompositeEntry, DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry, extract,
+    normalize_string,
 };

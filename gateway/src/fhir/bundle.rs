@@ -348,7 +348,7 @@ async fn find_one(
     }
     let mut query = parsed.query;
     query.count = 2;
-    query.include_total = false;
+    query.total = crate::store::TotalMode::None;
     if lock {
         tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
     }
@@ -449,7 +449,14 @@ async fn read_entry(service: &FhirService, permit: &Permitted, entry: &Entry) ->
         (Some(id), None, None) => super::read::read(service, &permit, url.resource_type, id).await?,
         (Some(id), Some(version), None) => super::read::vread(service, &permit, url.resource_type, id, version).await?,
         (None, None, query) => {
-            super::search::search(service, &permit, url.resource_type, &parse_query_string(query.unwrap_or("")), Handling::Lenient).await?
+            super::search::search(
+                service,
+                &permit,
+                super::SearchScope::Type(url.resource_type),
+                &parse_query_string(query.unwrap_or("")),
+                Handling::Lenient,
+            )
+            .await?
         }
         _ => return Err(ApiError::invalid(IssueType::NotSupported, format!("unsupported GET {:?}", entry.url))),
     };

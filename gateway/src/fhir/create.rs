@@ -34,7 +34,7 @@ pub async fn create_in(
         }
         let mut query = parsed.query;
         query.count = 2;
-        query.include_total = false;
+        query.total = crate::store::TotalMode::None;
         transaction.lock_condition(&format!("{}?{condition}", resource.resource_type)).await?;
         let found = transaction.search(&query).await?;
         match found.matches.len() {

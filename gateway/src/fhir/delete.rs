@@ -65,7 +65,7 @@ pub async fn conditional_delete_in(
     }
     let mut query = parsed.query;
     query.count = 2;
-    query.include_total = false;
+    query.total = crate::store::TotalMode::None;
     transaction.lock_condition(&format!("{resource_type}?{condition}")).await?;
     let found = transaction.search(&query).await?;
     match found.matches.as_slice() {

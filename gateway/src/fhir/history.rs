@@ -9,7 +9,7 @@ use super::search::query_string;
 use super::{FhirResponse, FhirService, etag, instant};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
-use crate::store::{HistoryScope, WriteMethod};
+use crate::store::{HistoryScope, Position, WriteMethod};
 
 pub async fn history(
     service: &FhirService,
@@ -56,7 +56,7 @@ pub async fn history(
     let canonical = PagingKey::canonical(&scope_name, &used);
     let before =
         match &cursor {
-            Some(cursor) => Some(service.paging.verify(&canonical, cursor).ok_or_else(|| {
+            Some(cursor) => Some(service.paging.verify(&canonical, cursor).map(|position| position.key).ok_or_else(|| {
                 ApiError::invalid_at(IssueType::Value, "_cursor", "the paging link was altered or belongs to another query")
             })?),
             None => None,
@@ -89,7 +89,10 @@ pub async fn history(
             versions.last().map(|last| {
                 link(Some(format!(
                     "_cursor={}",
-                    utf8_percent_encode(&service.paging.sign(&canonical, last.sequence), percent_encoding::NON_ALPHANUMERIC)
+                    utf8_percent_encode(
+                        &service.paging.sign(&canonical, &Position { values: Vec::new(), key: last.sequence, backward: false }),
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
                 )))
             })
         })

@@ -25,7 +25,7 @@ pub use delete::{conditional_delete, delete};
 pub use history::history;
 pub use paging::PagingKey;
 pub use read::{read, vread};
-pub use search::search;
+pub use search::{SearchScope, search};
 pub use search_params::Handling;
 pub use update::{Updated, conditional_update, update};
 pub use validate::validate;

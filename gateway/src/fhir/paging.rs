@@ -4,6 +4,8 @@
 
 use ring::hmac;
 
+use crate::store::Position;
+
 pub struct PagingKey(hmac::Key);
 
 /// Parameters that never change what a query selects, left out of its signature.
@@ -28,24 +30,28 @@ impl PagingKey {
         canonical
     }
 
-    /// `position.signature` for the `_cursor` parameter.
-    pub fn sign(&self, canonical: &str, position: i64) -> String {
-        format!("{position}.{}", self.signature(canonical, position))
+    /// `position.signature` for the `_cursor` parameter; the position is compact JSON.
+    pub fn sign(&self, canonical: &str, position: &Position) -> String {
+        let payload = serde_json::to_string(position).expect("a position serializes");
+        let signature = self.signature(canonical, &payload);
+        format!("{payload}.{signature}")
     }
 
     /// The position a cursor carries, if it was signed for this query.
-    pub fn verify(&self, canonical: &str, cursor: &str) -> Option<i64> {
-        let (position, signature) = cursor.split_once('.')?;
-        let position: i64 = position.parse().ok()?;
-        let expected = self.signature(canonical, position);
+    pub fn verify(&self, canonical: &str, cursor: &str) -> Option<Position> {
+        let (payload, signature) = cursor.rsplit_once('.')?;
+        let expected = self.signature(canonical, payload);
         // Compare in constant time: a timing must not reveal how much of a forgery was right.
         let same_length = expected.len() == signature.len();
         let difference = expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        (same_length && difference == 0).then_some(position)
+        if !same_length || difference != 0 {
+            return None;
+        }
+        serde_json::from_str(payload).ok()
     }
 
-    fn signature(&self, canonical: &str, position: i64) -> String {
-        let tag = hmac::sign(&self.0, format!("{canonical}\n{position}").as_bytes());
+    fn signature(&self, canonical: &str, payload: &str) -> String {
+        let tag = hmac::sign(&self.0, format!("{canonical}\n{payload}").as_bytes());
         tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -62,11 +68,12 @@ mod tests {
     fn a_cursor_verifies_only_for_its_own_query() {
         let key = PagingKey::new(b"0123456789abcdef0123456789abcdef");
         let canonical = PagingKey::canonical("search Patient", &params(&[("identifier", "x|1"), ("_count", "10")]));
-        let cursor = key.sign(&canonical, 42);
-        assert_eq!(key.verify(&canonical, &cursor), Some(42));
+        let position = Position { values: vec![crate::store::SortValue::Text("a.b".into())], key: 42, backward: false };
+        let cursor = key.sign(&canonical, &position);
+        assert_eq!(key.verify(&canonical, &cursor), Some(position.clone()));
         // order and the cursor itself do not matter
         let same = PagingKey::canonical("search Patient", &params(&[("_count", "10"), ("_cursor", &cursor), ("identifier", "x|1")]));
-        assert_eq!(key.verify(&same, &cursor), Some(42));
+        assert_eq!(key.verify(&same, &cursor), Some(position));
         // a widened query, a forged position or another key fail
         let widened = PagingKey::canonical("search Patient", &params(&[("_count", "10")]));
         assert_eq!(key.verify(&widened, &cursor), None);

@@ -12,7 +12,7 @@ use super::respond::{to_http, written};
 use super::{AppState, RequesterIdentity};
 use crate::enforce::authorize;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::fhir::{self, Created, Updated};
+use crate::fhir::{self, Created, SearchScope, Updated};
 use crate::store::HistoryScope;
 
 type Result = std::result::Result<HttpResponse, ApiError>;
@@ -171,7 +171,29 @@ pub async fn search_get(request: HttpRequest, path: web::Path<String>, state: we
     let params = query_params(&request);
     check_response_format(&request, &params)?;
     let permit = authorize(requester.0, Interaction::SearchType, Some(resource_type))?;
-    Ok(to_http(fhir::search(&state.fhir, &permit, resource_type, &params, handling(&request)).await?))
+    Ok(to_http(fhir::search(&state.fhir, &permit, SearchScope::Type(resource_type), &params, handling(&request)).await?))
+}
+
+/// GET `Patient/{id}/[type]?…`: a search within one patient's compartment.
+pub async fn search_compartment(
+    request: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (compartment, patient_id, target) = path.into_inner();
+    if compartment != "Patient" {
+        return Err(ApiError::NotFound(format!("{compartment}/{patient_id}/{target}: only the Patient compartment can be searched")));
+    }
+    if !fhir_models::id::is_valid_id(&patient_id) {
+        return Err(ApiError::invalid(IssueType::Value, format!("{patient_id:?} is not a FHIR id")));
+    }
+    let resource_type = resource_type(&target)?;
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let permit = authorize(requester.0, Interaction::SearchType, Some(resource_type))?;
+    let scope = SearchScope::PatientCompartment { patient_id: &patient_id, resource_type };
+    Ok(to_http(fhir::search(&state.fhir, &permit, scope, &params, handling(&request)).await?))
 }
 
 /// POST `[type]/_search`: parameters in an `application/x-www-form-urlencoded` body (and the
@@ -194,7 +216,7 @@ pub async fn search_post(
     let body = read_body(payload, state.fhir.limits.max_body_bytes).await?;
     let form = std::str::from_utf8(&body).map_err(|_| ApiError::invalid(IssueType::Structure, "the form body is not UTF-8"))?;
     params.extend(fhir::parse_query_string(form));
-    Ok(to_http(fhir::search(&state.fhir, &permit, resource_type, &params, handling(&request)).await?))
+    Ok(to_http(fhir::search(&state.fhir, &permit, SearchScope::Type(resource_type), &params, handling(&request)).await?))
 }
 
 pub async fn history_instance(

@@ -94,6 +94,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::post().to(handlers::validate_instance))
                     .default_service(web::to(handlers::method_not_allowed)),
             )
+            .service(
+                web::resource("/{type}/{id}/{compartmentType}")
+                    .route(web::get().to(handlers::search_compartment))
+                    .default_service(web::to(handlers::method_not_allowed)),
+            )
             // Any other second segment is an id that is not a FHIR id: the same handlers answer
             // 400 naming the problem.
             .service(

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
-use super::query::Dialect;
+use super::query::{Dialect, SortType, SortValue};
 
 /// A value bound to a placeholder.
 #[derive(Clone, Debug)]
@@ -44,6 +44,42 @@ pub struct VersionRow {
     pub content: Option<String>,
     #[sqlx(default)]
     pub sequence: i64,
+    /// Sort values of a sorted search page (`SearchQuery::compile_page` names them).
+    #[sqlx(default)]
+    pub sort_0_int: Option<i64>,
+    #[sqlx(default)]
+    pub sort_0_real: Option<f64>,
+    #[sqlx(default)]
+    pub sort_0_text: Option<String>,
+    #[sqlx(default)]
+    pub sort_1_int: Option<i64>,
+    #[sqlx(default)]
+    pub sort_1_real: Option<f64>,
+    #[sqlx(default)]
+    pub sort_1_text: Option<String>,
+    #[sqlx(default)]
+    pub sort_2_int: Option<i64>,
+    #[sqlx(default)]
+    pub sort_2_real: Option<f64>,
+    #[sqlx(default)]
+    pub sort_2_text: Option<String>,
+}
+
+impl VersionRow {
+    /// The row's value for sort key `index`, read from the column of `value_type`.
+    pub fn sort_value(&mut self, index: usize, value_type: SortType) -> SortValue {
+        let (int, real, text) = match index {
+            0 => (self.sort_0_int, self.sort_0_real, self.sort_0_text.take()),
+            1 => (self.sort_1_int, self.sort_1_real, self.sort_1_text.take()),
+            _ => (self.sort_2_int, self.sort_2_real, self.sort_2_text.take()),
+        };
+        let value = match value_type {
+            SortType::Int => int.map(SortValue::Int),
+            SortType::Real => real.map(SortValue::Real),
+            SortType::Text => text.map(SortValue::Text),
+        };
+        value.unwrap_or(SortValue::Null)
+    }
 }
 
 #[async_trait]

@@ -11,7 +11,7 @@ pub mod query;
 pub mod sql_store;
 
 pub use cache::{CachedStore, ReadCache};
-pub use query::{Filter, HistoryScope, SearchQuery, TokenValue};
+pub use query::{Condition, Filter, HistoryScope, Include, IndexTable, Position, SearchQuery, SortBy, SortKey, SortValue, TotalMode};
 pub use sql_store::SqlStore;
 
 use std::sync::Arc;
@@ -120,10 +120,16 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Default)]
 pub struct SearchPage {
     pub matches: Vec<StoredVersion>,
+    /// What `_include` and `_revinclude` added.
+    pub included: Vec<StoredVersion>,
     /// Set when the query asked for a total.
     pub total: Option<i64>,
-    /// Whether more matches follow the last one.
-    pub has_more: bool,
+    /// Whether matches follow the last one / precede the first one.
+    pub more_after: bool,
+    pub more_before: bool,
+    /// Positions of the first and last match, for `previous` and `next` links.
+    pub first: Option<Position>,
+    pub last: Option<Position>,
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use super::connection::{Bind, SqlConn, VersionRow};
-use super::query::{CompiledQuery, Dialect, HISTORY_COLUMNS, HistoryScope, SearchQuery, VERSION_COLUMNS};
+use super::query::{CompiledQuery, Dialect, HISTORY_COLUMNS, HistoryScope, Position, SearchQuery, TotalMode, VERSION_COLUMNS};
 use super::{FhirStore, NewVersion, SearchPage, StoreError, StoreTransaction, StoredVersion, WriteMethod};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -180,17 +180,85 @@ async fn read_current(
 
 async fn search(conn: &mut dyn SqlConn, query: &SearchQuery) -> Result<SearchPage, StoreError> {
     let dialect = conn.dialect();
-    let mut matches = fetch(conn, query.compile_page(dialect)).await?;
-    let has_more = matches.len() > query.count;
-    matches.truncate(query.count);
-    let total = if query.include_total {
-        let count = query.compile_count(dialect);
-        Some(conn.fetch_optional_i64(&count.sql, &count.binds).await?.unwrap_or(0))
-    } else {
-        None
+    let page = query.compile_page(dialect);
+    let mut rows = conn.fetch_versions(&page.sql, &page.binds).await?;
+    let backward = query.position.as_ref().is_some_and(|p| p.backward);
+    let beyond = rows.len() > query.count;
+    rows.truncate(query.count);
+    if backward {
+        rows.reverse();
+    }
+    let mut positions = Vec::with_capacity(rows.len());
+    let mut matches = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let values = query.sort.iter().enumerate().map(|(index, key)| row.sort_value(index, key.value_type())).collect();
+        positions.push(Position { values, key: row.res_key, backward: false });
+        matches.push(to_version(row)?);
+    }
+    let total = match query.total {
+        TotalMode::None => None,
+        // The first page holding every match counts itself.
+        TotalMode::Accurate if query.position.is_none() && !beyond => Some(matches.len() as i64),
+        TotalMode::Accurate => {
+            let count = query.compile_count(dialect);
+            Some(conn.fetch_optional_i64(&count.sql, &count.binds).await?.unwrap_or(0))
+        }
     };
-    Ok(SearchPage { matches, total, has_more })
+    let included = include(conn, query, &matches).await?;
+    Ok(SearchPage {
+        matches,
+        included,
+        total,
+        more_after: if backward { true } else { beyond },
+        more_before: if backward { beyond } else { query.position.is_some() },
+        first: positions.first().cloned(),
+        last: positions.last().cloned(),
+    })
 }
+
+/// `_include` and `_revinclude`: the plain ones from the page, the `:iterate` ones again from
+/// what they added, until nothing new comes or [`MAX_INCLUDED`] is reached.
+async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredVersion]) -> Result<Vec<StoredVersion>, StoreError> {
+    if query.includes.is_empty() || matches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dialect = conn.dialect();
+    let mut seen: std::collections::HashSet<i64> = matches.iter().map(|m| m.key).collect();
+    let mut included: Vec<StoredVersion> = Vec::new();
+    let mut frontier: Vec<&StoredVersion> = matches.iter().collect();
+    let mut found: Vec<StoredVersion> = Vec::new();
+    let mut first_round = true;
+    while !frontier.is_empty() && included.len() < MAX_INCLUDED {
+        for include in query.includes.iter().filter(|i| first_round || i.iterate) {
+            let sources: Vec<i64> = if include.reverse {
+                frontier.iter().map(|v| v.key).collect()
+            } else {
+                frontier.iter().filter(|v| v.resource_type == include.source_type).map(|v| v.key).collect()
+            };
+            if sources.is_empty() {
+                continue;
+            }
+            let compiled = include.compile(dialect, &sources);
+            for version in fetch(conn, compiled).await? {
+                if seen.insert(version.key) {
+                    found.push(version);
+                }
+            }
+        }
+        first_round = false;
+        let start = included.len();
+        included.append(&mut found);
+        included.truncate(MAX_INCLUDED);
+        frontier = included[start..].iter().collect();
+        if !query.includes.iter().any(|i| i.iterate) {
+            break;
+        }
+    }
+    Ok(included)
+}
+
+/// The most resources `_include` and `_revinclude` add to one page.
+const MAX_INCLUDED: usize = 1000;
 
 #[async_trait]
 impl FhirStore for SqlStore {
@@ -525,8 +593,17 @@ async fn upsert_current(conn: &mut dyn SqlConn, version: &NewVersion) -> Result<
     }
 }
 
-const INDEX_TABLES: [&str; 8] =
-    ["token_index", "string_index", "date_index", "number_index", "quantity_index", "uri_index", "reference_index", "patient_compartment"];
+const INDEX_TABLES: [&str; 9] = [
+    "token_index",
+    "string_index",
+    "date_index",
+    "number_index",
+    "quantity_index",
+    "uri_index",
+    "reference_index",
+    "composite_index",
+    "patient_compartment",
+];
 
 /// SQLite: rows per multi-row `INSERT` come in a few fixed sizes, so that the prepared statements
 /// are reused from the statement cache rather than compiled anew for every row count.
@@ -701,6 +778,28 @@ async fn insert_index(conn: &mut dyn SqlConn, versions: &[(i64, &NewVersion)]) -
                 Bind::OptText(e.url.as_deref()),
                 Bind::OptText(e.identifier_system.as_deref()),
                 Bind::OptText(e.identifier_value.as_deref()),
+            ]
+        },
+    )
+    .await?;
+    insert_all(
+        conn,
+        "composite_index",
+        &["res_key", "seq", "resource_type", "param", "system", "code", "system2", "code2", "unit2", "low", "high"],
+        &rows(versions, |i| &i.composites),
+        |(k, n, t, e)| {
+            vec![
+                Bind::Int(*k),
+                Bind::Int(*n),
+                Bind::Text(t),
+                Bind::Text(&e.param),
+                Bind::OptText(e.system.as_deref()),
+                Bind::OptText(e.code.as_deref()),
+                Bind::OptText(e.system2.as_deref()),
+                Bind::OptText(e.code2.as_deref()),
+                Bind::OptText(e.unit2.as_deref()),
+                Bind::Real(e.low),
+                Bind::Real(e.high),
             ]
         },
     )

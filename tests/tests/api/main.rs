@@ -15,4 +15,5 @@ mod rate_limits;
 mod resource_types;
 mod responses;
 mod search;
+mod search_conformance;
 mod validation;
