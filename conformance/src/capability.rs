@@ -27,6 +27,10 @@ pub struct TypeCapability<'a> {
     pub resource_type: &'a str,
     pub interactions: &'a [&'a str],
     pub search_params: Vec<SearchParamCapability<'a>>,
+    /// `_include` values (`Type:param`, `Type:*`).
+    pub search_include: Vec<String>,
+    /// `_revinclude` values: the reference parameters of other types that can refer to this one.
+    pub search_rev_include: Vec<String>,
     /// (name, canonical definition)
     pub operations: &'a [(&'a str, &'a str)],
 }
@@ -61,6 +65,12 @@ pub fn capability_statement<'a>(server: &ServerDescription<'_>, types: impl Into
                         entry
                     })
                     .collect();
+            }
+            if !capability.search_include.is_empty() {
+                resource["searchInclude"] = json!(capability.search_include);
+            }
+            if !capability.search_rev_include.is_empty() {
+                resource["searchRevInclude"] = json!(capability.search_rev_include);
             }
             if !capability.operations.is_empty() {
                 resource["operation"] =
@@ -110,6 +120,8 @@ mod tests {
                 resource_type: "Patient",
                 interactions: &["read", "create"],
                 search_params: vec![SearchParamCapability { name: "identifier", kind: "token", definition: None, documentation: None }],
+                search_include: vec!["Patient:general-practitioner".into()],
+                search_rev_include: vec!["Observation:subject".into()],
                 operations: &[("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate")],
             }],
         );

@@ -26,7 +26,7 @@ pub use history::history;
 pub use paging::PagingKey;
 pub use read::{read, vread};
 pub use search::{SearchScope, search};
-pub use search_params::Handling;
+pub use search_params::{Handling, ParsedSearch, parse_search};
 pub use update::{Updated, conditional_update, update};
 pub use validate::validate;
 pub use write::{Validated, prepare};

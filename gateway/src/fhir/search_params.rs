@@ -277,6 +277,11 @@ fn parse_param(resource_type: ResourceType, name: &str, value: &str, depth: usiz
     Ok(Ok(Filter::Match { table: index, param: code.to_owned(), any_of, negate }))
 }
 
+/// Whether the gateway can search by a parameter (what the CapabilityStatement advertises).
+pub fn is_supported(param: &SearchParamDef) -> bool {
+    matches!(param.code.as_str(), "_id" | "_lastUpdated") || index_table(param).is_some()
+}
+
 /// The index table a parameter's values live in, if the gateway indexes that kind.
 fn index_table(param: &SearchParamDef) -> Option<IndexTable> {
     Some(match param.kind {

@@ -88,6 +88,8 @@ pub trait SqlConn: Send {
     async fn fetch_versions(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<VersionRow>, sqlx::Error>;
     async fn fetch_optional_i64(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Option<i64>, sqlx::Error>;
     async fn execute(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error>;
+    /// The first column of every row, as text.
+    async fn fetch_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<String>, sqlx::Error>;
     /// Rows of `(res_key, resource_type, id)`, as `INSERT … RETURNING` gives them.
     async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error>;
 }
@@ -158,6 +160,10 @@ macro_rules! impl_sql_conn {
 
             async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
                 bind_all!(sqlx::query_as::<$database, (i64, String, String)>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<String>, sqlx::Error> {
+                bind_all!(sqlx::query_scalar::<$database, String>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
             }
 
             async fn execute(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {

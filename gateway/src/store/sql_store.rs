@@ -105,6 +105,20 @@ impl SqlStore {
         }
     }
 
+    /// PostgreSQL's plan for a search page, with sequential scans priced out so that the plan
+    /// shows whether an index *can* answer each part (a test holds the hot queries to it; on a
+    /// small table the planner would rightly scan instead).
+    pub async fn explain_page(&self, query: &SearchQuery) -> anyhow::Result<String> {
+        let Pools::Postgres(pool) = &self.pools else { anyhow::bail!("EXPLAIN is checked on PostgreSQL") };
+        let mut conn = pool.acquire().await?;
+        let conn: &mut dyn SqlConn = &mut *conn;
+        conn.execute("SET enable_seqscan = off", &[]).await?;
+        let page = query.compile_page(Dialect::Postgres);
+        let plan = conn.fetch_text(&format!("EXPLAIN {}", page.sql), &page.binds).await;
+        conn.execute("RESET enable_seqscan", &[]).await?;
+        Ok(plan?.join("\n"))
+    }
+
     pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { readers, writer, .. } => {

@@ -1,3 +1,4 @@
+use serde_json::json;
 use tests::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,8 +18,48 @@ async fn metadata_is_open_and_lists_what_works() {
         assert!(interactions.contains(&code), "{code}");
     }
     let params: Vec<&str> = patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert!(params.contains(&"identifier") && params.contains(&"_id"));
-    assert!(!params.contains(&"name"), "string search is not supported yet, so it is not advertised");
+    for name in ["identifier", "_id", "_lastUpdated", "name", "birthdate", "general-practitioner", "_sort", "_summary"] {
+        assert!(params.contains(&name), "{name}");
+    }
+    let observation = resources.iter().find(|r| r["type"] == "Observation").unwrap();
+    let params: Vec<&str> = observation["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(params.contains(&"code-value-quantity"));
+    assert!(!params.contains(&"code-value-string"), "token$string composites are not indexed, so not advertised");
+    assert!(observation["searchInclude"].as_array().unwrap().contains(&json!("Observation:subject")));
+    assert!(patient["searchRevInclude"].as_array().unwrap().contains(&json!("Observation:subject")));
     let system: Vec<&str> = rest["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
     assert_eq!(system, vec!["transaction", "batch", "history-system"]);
+}
+
+/// Every search parameter the CapabilityStatement advertises for the types the product lives on
+/// is accepted with `Prefer: handling=strict`: the statement lists exactly what works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_search_parameter_is_accepted() {
+    let app = TestApp::spawn().await;
+    let statement = app.get(&app.anonymous, "metadata").await.body;
+    let mut checked = 0;
+    for resource in statement["rest"][0]["resource"].as_array().unwrap() {
+        let type_name = resource["type"].as_str().unwrap();
+        if !crate::resource_types::PRODUCT_TYPES.contains(&type_name) {
+            continue;
+        }
+        for param in resource["searchParam"].as_array().unwrap() {
+            let name = param["name"].as_str().unwrap();
+            let query = match name {
+                "_count" => "_count=5".to_owned(),
+                "_total" => "_total=accurate".to_owned(),
+                "_sort" => "_sort=_id".to_owned(),
+                "_summary" => "_summary=count".to_owned(),
+                "_elements" => "_elements=id".to_owned(),
+                "_id" => "_id=x".to_owned(),
+                "_lastUpdated" => "_lastUpdated=gt2000".to_owned(),
+                _ => format!("{name}:missing=true"),
+            };
+            let answer =
+                app.send(&app.gp, reqwest::Method::GET, &format!("{type_name}?{query}"), None, &[("Prefer", "handling=strict")]).await;
+            assert_eq!(answer.status, 200, "{type_name}?{query}: {}", answer.text);
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "checked {checked} parameters");
 }

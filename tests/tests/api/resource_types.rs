@@ -63,6 +63,8 @@ fn first_identifier(resource: &Value) -> Option<String> {
 
 macro_rules! lifecycle_tests {
     ($($name:ident => $type_name:literal,)*) => {
+        /// The resource types the product lives on.
+        pub const PRODUCT_TYPES: &[&str] = &[$($type_name),*];
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
