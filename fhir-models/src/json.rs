@@ -159,19 +159,30 @@ pub fn select_members(raw: &[u8], keep: &[&str]) -> Result<Vec<u8>, serde_json::
     Ok(out)
 }
 
-/// Copy a JSON document, minified, replacing every string for which `replace` gives a new value
-/// (transaction processing swaps `urn:uuid:` placeholders and conditional references for the ids
-/// it assigned). One linear pass; numbers and everything else are copied as written.
+/// Members whose string value can be a link to another entry of a transaction: `reference`
+/// (Reference.reference) and `url` (Attachment.url and other uri-typed elements). R4 transaction
+/// processing rewrites links, not every string that happens to equal a `fullUrl`: an
+/// `Identifier.value` of `urn:uuid:…` is data and stays as written.
+pub const LINK_MEMBERS: [&str; 2] = ["reference", "url"];
+
+/// Copy a JSON document, minified, replacing the value of every link member (see
+/// [`LINK_MEMBERS`]) for which `replace` gives a new value (transaction processing swaps
+/// `urn:uuid:` placeholders and conditional references for the ids it assigned). One linear
+/// pass; numbers and everything else are copied as written.
 pub fn rewrite_strings(raw: &[u8], replace: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, serde_json::Error> {
     // Reject what is not JSON before rewriting it.
     serde_json::from_slice::<serde::de::IgnoredAny>(raw)?;
     let mut out = Vec::with_capacity(raw.len());
     let mut position = 0;
+    // The last member name seen, and whether the previous significant byte was the `:` after it.
+    let mut link_member = false;
+    let mut after_colon = false;
     while position < raw.len() {
         let byte = raw[position];
         if byte != b'"' {
             if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
                 out.push(byte);
+                after_colon = byte == b':';
             }
             position += 1;
             continue;
@@ -190,33 +201,50 @@ pub fn rewrite_strings(raw: &[u8], replace: &dyn Fn(&str) -> Option<String>) -> 
             }
         }
         let token = &raw[start..=end.min(raw.len() - 1)];
-        let replacement = if escaped {
-            serde_json::from_slice::<String>(token).ok().and_then(|text| replace(&text))
+        let is_key = raw[end + 1..].iter().find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t')) == Some(&b':');
+        let text = || -> Option<String> {
+            if escaped {
+                serde_json::from_slice::<String>(token).ok()
+            } else {
+                std::str::from_utf8(&token[1..token.len() - 1]).ok().map(str::to_owned)
+            }
+        };
+        let replacement = if is_key {
+            link_member = text().is_some_and(|name| LINK_MEMBERS.contains(&name.as_str()));
+            None
+        } else if link_member && after_colon {
+            text().and_then(|value| replace(&value))
         } else {
-            std::str::from_utf8(&token[1..token.len() - 1]).ok().and_then(replace)
+            None
         };
         match replacement {
             Some(text) => write_string(&mut out, &text),
             None => out.extend_from_slice(token),
         }
+        after_colon = false;
         position = end + 1;
     }
     Ok(out)
 }
 
-/// Replace every string value in a parsed document for which `replace` gives a new value;
-/// returns how many were replaced.
+/// Replace the value of every link member (see [`LINK_MEMBERS`]) in a parsed document for
+/// which `replace` gives a new value; returns how many were replaced.
 pub fn rewrite_value_strings(value: &mut serde_json::Value, replace: &dyn Fn(&str) -> Option<String>) -> usize {
     match value {
-        serde_json::Value::String(text) => match replace(text) {
-            Some(replacement) => {
-                *text = replacement;
-                1
-            }
-            None => 0,
-        },
         serde_json::Value::Array(items) => items.iter_mut().map(|item| rewrite_value_strings(item, replace)).sum(),
-        serde_json::Value::Object(members) => members.values_mut().map(|member| rewrite_value_strings(member, replace)).sum(),
+        serde_json::Value::Object(members) => members
+            .iter_mut()
+            .map(|(name, member)| match member {
+                serde_json::Value::String(text) if LINK_MEMBERS.contains(&name.as_str()) => match replace(text) {
+                    Some(replacement) => {
+                        *text = replacement;
+                        1
+                    }
+                    None => 0,
+                },
+                other => rewrite_value_strings(other, replace),
+            })
+            .sum(),
         _ => 0,
     }
 }
@@ -251,23 +279,36 @@ mod tests {
 
     #[test]
     fn rewrites_strings_and_keeps_numbers() {
-        let raw = br#"{"subject": {"reference": "urn:uuid:1"}, "value": 1.50, "note": ["urn:uuid:1", "x"]}"#;
-        let out = rewrite_strings(raw, &|s| (s == "urn:uuid:1").then(|| "Patient/p".to_owned())).unwrap();
-        assert_eq!(out, br#"{"subject":{"reference":"Patient/p"},"value":1.50,"note":["Patient/p","x"]}"#);
+        let raw = br#"{"subject": {"reference": "urn:uuid:1"}, "value": 1.50, "note": ["urn:uuid:1", "x"],
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:1"}], "content": [{"attachment": {"url" : "urn:uuid:1"}}]}"#;
+        let replace = |s: &str| (s == "urn:uuid:1").then(|| "Patient/p".to_owned());
+        let out = rewrite_strings(raw, &replace).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"subject":{"reference":"Patient/p"},"value":1.50,"note":["urn:uuid:1","x"],"identifier":[{"system":"urn:ietf:rfc:3986","value":"urn:uuid:1"}],"content":[{"attachment":{"url":"Patient/p"}}]}"#,
+            "links are rewritten; an identifier's value and other strings are data"
+        );
+        let mut value: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(rewrite_value_strings(&mut value, &replace), 2);
+        assert_eq!(value, serde_json::from_slice::<serde_json::Value>(&out).unwrap());
     }
 
     #[test]
     fn rewrites_escaped_strings_and_values() {
-        let raw = br#"{"a": "x\"y", "b": "urn:uuid:1", "c": {"d": ["urn:uuid:1"]}}"#;
+        let raw = br#"{"reference": "x\"y", "url": "urn:uuid:1", "c": {"reference" : "urn:uuid:1", "d": ["urn:uuid:1"]}}"#;
         let replace = |s: &str| match s {
             "urn:uuid:1" => Some("Patient/p".to_owned()),
             "x\"y" => Some("z".to_owned()),
             _ => None,
         };
-        assert_eq!(rewrite_strings(raw, &replace).unwrap(), br#"{"a":"z","b":"Patient/p","c":{"d":["Patient/p"]}}"#);
+        assert_eq!(
+            std::str::from_utf8(&rewrite_strings(raw, &replace).unwrap()).unwrap(),
+            r#"{"reference":"z","url":"Patient/p","c":{"reference":"Patient/p","d":["urn:uuid:1"]}}"#
+        );
         let mut value: serde_json::Value = serde_json::from_slice(raw).unwrap();
         assert_eq!(rewrite_value_strings(&mut value, &replace), 3);
-        assert_eq!(value["c"]["d"][0], "Patient/p");
+        assert_eq!(value["c"]["reference"], "Patient/p");
+        assert_eq!(value["c"]["d"][0], "urn:uuid:1");
         assert!(rewrite_strings(b"{\"a\": ", &replace).is_err());
     }
 

@@ -132,18 +132,23 @@ class Gateway:
             return ""
 
     def stop(self):
+        # Close our keep-alive connection first: a graceful shutdown waits for open connections.
+        if self.conn:
+            self.conn.close()
+            self.conn = None
         if self.proc and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(10)
+                self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 self.proc.wait()
-        if self.conn:
-            self.conn.close()
 
     def request(self, method, path, body=None, headers=None):
         """path: absolute path ("/fhir/r4/...") or a full URL from a link. Returns (status, parsed json|text)."""
@@ -365,6 +370,9 @@ def main():
     args = ap.parse_args()
     if not args.gateway:
         ap.error("give the gateway binary with --gateway or HIE_GATEWAY_BIN")
+    if not os.access(args.gateway, os.X_OK):
+        log(f"gateway binary {args.gateway} is not executable")
+        return 2
 
     fx = args.fixtures
     files = (
@@ -419,28 +427,35 @@ def main():
         if "exception" in oracle_out:
             raise SetupError(f"oracle: {oracle_out['exception']}")
         if oracle.returncode != 0:
-            raise SetupError(f"oracle exited {oracle.returncode}: {oracle_out.get('stderr', '')[-2000:]}")
+            raise SetupError(
+                f"oracle exited {oracle.returncode} (is tests/tools/node_modules installed? "
+                f"npm ci --prefix tests/tools): {oracle_out.get('stderr', '')[-2000:]}"
+            )
         lines = [l for l in oracle_out["stdout"].splitlines() if l.strip()]
         loaded = json.loads(lines[0]).get("loaded")
         mresults = [json.loads(l) for l in lines[1:]]
         if len(mresults) != len(queries):
             raise SetupError(f"oracle answered {len(mresults)} of {len(queries)} queries")
         log(f"medplum: loaded {loaded}")
-    except SetupError as e:
+    except (SetupError, OSError, ValueError) as e:
         log(f"setup failed: {e}")
         return 2
     except KeyboardInterrupt as e:
         log(f"interrupted ({e})")
         return 2
     finally:
-        gw.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if oracle and oracle.poll() is None:
             oracle.kill()
             oracle.wait()
+        gw.stop()
         if args.keep_temp:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     counts = {}
     report = []
@@ -470,6 +485,10 @@ def main():
             for k in ("gateway_duplicates", "medplum_duplicates", "first_order_difference"):
                 if k in info:
                     print(f"    {k.replace('_', ' ')}: {info[k]}")
+            if "first_order_difference" in info:
+                i = info["first_order_difference"]
+                print(f"    gateway order from there: {fmt_ids(g['ids'][i:], 4)}")
+                print(f"    medplum order from there: {fmt_ids(m['ids'][i:], 4)}")
         if m.get("unsupported"):
             print(f"    medplum notes: {'; '.join(m['unsupported'])}")
         if g.get("included") is not None or m.get("included") is not None:

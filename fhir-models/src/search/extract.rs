@@ -117,6 +117,7 @@ pub fn extract(resource_type: ResourceType, id: &str, resource: &Value) -> Index
             // columns of the resource row
             continue;
         }
+        let tokens_before = entries.tokens.len();
         for path in &param.paths {
             let mut found = Vec::new();
             walk(resource, &path.steps, &path.datatype, &mut found);
@@ -127,6 +128,10 @@ pub fn extract(resource_type: ResourceType, id: &str, resource: &Value) -> Index
                     index_value(param.into(), value, &datatype, &mut entries);
                 }
             }
+        }
+        // `Patient.deceased.exists() and Patient.deceased != false`: no deceased[x] is false.
+        if entries.tokens.len() == tokens_before && param.paths.iter().any(|path| path.datatype == "presence") {
+            push_token(&mut entries, &param.code, None, Some("false".to_owned()), None);
         }
     }
     let compartment_params = table().patient_compartment_params(resource_type);
@@ -499,7 +504,8 @@ fn index_reference(param: ParamRef<'_>, value: &Value, datatype: &str, entries: 
                     entry.url = Some(text.to_owned());
                 }
             }
-            Reference::Contained(_) => {}
+            // A contained resource: a value all the same (for `:missing`), kept as written.
+            Reference::Contained(_) => entry.url = Some(text.to_owned()),
             _ => entry.url = Some(text.split('|').next().unwrap_or(text).to_owned()),
         }
     }
@@ -538,6 +544,10 @@ mod tests {
         assert!(!entries.tokens.iter().any(|t| t.param == "phone" && t.code.as_deref() == Some("j@x")));
         assert!(entries.tokens.iter().any(|t| t.param == "gender" && t.code.as_deref() == Some("female")));
         assert!(entries.tokens.iter().any(|t| t.param == "deceased" && t.code.as_deref() == Some("false")));
+        let mut alive = patient();
+        alive.as_object_mut().unwrap().remove("deceasedBoolean");
+        let entries = extract(patient_type, "p1", &alive);
+        assert!(entries.tokens.iter().any(|t| t.param == "deceased" && t.code.as_deref() == Some("false")), "absent means not deceased");
         assert!(entries.strings.iter().any(|s| s.param == "family" && s.normalized == "smith" && s.exact == "Smíth"));
         assert!(entries.strings.iter().any(|s| s.param == "name" && s.normalized == "jane"));
         assert!(entries.dates.iter().any(|d| d.param == "birthdate"));

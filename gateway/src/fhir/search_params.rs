@@ -181,7 +181,7 @@ fn parse_param(resource_type: ResourceType, name: &str, value: &str, depth: usiz
         _ => {}
     }
     let Some(param) = table().get(resource_type, code) else {
-        return Ok(Err(Unsupported(format!("the search parameter {code:?} is not defined for {resource_type}"))));
+        return Ok(Err(Unsupported(format!("the search parameter {code:?} is not a parameter of {resource_type} the gateway supports"))));
     };
     let Some(index) = index_table(param) else {
         return Ok(Err(Unsupported(format!("the search parameter {code:?} of {resource_type} is not supported"))));

@@ -101,8 +101,25 @@ async fn synthea_bundles_load_and_read_back() {
         let location = entry["response"]["location"].as_str().unwrap();
         let read = app.get(&app.gp, location.split("/_history").next().unwrap()).await;
         read.assert_status(200);
-        assert!(!read.text.contains("urn:uuid:"), "placeholders were rewritten: {location}");
+        assert!(!read.text.contains("\"reference\":\"urn:uuid:"), "placeholders were rewritten: {location}");
     }
+    // Links are rewritten, data is not: Synthea gives each DocumentReference an identifier whose
+    // value is the fullUrl of a DiagnosticReport in the same bundle (R4 http.html#trules).
+    let (index, document) = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e["resource"]["resourceType"] == "DocumentReference")
+        .expect("a DocumentReference");
+    let identifier = document["resource"]["identifier"][0]["value"].as_str().unwrap();
+    assert!(identifier.starts_with("urn:uuid:"));
+    let location = answer.body["entry"][index]["response"]["location"].as_str().unwrap();
+    let stored = app.get(&app.gp, location.split("/_history").next().unwrap()).await;
+    assert_eq!(stored.body["identifier"][0]["value"], identifier, "an identifier's value is kept as written");
+    let system = document["resource"]["identifier"][0]["system"].as_str().unwrap();
+    let found = app.get(&app.gp, &format!("DocumentReference?identifier={system}|{identifier}")).await;
+    assert_eq!(found.body["total"], 1);
     // loading the same bundle again creates new resources (POST), but loading the reference
     // data again changes nothing (conditional creates)
     let again = app.post(&app.trust, "", &tests::fixture("synthea/hospitalInformation1633536936158.json")).await;
