@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{CONTENT_ENCODING, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -121,6 +121,10 @@ pub async fn observe(
     metrics.latency.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+    }
+    // Small bodies were marked so that compression skipped them; the marker is not for clients.
+    if response.headers().get(CONTENT_ENCODING).is_some_and(|value| value == crate::http::respond::IDENTITY) {
+        response.headers_mut().remove(CONTENT_ENCODING);
     }
     Ok(response)
 }

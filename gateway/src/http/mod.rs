@@ -4,7 +4,7 @@
 mod handlers;
 mod negotiate;
 mod requester;
-mod respond;
+pub(crate) mod respond;
 
 pub use requester::RequesterIdentity;
 

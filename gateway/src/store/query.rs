@@ -302,6 +302,18 @@ impl<'q> CompiledQuery<'q> {
         self
     }
 
+    /// A name the server chose — a resource type, or a search parameter's code from the
+    /// generated table, never a client's text — written as a literal: PostgreSQL then plans
+    /// with the statistics of that type and parameter and can keep one generic plan per
+    /// statement instead of planning every execution.
+    pub fn push_name(&mut self, name: &str) -> &mut Self {
+        debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')), "{name:?}");
+        self.sql.push('\'');
+        self.sql.push_str(&name.replace('\'', "''"));
+        self.sql.push('\'');
+        self
+    }
+
     /// `, ` separated placeholders.
     pub fn push_list(&mut self, values: impl IntoIterator<Item = Bind<'q>>) -> &mut Self {
         for (index, value) in values.into_iter().enumerate() {
@@ -367,7 +379,7 @@ impl SortKey {
                 .push(" FROM ")
                 .push(table.name())
                 .push(" x WHERE x.res_key = r.res_key AND x.param = ")
-                .push_bind(Bind::Text(param))
+                .push_name(param)
                 .push(")"),
         };
     }
@@ -452,15 +464,53 @@ impl SearchQuery {
     }
 
     /// The number of matches, ignoring paging.
+    ///
+    /// When a positive parameter filter can drive the count and every other filter only tests
+    /// `res_key`, the count never touches `resources`: index rows exist only for current,
+    /// undeleted resources of their own type, so the distinct keys of the driving filter's
+    /// index rows, narrowed by the others, are the matches (an index-only scan on PostgreSQL).
     pub fn compile_count(&self, dialect: Dialect) -> CompiledQuery<'_> {
         let mut query = CompiledQuery::new(dialect);
-        query.push("SELECT COUNT(*) FROM resources r WHERE ");
-        self.push_conditions(&mut query);
+        let driver = self.filters.iter().position(|f| matches!(f, Filter::Match { negate: false, .. }));
+        match driver {
+            Some(index) if self.filters.iter().all(tests_only_the_key) => {
+                let Filter::Match { table, param, any_of, .. } = &self.filters[index] else { unreachable!("a driving Match filter") };
+                query.push("SELECT COUNT(*) FROM (SELECT DISTINCT x.res_key FROM ").push(table.name()).push(" x WHERE x.resource_type = ");
+                query.push_name(self.resource_type.as_str()).push(" AND x.param = ").push_name(param);
+                query.push(" AND (");
+                for (position, condition) in any_of.iter().enumerate() {
+                    if position > 0 {
+                        query.push(" OR ");
+                    }
+                    push_condition(&mut query, condition);
+                }
+                query.push(")) r WHERE TRUE");
+                for (position, filter) in self.filters.iter().enumerate() {
+                    if position != index {
+                        query.push(" AND ");
+                        push_filter(&mut query, self.resource_type, filter);
+                    }
+                }
+            }
+            _ => {
+                query.push("SELECT COUNT(*) FROM resources r WHERE ");
+                self.push_conditions(&mut query);
+            }
+        }
         query
     }
 
     fn push_conditions<'q>(&'q self, query: &mut CompiledQuery<'q>) {
         push_resource_conditions(query, self.resource_type, &self.filters);
+    }
+}
+
+/// Whether a filter refers to nothing of the resource row but its key.
+fn tests_only_the_key(filter: &Filter) -> bool {
+    match filter {
+        Filter::Match { .. } | Filter::Missing { .. } | Filter::Chain { .. } | Filter::PatientCompartment(_) | Filter::Nothing => true,
+        Filter::AnyOf(filters) => filters.iter().all(tests_only_the_key),
+        Filter::Ids(_) | Filter::LastUpdated(_) | Filter::Has { .. } => false,
     }
 }
 
@@ -498,7 +548,7 @@ fn push_sort_value<'q>(query: &mut CompiledQuery<'q>, value: &'q SortValue) {
 /// `alias.resource_type = T AND NOT deleted AND filters…` for the alias at the query's depth.
 fn push_resource_conditions<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, filters: &'q [Filter]) {
     let me = alias(query.depth);
-    query.push(&me).push(".resource_type = ").push_bind(Bind::Text(resource_type.as_str()));
+    query.push(&me).push(".resource_type = ").push_name(resource_type.as_str());
     query.push(" AND ").push(&me).push(".deleted = FALSE");
     for filter in filters {
         query.push(" AND ");
@@ -542,8 +592,8 @@ fn push_filter<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, f
         }
         Filter::Chain { param, target_type, filter } => {
             query.push(&me).push(".res_key IN (SELECT x.res_key FROM reference_index x WHERE x.resource_type = ");
-            query.push_bind(Bind::Text(resource_type.as_str())).push(" AND x.param = ").push_bind(Bind::Text(param));
-            query.push(" AND x.target_type = ").push_bind(Bind::Text(target_type.as_str()));
+            query.push_name(resource_type.as_str()).push(" AND x.param = ").push_name(param);
+            query.push(" AND x.target_type = ").push_name(target_type.as_str());
             query.depth += 1;
             let inner = alias(query.depth);
             query.push(&format!(" AND x.target_id IN (SELECT {inner}.id FROM resources {inner} WHERE "));
@@ -553,8 +603,8 @@ fn push_filter<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, f
         }
         Filter::Has { source_type, param, filter } => {
             query.push(&me).push(".id IN (SELECT x.target_id FROM reference_index x WHERE x.resource_type = ");
-            query.push_bind(Bind::Text(source_type.as_str())).push(" AND x.param = ").push_bind(Bind::Text(param));
-            query.push(" AND x.target_type = ").push_bind(Bind::Text(resource_type.as_str()));
+            query.push_name(source_type.as_str()).push(" AND x.param = ").push_name(param);
+            query.push(" AND x.target_type = ").push_name(resource_type.as_str());
             query.depth += 1;
             let inner = alias(query.depth);
             query.push(&format!(" AND x.res_key IN (SELECT {inner}.res_key FROM resources {inner} WHERE "));
@@ -585,7 +635,7 @@ fn push_filter<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, f
 /// ` (SELECT x.res_key FROM <table> x WHERE x.resource_type = T AND x.param = P` — left open.
 fn push_index_subquery<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, table: IndexTable, param: &'q str) {
     query.push(" (SELECT x.res_key FROM ").push(table.name()).push(" x WHERE x.resource_type = ");
-    query.push_bind(Bind::Text(resource_type.as_str())).push(" AND x.param = ").push_bind(Bind::Text(param));
+    query.push_name(resource_type.as_str()).push(" AND x.param = ").push_name(param);
 }
 
 fn push_token<'q>(query: &mut CompiledQuery<'q>, system_column: &str, code_column: &str, system: &'q SystemMatch, code: Option<&'q str>) {
@@ -676,7 +726,11 @@ fn push_condition_on<'q>(query: &mut CompiledQuery<'q>, condition: &'q Condition
         Condition::Reference { types, id } => {
             query.push("(x.target_id = ").push_bind(Bind::Text(id));
             if !types.is_empty() {
-                query.push(" AND x.target_type IN (").push_list(types.iter().map(|t| Bind::Text(t.as_str()))).push(")");
+                query.push(" AND x.target_type IN (");
+                for (index, target) in types.iter().enumerate() {
+                    query.push(if index > 0 { ", " } else { "" }).push_name(target.as_str());
+                }
+                query.push(")");
             }
             query.push(")");
         }
@@ -759,15 +813,15 @@ impl Include {
         query.push("SELECT ").push(VERSION_COLUMNS).push(" FROM resources r WHERE r.deleted = FALSE AND ");
         if self.reverse {
             // Resources of source_type whose param refers to one of the keys' resources.
-            query.push("r.resource_type = ").push_bind(Bind::Text(self.source_type.as_str()));
+            query.push("r.resource_type = ").push_name(self.source_type.as_str());
             query.push(" AND r.res_key IN (SELECT x.res_key FROM reference_index x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id WHERE x.resource_type = ");
-            query.push_bind(Bind::Text(self.source_type.as_str()));
+            query.push_name(self.source_type.as_str());
             self.push_param(&mut query);
             query.push(" AND t.res_key IN (").push_list(keys.iter().map(|k| Bind::Int(*k))).push("))");
         } else {
             // Resources the keys' resources (of source_type) refer to by param.
             query.push("(r.resource_type, r.id) IN (SELECT x.target_type, x.target_id FROM reference_index x WHERE x.resource_type = ");
-            query.push_bind(Bind::Text(self.source_type.as_str()));
+            query.push_name(self.source_type.as_str());
             self.push_param(&mut query);
             query.push(" AND x.res_key IN (").push_list(keys.iter().map(|k| Bind::Int(*k))).push("))");
         }
@@ -777,10 +831,10 @@ impl Include {
 
     fn push_param<'q>(&'q self, query: &mut CompiledQuery<'q>) {
         if let Some(param) = &self.param {
-            query.push(" AND x.param = ").push_bind(Bind::Text(param));
+            query.push(" AND x.param = ").push_name(param);
         }
         if let Some(target) = self.target_type {
-            query.push(" AND x.target_type = ").push_bind(Bind::Text(target.as_str()));
+            query.push(" AND x.target_type = ").push_name(target.as_str());
         }
     }
 }
@@ -792,11 +846,11 @@ impl HistoryScope {
         query.push("SELECT ").push(HISTORY_COLUMNS).push(" WHERE TRUE");
         match self {
             Self::Instance(resource_type, id) => {
-                query.push(" AND r.resource_type = ").push_bind(Bind::Text(resource_type.as_str()));
+                query.push(" AND r.resource_type = ").push_name(resource_type.as_str());
                 query.push(" AND r.id = ").push_bind(Bind::Text(id));
             }
             Self::Type(resource_type) => {
-                query.push(" AND r.resource_type = ").push_bind(Bind::Text(resource_type.as_str()));
+                query.push(" AND r.resource_type = ").push_name(resource_type.as_str());
             }
             Self::System => {}
         }
@@ -836,13 +890,14 @@ mod tests {
         assert_eq!(
             compiled.sql,
             "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content FROM resources r \
-             WHERE r.resource_type = $1 AND r.deleted = FALSE AND r.res_key IN (SELECT x.res_key FROM token_index x \
-             WHERE x.resource_type = $2 AND x.param = $3 AND ((x.code = $4 AND x.system = $5))) AND r.res_key > $6 \
-             ORDER BY r.res_key LIMIT $7"
+             WHERE r.resource_type = 'Patient' AND r.deleted = FALSE AND r.res_key IN (SELECT x.res_key FROM token_index x \
+             WHERE x.resource_type = 'Patient' AND x.param = 'identifier' AND ((x.code = $1 AND x.system = $2))) AND r.res_key > $3 \
+             ORDER BY r.res_key LIMIT $4",
+            "the server's names are literals, the client's values binds"
         );
-        assert_eq!(compiled.binds.len(), 7);
+        assert_eq!(compiled.binds.len(), 4);
         let sqlite = query.compile_page(Dialect::Sqlite);
-        assert_eq!(sqlite.sql.matches('?').count(), 7);
+        assert_eq!(sqlite.sql.matches('?').count(), 4);
         assert!(!sqlite.sql.contains('$'));
     }
 
@@ -858,7 +913,7 @@ mod tests {
         let sql = query.compile_page(Dialect::Postgres).sql;
         assert!(
             sql.contains(
-                "x.target_id IN (SELECT r1.id FROM resources r1 WHERE r1.resource_type = $5 AND r1.deleted = FALSE AND r1.id IN ($6))"
+                "x.target_id IN (SELECT r1.id FROM resources r1 WHERE r1.resource_type = 'Patient' AND r1.deleted = FALSE AND r1.id IN ($1))"
             ),
             "{sql}"
         );
