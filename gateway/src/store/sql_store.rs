@@ -231,7 +231,8 @@ async fn search(conn: &mut dyn SqlConn, query: &SearchQuery) -> Result<SearchPag
 }
 
 /// `_include` and `_revinclude`: the plain ones from the page, the `:iterate` ones again from
-/// what they added, until nothing new comes or [`MAX_INCLUDED`] is reached.
+/// what they added, until nothing new comes or [`MAX_INCLUDED`] is reached. (The consent scope
+/// must narrow these too when it arrives: an included resource leaves like a match.)
 async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredVersion]) -> Result<Vec<StoredVersion>, StoreError> {
     if query.includes.is_empty() || matches.is_empty() {
         return Ok(Vec::new());
