@@ -85,7 +85,16 @@ impl SqlStore {
             .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
             // Commits only append to the WAL; a background task checkpoints it (see
             // `start_background_tasks`), so no write pays for copying pages back.
-            .connect_with(connect.clone().pragma("wal_autocheckpoint", "0"))
+            .connect_with(
+                connect
+                    .clone()
+                    .pragma("wal_autocheckpoint", "0")
+                    // A transaction bundle rewrites the same index pages many times: keep the
+                    // statement journal in memory instead of a temporary file, and enough pages
+                    // cached (32 MiB, allocated as used) that a large transaction never spills.
+                    .pragma("temp_store", "memory")
+                    .pragma("cache_size", "-32768"),
+            )
             .await
             .with_context(|| format!("failed to open SQLite database {path}"))?;
         let readers = SqlitePoolOptions::new()
