@@ -101,6 +101,11 @@ pub struct IndexEntries {
     pub patient_compartment: Vec<String>,
 }
 
+/// The ends of a Range with no `low` or `high`: the largest finite numbers rather than
+/// infinities, so that every indexed value can travel in a JSON paging cursor as a sort value.
+pub const OPEN_LOW: f64 = f64::MIN;
+pub const OPEN_HIGH: f64 = f64::MAX;
+
 /// Lower-case and strip accents, as string search compares.
 pub fn normalize_string(text: &str) -> String {
     text.nfkd()
@@ -415,8 +420,8 @@ fn index_value(param: ParamRef<'_>, value: &Value, datatype: &str, entries: &mut
                 if low.is_some() || high.is_some() {
                     entries.numbers.push(NumberEntry {
                         param: code.to_owned(),
-                        low: low.unwrap_or(f64::NEG_INFINITY),
-                        high: high.unwrap_or(f64::INFINITY),
+                        low: low.unwrap_or(OPEN_LOW),
+                        high: high.unwrap_or(OPEN_HIGH),
                     });
                 }
             }
@@ -441,8 +446,8 @@ fn index_value(param: ParamRef<'_>, value: &Value, datatype: &str, entries: &mut
                         system: string(unit_source, "system"),
                         code: string(unit_source, "code"),
                         unit: string(unit_source, "unit"),
-                        low: low_value.unwrap_or(f64::NEG_INFINITY),
-                        high: high_value.unwrap_or(f64::INFINITY),
+                        low: low_value.unwrap_or(OPEN_LOW),
+                        high: high_value.unwrap_or(OPEN_HIGH),
                     });
                 }
             }
