@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use super::body::ParsedResource;
 use super::create::{Created, create_in, parse_query_string};
 use super::delete::{conditional_delete_in, delete_in};
-use super::search_params::{Handling, parse_search};
+use super::search_params::{Handling, conditional_query};
 use super::update::{Updated, conditional_update_in, update_in};
 use super::write::{Persist, new_id, persist, prepare};
 use super::{Body, FhirResponse, FhirService, ReturnPreference, WriteContext, etag, instant};
@@ -342,13 +342,8 @@ async fn find_one(
     condition: &str,
     lock: bool,
 ) -> Result<Option<StoredVersion>, ApiError> {
-    let parsed = parse_search(resource_type, &parse_query_string(condition), &service.limits, Handling::Strict)?;
-    if parsed.query.filters.is_empty() {
-        return Err(ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")));
-    }
-    let mut query = parsed.query;
-    query.count = 2;
-    query.total = crate::store::TotalMode::None;
+    let query = conditional_query(resource_type, condition, &service.limits)?
+        .ok_or_else(|| ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")))?;
     if lock {
         tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
     }

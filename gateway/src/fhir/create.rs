@@ -1,7 +1,7 @@
 //! `create`, and conditional create (`If-None-Exist`).
 
 use super::body::ParsedResource;
-use super::search_params::{Handling, parse_search};
+use super::search_params::conditional_query;
 use super::write::{Persist, Validated, new_id, persist};
 use super::{FhirService, WriteContext};
 use crate::enforce::Permitted;
@@ -27,14 +27,8 @@ pub async fn create_in(
     now: OffsetDateTime,
 ) -> Result<Created, ApiError> {
     if let Some(condition) = if_none_exist {
-        let params = parse_query_string(condition);
-        let parsed = parse_search(resource.resource_type, &params, &service.limits, Handling::Strict)?;
-        if parsed.query.filters.is_empty() {
-            return Err(ApiError::invalid_at(IssueType::Value, "If-None-Exist", "If-None-Exist needs at least one search parameter"));
-        }
-        let mut query = parsed.query;
-        query.count = 2;
-        query.total = crate::store::TotalMode::None;
+        let query = conditional_query(resource.resource_type, condition, &service.limits)?
+            .ok_or_else(|| ApiError::invalid_at(IssueType::Value, "If-None-Exist", "If-None-Exist needs at least one search parameter"))?;
         transaction.lock_condition(&format!("{}?{condition}", resource.resource_type)).await?;
         let found = transaction.search(&query).await?;
         match found.matches.len() {

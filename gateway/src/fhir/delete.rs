@@ -4,9 +4,8 @@ use fhir_models::ResourceType;
 use fhir_models::outcome::IssueType;
 use time::OffsetDateTime;
 
-use super::create::parse_query_string;
 use super::read::check_id;
-use super::search_params::{Handling, parse_search};
+use super::search_params::conditional_query;
 use super::{FhirService, WriteContext};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
@@ -59,13 +58,8 @@ pub async fn conditional_delete_in(
     condition: &str,
     now: OffsetDateTime,
 ) -> Result<Option<i64>, ApiError> {
-    let parsed = parse_search(resource_type, &parse_query_string(condition), &service.limits, Handling::Strict)?;
-    if parsed.query.filters.is_empty() {
-        return Err(ApiError::invalid(IssueType::Value, "a conditional delete needs at least one search parameter"));
-    }
-    let mut query = parsed.query;
-    query.count = 2;
-    query.total = crate::store::TotalMode::None;
+    let query = conditional_query(resource_type, condition, &service.limits)?
+        .ok_or_else(|| ApiError::invalid(IssueType::Value, "a conditional delete needs at least one search parameter"))?;
     transaction.lock_condition(&format!("{resource_type}?{condition}")).await?;
     let found = transaction.search(&query).await?;
     match found.matches.as_slice() {

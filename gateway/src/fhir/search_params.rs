@@ -144,6 +144,20 @@ pub fn parse_search(
     Ok(parsed)
 }
 
+/// The search a conditional interaction runs (`If-None-Exist`, conditional update and delete,
+/// conditional references in a transaction): strict, at most two matches — one is the answer,
+/// two are ambiguous — and no total. `None` when the condition names no search parameter.
+pub fn conditional_query(resource_type: ResourceType, condition: &str, limits: &Limits) -> Result<Option<SearchQuery>, ApiError> {
+    let parsed = parse_search(resource_type, &super::create::parse_query_string(condition), limits, Handling::Strict)?;
+    if parsed.query.filters.is_empty() {
+        return Ok(None);
+    }
+    let mut query = parsed.query;
+    query.count = 2;
+    query.total = TotalMode::None;
+    Ok(Some(query))
+}
+
 fn invalid(name: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid_at(IssueType::Value, name, message)
 }

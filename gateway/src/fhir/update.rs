@@ -5,9 +5,8 @@ use fhir_models::{ResourceType, VersionId};
 use time::OffsetDateTime;
 
 use super::body::ParsedResource;
-use super::create::parse_query_string;
 use super::read::check_id;
-use super::search_params::{Handling, parse_search};
+use super::search_params::conditional_query;
 use super::write::{Persist, Validated, new_id, persist, stamp};
 use super::{FhirService, WriteContext};
 use crate::enforce::Permitted;
@@ -109,13 +108,8 @@ pub async fn conditional_update_in(
     now: OffsetDateTime,
 ) -> Result<Updated, ApiError> {
     let resource_type = resource.resource_type;
-    let parsed = parse_search(resource_type, &parse_query_string(condition), &service.limits, Handling::Strict)?;
-    if parsed.query.filters.is_empty() {
-        return Err(ApiError::invalid(IssueType::Value, "a conditional update needs at least one search parameter"));
-    }
-    let mut query = parsed.query;
-    query.count = 2;
-    query.total = crate::store::TotalMode::None;
+    let query = conditional_query(resource_type, condition, &service.limits)?
+        .ok_or_else(|| ApiError::invalid(IssueType::Value, "a conditional update needs at least one search parameter"))?;
     transaction.lock_condition(&format!("{resource_type}?{condition}")).await?;
     let found = transaction.search(&query).await?;
     match found.matches.as_slice() {
