@@ -59,9 +59,11 @@ CLEANUP+=("kill $PID")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
 BASE="https://127.0.0.1:$API_PORT/fhir/r4"
-TLS=(--cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key)
+# The bench client is a trust's publishing system: its certificate and a development token.
+TOKEN=$("$GATEWAY" token --kind system --org R9Z --lifetime 7200)
+TLS=(--cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key -H "Authorization: Bearer $TOKEN")
 python3 "$ROOT/scripts/load-synthetic.py" --base "$BASE" --ca certs/ca.pem --cert certs/clients/bench.pem \
-    --key certs/clients/bench.key --patients "$PATIENTS" --numbers-out nhs-numbers.txt $([ "$LOAD" = 1 ] || echo --dry-run)
+    --key certs/clients/bench.key --token "$TOKEN" --patients "$PATIENTS" --numbers-out nhs-numbers.txt $([ "$LOAD" = 1 ] || echo --dry-run)
 if [ "$LOAD" = 1 ]; then
     psql "$PG/$DB" -qc "VACUUM ANALYZE"
 fi
@@ -83,7 +85,7 @@ run() {
     local name=$1 list=$2
     echo "== $name"
     oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --urls-from-file "$list" \
-        --cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key \
+        --cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key -H "Authorization: Bearer $TOKEN" \
         | grep -E "Requests/sec|Slowest|Fastest|Average|99.00%|50.00%|\[2[0-9][0-9]\]|\[[45][0-9][0-9]\]"
 }
 run "Patient?identifier=<NHS number>" patient-by-nhs.txt

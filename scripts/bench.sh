@@ -64,7 +64,9 @@ sleep 2
 echo "idle RSS after start: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status)"
 
 BASE="https://127.0.0.1:$API_PORT/fhir/r4"
-TLS=(--cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key)
+# The bench client is a trust's publishing system: its certificate and a development token.
+TOKEN=$("$GATEWAY" token --kind system --org R9Z --lifetime 7200)
+TLS=(--cacert certs/ca.pem --cert certs/clients/bench.pem --key certs/clients/bench.key -H "Authorization: Bearer $TOKEN")
 # status, total seconds, and seconds after the TLS handshake (upload + processing + answer)
 post() { curl -sS "${TLS[@]}" -H 'Content-Type: application/fhir+json' -H 'Prefer: return=minimal' -o /dev/null -w '%{http_code} %{time_total} %{time_appconnect}\n' --data-binary "@$1" "$BASE"; }
 
@@ -89,7 +91,7 @@ PY
 ID=$(curl -sS "${TLS[@]}" "$BASE/Patient?_count=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["entry"][0]["resource"]["id"])')
 echo "read-by-id: Patient/$ID, $CONNECTIONS connections, $DURATION"
 oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json --cacert certs/ca.pem --cert certs/clients/bench.pem \
-    --key certs/clients/bench.key "$BASE/Patient/$ID" > read.json
+    --key certs/clients/bench.key -H "Authorization: Bearer $TOKEN" "$BASE/Patient/$ID" > read.json
 python3 - read.json <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -101,7 +103,7 @@ EOF
 NHS=$(curl -sS "${TLS[@]}" "$BASE/Patient/$ID" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(next((i["system"]+"|"+i["value"] for i in r.get("identifier",[]) if "system" in i and "value" in i), ""))')
 echo "search by identifier: $NHS"
 oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json --cacert certs/ca.pem --cert certs/clients/bench.pem \
-    --key certs/clients/bench.key "$BASE/Patient?identifier=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$NHS")" > search.json
+    --key certs/clients/bench.key -H "Authorization: Bearer $TOKEN" "$BASE/Patient?identifier=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$NHS")" > search.json
 python3 - search.json <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -126,6 +126,7 @@ def main():
     parser.add_argument("--ca", required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--token", required=True, help="bearer token (hie-gateway token --kind system ...)")
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--per-bundle", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
@@ -160,7 +161,7 @@ def main():
         return resources
 
     def post(connection, body):
-        connection.request("POST", url.path, body=body, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+        connection.request("POST", url.path, body=body, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal", "Authorization": f"Bearer {args.token}"})
         response = connection.getresponse()
         text = response.read()
         if response.status != 200:

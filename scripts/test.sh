@@ -176,8 +176,11 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null || { cat "$SCHEMA_DIR/gateway.log"; exit 1; }
+# The fuzzer is a trust's publishing system: its certificate and a development system token.
+TOKEN=$(cd "$SCHEMA_DIR" && "$GATEWAY" token --kind system --org Y90001 --lifetime 7200)
 (cd "$SCHEMA_DIR" && "$ROOT/tests/tools/.venv/bin/schemathesis" run "$ROOT/openapi.yaml" \
     --url "https://127.0.0.1:$API_PORT" \
+    --header "Authorization: Bearer $TOKEN" \
     --request-cert certs/clients/fuzzer.pem --request-cert-key certs/clients/fuzzer.key \
     --tls-verify certs/ca.pem \
     --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \

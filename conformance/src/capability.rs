@@ -11,8 +11,16 @@ pub struct ServerDescription<'a> {
     pub date: &'a str,
     /// `rest.security.description`.
     pub security: &'a str,
+    /// SMART on FHIR: the authorization server's endpoints when known (`oauth-uris`), and
+    /// whether the service is offered at all.
+    pub smart: Option<SmartEndpoints<'a>>,
     /// Whole-system interactions (`transaction`, `batch`, `history-system`).
     pub system_interactions: &'a [&'a str],
+}
+
+pub struct SmartEndpoints<'a> {
+    pub authorize: Option<&'a str>,
+    pub token: Option<&'a str>,
 }
 
 pub struct SearchParamCapability<'a> {
@@ -91,14 +99,32 @@ pub fn capability_statement<'a>(server: &ServerDescription<'_>, types: impl Into
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "security": {
-                "cors": false,
-                "description": server.security,
-            },
+            "security": security(server),
             "resource": resources,
             "interaction": server.system_interactions.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
         }],
     })
+}
+
+fn security(server: &ServerDescription) -> Value {
+    let mut security = json!({"cors": false, "description": server.security});
+    if let Some(smart) = &server.smart {
+        security["service"] = json!([{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR",
+        }]}]);
+        let uris: Vec<Value> = [("authorize", smart.authorize), ("token", smart.token)]
+            .into_iter()
+            .filter_map(|(name, url)| url.map(|url| json!({"url": name, "valueUri": url})))
+            .collect();
+        if !uris.is_empty() {
+            security["extension"] = json!([{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": uris,
+            }]);
+        }
+    }
+    security
 }
 
 #[cfg(test)]
@@ -114,6 +140,7 @@ mod tests {
                 software_version: "0.1.0",
                 date: "2026-11-22",
                 security: "mutual TLS",
+                smart: None,
                 system_interactions: &["transaction", "batch"],
             },
             [TypeCapability {

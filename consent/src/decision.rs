@@ -3,14 +3,36 @@ use std::fmt;
 /// The rules of DESIGN §4, each named so that every decision can say which one decided it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Rule {
-    /// 1. The client must be registered and its scopes must cover the interaction.
+    /// 1. The client must be registered (its certificate).
     ClientRegistration,
+    /// 1a. A client certificate alone reads nothing: a bearer token must say who is asking.
+    BearerToken,
+    /// 1b. Clinician and system tokens arrive with a certificate registered to the same
+    /// organisation they claim to act for.
+    TokenBinding,
+    /// 1e. A token's claims must fit its issuer's kind, and emergency access must give a reason.
+    TokenClaims,
+    /// 1c. A token may carry no scope wider than the client is registered for.
+    RegisteredScopes,
+    /// 1d. The token's SMART scopes must cover the interaction on the resource type.
+    TokenScopes,
+    /// 2. Patients read their own record only, with identity proven to P9.
+    PatientSelfAccess,
+    /// 7. Secondary-use purposes honour the National Data Opt-out; not served on this API yet.
+    SecondaryUse,
 }
 
 impl Rule {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ClientRegistration => "client-registration",
+            Self::BearerToken => "bearer-token",
+            Self::TokenBinding => "token-binding",
+            Self::TokenClaims => "token-claims",
+            Self::RegisteredScopes => "registered-scopes",
+            Self::TokenScopes => "token-scopes",
+            Self::PatientSelfAccess => "patient-self-access",
+            Self::SecondaryUse => "secondary-use",
         }
     }
 }

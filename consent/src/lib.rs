@@ -9,58 +9,212 @@
 
 mod decision;
 mod requester;
+pub mod smart;
 
 pub use decision::{Decision, DenyCode, Rule};
-pub use requester::{ClientKind, RegisteredClient, Requester};
+pub use requester::{ClientKind, Clinician, PatientUser, Principal, PurposeOfUse, RegisteredClient, Requester, SystemUser};
+pub use smart::{ScopeContext, SmartScope, SmartScopes};
 
 use fhir_models::ResourceType;
 use fhir_models::interaction::Interaction;
 
 /// Decide whether `requester` may perform `interaction` on `resource_type` (or at the system
-/// level when `None`), before any data is touched.
-///
-/// Rule 1 (client registration): the request must come from a registered client. Patient-level
-/// rules (relationship, dissent, sensitivity) are decided per patient and per resource.
+/// level when `None`), before any data is touched. Patient-level rules (relationship, dissent,
+/// sensitivity) are decided per patient and per resource.
 pub fn decide_interaction(requester: &Requester, interaction: Interaction, resource_type: Option<ResourceType>) -> Decision {
-    let _ = resource_type;
-    match &requester.client {
-        None if requester.unregistered_certificate => Decision::Deny { rule: Rule::ClientRegistration, code: DenyCode::AccessDenied },
-        None => Decision::Deny { rule: Rule::ClientRegistration, code: DenyCode::Unauthenticated },
-        Some(client) if interaction.is_write() && client.kind == ClientKind::Portal => {
-            // The portal writes only a patient's own sharing wishes, and that needs the
-            // patient's own sign-in, which a client certificate alone does not carry.
-            Decision::Deny { rule: Rule::ClientRegistration, code: DenyCode::AccessDenied }
+    use DenyCode::{AccessDenied, Unauthenticated};
+    let deny = |rule, code| Decision::Deny { rule, code };
+    if requester.unregistered_certificate {
+        return deny(Rule::ClientRegistration, AccessDenied);
+    }
+    let Some(principal) = &requester.principal else {
+        return match requester.client {
+            Some(_) => deny(Rule::BearerToken, Unauthenticated),
+            None => deny(Rule::ClientRegistration, Unauthenticated),
+        };
+    };
+    match (&requester.client, principal.organisation()) {
+        // Patients are the one way in without a client certificate.
+        (None, None) => {}
+        (None, Some(_)) => return deny(Rule::TokenBinding, Unauthenticated),
+        (Some(client), organisation) => {
+            if organisation.is_some_and(|organisation| *organisation != client.ods) {
+                return deny(Rule::TokenBinding, AccessDenied);
+            }
+            if principal.scopes().first_not_covered_by(&client.scopes).is_some() {
+                return deny(Rule::RegisteredScopes, AccessDenied);
+            }
         }
-        Some(_) => Decision::Permit { rule: Rule::ClientRegistration },
+    }
+    if !principal.scopes().allows(principal.scope_context(), interaction, resource_type) {
+        return deny(Rule::TokenScopes, AccessDenied);
+    }
+    match principal {
+        Principal::Patient(patient, _) => {
+            let reads = matches!(interaction, Interaction::Read | Interaction::Vread | Interaction::SearchType);
+            if !patient.may_access_records() || !reads {
+                return deny(Rule::PatientSelfAccess, AccessDenied);
+            }
+            Decision::Permit { rule: Rule::PatientSelfAccess }
+        }
+        Principal::Clinician(Clinician { purpose, .. }, _) | Principal::System(SystemUser { purpose, .. }, _) => match purpose {
+            PurposeOfUse::Treatment | PurposeOfUse::EmergencyTreatment | PurposeOfUse::BreakTheGlass => {
+                Decision::Permit { rule: Rule::TokenScopes }
+            }
+            PurposeOfUse::Operations | PurposeOfUse::Research | PurposeOfUse::PublicHealth => deny(Rule::SecondaryUse, AccessDenied),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fhir_models::OdsCode;
+    use fhir_models::{NhsNumber, OdsCode};
 
-    fn client(kind: ClientKind) -> Requester {
-        Requester::client(RegisteredClient { name: "c".into(), kind, ods: OdsCode::parse("A81001").unwrap() })
+    fn client(kind: ClientKind, ods: &str) -> RegisteredClient {
+        RegisteredClient {
+            name: "c".into(),
+            kind,
+            ods: OdsCode::parse(ods).unwrap(),
+            scopes: SmartScopes::parse(kind.default_scopes().iter().copied()).unwrap(),
+        }
+    }
+
+    fn clinician(ods: &str, scopes: &str, purpose: PurposeOfUse) -> Principal {
+        Principal::Clinician(
+            Clinician {
+                subject: "u1".into(),
+                role: Some("R8000".into()),
+                organisation: OdsCode::parse(ods).unwrap(),
+                purpose,
+                reason: None,
+            },
+            SmartScopes::parse_claim(scopes).unwrap(),
+        )
+    }
+
+    fn patient(level: &str) -> Principal {
+        Principal::Patient(
+            PatientUser { subject: "p1".into(), nhs_number: NhsNumber::parse("9449305552").unwrap(), proofing_level: level.into() },
+            SmartScopes::parse_claim("patient/*.rs").unwrap(),
+        )
+    }
+
+    fn ty(name: &str) -> Option<ResourceType> {
+        ResourceType::parse(name).ok()
+    }
+
+    fn denied_by(decision: Decision) -> Option<(Rule, DenyCode)> {
+        match decision {
+            Decision::Deny { rule, code } => Some((rule, code)),
+            Decision::Permit { .. } => None,
+        }
     }
 
     #[test]
     fn an_unregistered_requester_is_denied_everything() {
         let anonymous = Requester::anonymous();
-        let unregistered = Requester { client: None, unregistered_certificate: true };
+        let unregistered = Requester { unregistered_certificate: true, ..Requester::anonymous() }.with_principal(clinician(
+            "A81001",
+            "user/*.cruds",
+            PurposeOfUse::Treatment,
+        ));
         for interaction in [Interaction::Read, Interaction::SearchType, Interaction::Create, Interaction::Transaction] {
-            let decision = decide_interaction(&anonymous, interaction, ResourceType::parse("Patient").ok());
+            let decision = decide_interaction(&anonymous, interaction, ty("Patient"));
             assert_eq!(decision, Decision::Deny { rule: Rule::ClientRegistration, code: DenyCode::Unauthenticated });
-            let decision = decide_interaction(&unregistered, interaction, ResourceType::parse("Patient").ok());
+            let decision = decide_interaction(&unregistered, interaction, ty("Patient"));
             assert_eq!(decision, Decision::Deny { rule: Rule::ClientRegistration, code: DenyCode::AccessDenied });
         }
     }
 
     #[test]
-    fn registered_clients_are_permitted_by_the_registration_rule() {
-        let decision = decide_interaction(&client(ClientKind::Trust), Interaction::Create, ResourceType::parse("Encounter").ok());
-        assert_eq!(decision, Decision::Permit { rule: Rule::ClientRegistration });
-        assert!(decide_interaction(&client(ClientKind::Portal), Interaction::Read, None).is_permit());
-        assert!(!decide_interaction(&client(ClientKind::Portal), Interaction::Update, None).is_permit());
+    fn a_certificate_alone_reads_nothing() {
+        let requester = Requester::client(client(ClientKind::GpSystem, "A81001"));
+        assert_eq!(
+            denied_by(decide_interaction(&requester, Interaction::Read, ty("Patient"))),
+            Some((Rule::BearerToken, DenyCode::Unauthenticated))
+        );
+    }
+
+    #[test]
+    fn clinician_tokens_are_bound_to_their_organisations_certificate() {
+        let token = clinician("A81001", "user/*.rs", PurposeOfUse::Treatment);
+        let same = Requester::client(client(ClientKind::GpSystem, "A81001")).with_principal(token.clone());
+        assert_eq!(decide_interaction(&same, Interaction::Read, ty("Patient")), Decision::Permit { rule: Rule::TokenScopes });
+        let other = Requester::client(client(ClientKind::GpSystem, "B82002")).with_principal(token.clone());
+        assert_eq!(
+            denied_by(decide_interaction(&other, Interaction::Read, ty("Patient"))),
+            Some((Rule::TokenBinding, DenyCode::AccessDenied))
+        );
+        let without_certificate = Requester::anonymous().with_principal(token);
+        assert_eq!(
+            denied_by(decide_interaction(&without_certificate, Interaction::Read, ty("Patient"))),
+            Some((Rule::TokenBinding, DenyCode::Unauthenticated))
+        );
+    }
+
+    #[test]
+    fn scopes_decide_the_interaction_and_cannot_exceed_the_registration() {
+        let reader = Requester::client(client(ClientKind::GpSystem, "A81001")).with_principal(clinician(
+            "A81001",
+            "user/Patient.rs",
+            PurposeOfUse::Treatment,
+        ));
+        assert!(decide_interaction(&reader, Interaction::SearchType, ty("Patient")).is_permit());
+        assert_eq!(
+            denied_by(decide_interaction(&reader, Interaction::Create, ty("Patient"))),
+            Some((Rule::TokenScopes, DenyCode::AccessDenied))
+        );
+        assert_eq!(
+            denied_by(decide_interaction(&reader, Interaction::Read, ty("Observation"))),
+            Some((Rule::TokenScopes, DenyCode::AccessDenied))
+        );
+        let mut narrow = client(ClientKind::GpSystem, "A81001");
+        narrow.scopes = SmartScopes::parse_claim("user/Patient.rs").unwrap();
+        let greedy = Requester::client(narrow).with_principal(clinician("A81001", "user/*.rs", PurposeOfUse::Treatment));
+        assert_eq!(
+            denied_by(decide_interaction(&greedy, Interaction::Read, ty("Patient"))),
+            Some((Rule::RegisteredScopes, DenyCode::AccessDenied))
+        );
+        // a clinician token's system scopes are not the clinician's
+        let confused =
+            Requester::client(client(ClientKind::Trust, "R1A")).with_principal(clinician("R1A", "system/*.cruds", PurposeOfUse::Treatment));
+        assert_eq!(
+            denied_by(decide_interaction(&confused, Interaction::Read, ty("Patient"))),
+            Some((Rule::TokenScopes, DenyCode::AccessDenied))
+        );
+    }
+
+    #[test]
+    fn patients_need_p9_and_only_read() {
+        let p9 = Requester::anonymous().with_principal(patient("P9"));
+        assert_eq!(decide_interaction(&p9, Interaction::Read, ty("Observation")), Decision::Permit { rule: Rule::PatientSelfAccess });
+        assert!(decide_interaction(&p9, Interaction::SearchType, ty("Patient")).is_permit());
+        assert_eq!(
+            denied_by(decide_interaction(&p9, Interaction::Create, ty("Observation"))),
+            Some((Rule::TokenScopes, DenyCode::AccessDenied))
+        );
+        assert_eq!(
+            denied_by(decide_interaction(&p9, Interaction::HistoryType, ty("Observation"))),
+            Some((Rule::PatientSelfAccess, DenyCode::AccessDenied))
+        );
+        let p5 = Requester::anonymous().with_principal(patient("P5"));
+        assert_eq!(
+            denied_by(decide_interaction(&p5, Interaction::Read, ty("Observation"))),
+            Some((Rule::PatientSelfAccess, DenyCode::AccessDenied))
+        );
+        // through the portal's certificate too
+        let portal = Requester::client(client(ClientKind::Portal, "X26")).with_principal(patient("P9"));
+        assert!(decide_interaction(&portal, Interaction::Read, ty("Observation")).is_permit());
+    }
+
+    #[test]
+    fn secondary_uses_are_refused_until_the_opt_out_is_enforced() {
+        let researcher =
+            Requester::client(client(ClientKind::Trust, "R1A")).with_principal(clinician("R1A", "user/*.rs", PurposeOfUse::Research));
+        assert_eq!(
+            denied_by(decide_interaction(&researcher, Interaction::Read, ty("Patient"))),
+            Some((Rule::SecondaryUse, DenyCode::AccessDenied))
+        );
     }
 }

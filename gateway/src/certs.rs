@@ -126,6 +126,7 @@ impl DevPki {
                 ods: ods.clone(),
                 fingerprint: Some(fingerprint(certificate.der())),
                 subject: None,
+                scopes: Some(kind.default_scopes().iter().map(|scope| (*scope).to_owned()).collect()),
             },
         })
     }
@@ -151,6 +152,9 @@ pub fn client_entry_toml(entry: &ClientEntry) -> String {
     if let Some(subject) = &entry.subject {
         text.push_str(&format!("subject = {subject:?}\n"));
     }
+    if let Some(scopes) = &entry.scopes {
+        text.push_str(&format!("scopes = {scopes:?}\n"));
+    }
     text
 }
 
@@ -158,7 +162,7 @@ fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
     fs::write(path, contents).with_context(|| format!("failed to write {}", path.display()))
 }
 
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()

@@ -8,7 +8,7 @@ use consent::ClientKind;
 use fhir_models::OdsCode;
 
 use crate::certs::{DevPki, client_entry_toml};
-use crate::configuration::{ClientEntry, DEFAULT_CONFIG_FILE, Settings};
+use crate::configuration::{ClientEntry, DEFAULT_CONFIG_FILE, IssuerKind, Settings};
 use crate::startup::Application;
 
 #[derive(Parser)]
@@ -39,6 +39,45 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Print a bearer token signed by a development issuer (`auth.dev_issuers`, on in the
+    /// embedded default), to try the API as a clinician, a patient or a system.
+    Token {
+        #[arg(long, value_parser = parse_issuer_kind)]
+        kind: IssuerKind,
+        /// `requesting_organization` (ODS code) for clinician and system tokens: the
+        /// organisation the client certificate is registered to.
+        #[arg(long)]
+        org: Option<String>,
+        /// SMART scopes; by default `user/*.cruds`, `system/*.cruds` or `patient/*.rs`.
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// `requesting_practitioner_role` (an R-code) for clinicians.
+        #[arg(long)]
+        role: Option<String>,
+        /// `purpose_of_use`: TREAT (default), ETREAT, BTG…
+        #[arg(long)]
+        purpose: Option<String>,
+        /// `reason`, required with ETREAT and BTG.
+        #[arg(long)]
+        reason: Option<String>,
+        /// `nhs_number` for patient tokens.
+        #[arg(long)]
+        nhs_number: Option<String>,
+        #[arg(long, default_value = "P9")]
+        proofing_level: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        lifetime: u64,
+    },
+}
+
+fn parse_issuer_kind(text: &str) -> Result<IssuerKind, String> {
+    IssuerKind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+        .ok_or_else(|| format!("{text:?} is not an issuer kind; use clinician, patient or system"))
 }
 
 #[derive(Subcommand)]
@@ -105,6 +144,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.private_key.display()
             );
             print!("\n{}", client_entry_toml(&issued.entry));
+            Ok(())
+        }
+        Command::Token { kind, org, scope, sub, role, purpose, reason, nhs_number, proofing_level, lifetime } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            if !settings.auth.dev_issuers {
+                anyhow::bail!("auth.dev_issuers is off in this configuration, so the gateway would not trust a development token");
+            }
+            let dir = settings.tls.client_ca.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let issuer = crate::auth::dev::DevIssuers::new(&dir).load(kind)?;
+            let mut claims = serde_json::Map::new();
+            let default_scope = match kind {
+                IssuerKind::Clinician => "user/*.cruds",
+                IssuerKind::System => "system/*.cruds",
+                IssuerKind::Patient => "patient/*.rs",
+            };
+            claims.insert("scope".into(), scope.unwrap_or_else(|| default_scope.to_owned()).into());
+            let mut put = |name: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    claims.insert(name.into(), value.into());
+                }
+            };
+            match kind {
+                IssuerKind::Patient => {
+                    let nhs_number = nhs_number.ok_or_else(|| anyhow::anyhow!("a patient token needs --nhs-number"))?;
+                    put("nhs_number", Some(nhs_number));
+                    put("identity_proofing_level", Some(proofing_level));
+                }
+                IssuerKind::Clinician | IssuerKind::System => {
+                    let org = org.ok_or_else(|| anyhow::anyhow!("a {} token needs --org (the client's ODS code)", kind.as_str()))?;
+                    put("requesting_organization", Some(org));
+                    put("requesting_practitioner_role", role);
+                    put("purpose_of_use", purpose);
+                    put("reason", reason);
+                }
+            }
+            let audience = settings.fhir_base_url(settings.server.listen);
+            println!("{}", issuer.mint(&audience, &sub, lifetime, &serde_json::Value::Object(claims)));
             Ok(())
         }
         Command::Migrate => {
@@ -196,8 +272,14 @@ fn print_banner(base_url: &str, ops_port: u16, clients: &[ClientEntry]) {
         text.push_str(&format!("  {:<11} {:<10} ODS {}\n", client.name, client.kind.as_str(), client.ods));
     }
     let client = clients.first().map_or("demo-gp", |c| c.name.as_str());
+    let ods = clients.first().map_or_else(|| "Y90001".to_owned(), |c| c.ods.to_string());
+    // As the user would type it: `target/release/hie-gateway` after `cargo run`.
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.strip_prefix(std::env::current_dir().ok()?).ok()?.display().to_string()))
+        .unwrap_or_else(|| "hie-gateway".to_owned());
     text.push_str(&format!(
-        "\nTry:\n  curl --cacert certs/ca.pem {base_url}/metadata\n  curl --cacert certs/ca.pem --cert certs/clients/{client}.pem --key certs/clients/{client}.key \\\n       '{base_url}/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}'\n\n",
+        "\nTry:\n  curl --cacert certs/ca.pem {base_url}/metadata\n  TOKEN=$({program} token --kind clinician --org {ods})\n  curl --cacert certs/ca.pem --cert certs/clients/{client}.pem --key certs/clients/{client}.key -H \"Authorization: Bearer $TOKEN\" \\\n       '{base_url}/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}'\n\n",
         crate::demo::test_nhs_number(0)
     ));
     println!("{text}");

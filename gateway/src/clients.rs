@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::bail;
-use consent::RegisteredClient;
+use consent::{RegisteredClient, SmartScopes};
 
 use crate::certs::normalize_fingerprint;
 use crate::configuration::ClientEntry;
@@ -19,7 +19,12 @@ impl ClientRegistry {
     pub fn new(entries: &[ClientEntry]) -> anyhow::Result<Self> {
         let mut registry = Self::default();
         for entry in entries {
-            let client = RegisteredClient { name: entry.name.clone(), kind: entry.kind, ods: entry.ods.clone() };
+            let scopes = match &entry.scopes {
+                Some(scopes) => SmartScopes::parse(scopes.iter().map(String::as_str)),
+                None => SmartScopes::parse(entry.kind.default_scopes().iter().copied()),
+            }
+            .map_err(|error| anyhow::anyhow!("client {:?}: {error}", entry.name))?;
+            let client = RegisteredClient { name: entry.name.clone(), kind: entry.kind, ods: entry.ods.clone(), scopes };
             match (&entry.fingerprint, &entry.subject) {
                 (Some(fingerprint), _) => {
                     let Some(fingerprint) = normalize_fingerprint(fingerprint) else {

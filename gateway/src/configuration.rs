@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 7] = ["server", "tls", "database", "redis", "cache", "limits", "log"];
+const SECTIONS: [&str; 8] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,8 +25,80 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    pub auth: AuthSettings,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// Bearer tokens (DESIGN §6): the issuers trusted, each for one kind of requester.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub issuers: Vec<IssuerEntry>,
+    /// Leeway for `exp` and `nbf`, for clocks that disagree a little.
+    pub clock_skew_secs: u64,
+    /// Longer tokens are refused before they are parsed.
+    pub max_token_bytes: usize,
+    /// An unknown `kid` reloads an issuer's keys at most this often.
+    pub jwks_refresh_min_secs: u64,
+    /// How long a verified token is remembered (never beyond its `exp`; forgotten when its
+    /// issuer's keys reload); 0 verifies every request's signature.
+    pub verified_token_cache_secs: u64,
+    /// Register development issuers (one key per kind, in the certificate directory) so that
+    /// `hie-gateway token` can mint tokens. On in the embedded default; turn it off anywhere
+    /// real.
+    pub dev_issuers: bool,
+}
+
+/// A trusted token issuer: `[[auth.issuers]]`. Exactly one of `jwks_file`, `jwks_url`,
+/// `discovery_url` says where its public keys are.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerEntry {
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for this gateway.
+    pub audience: String,
+    pub kind: IssuerKind,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub discovery_url: Option<String>,
+    /// CA bundle for fetching keys from an issuer on a private PKI (public CAs are trusted).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl IssuerEntry {
+    pub fn key_source(&self) -> anyhow::Result<crate::auth::KeySource> {
+        use crate::auth::KeySource;
+        match (&self.jwks_file, &self.jwks_url, &self.discovery_url) {
+            (Some(file), None, None) => Ok(KeySource::File(file.clone())),
+            (None, Some(url), None) => Ok(KeySource::Url(url.clone())),
+            (None, None, Some(url)) => Ok(KeySource::Discovery(url.clone())),
+            _ => anyhow::bail!("issuer {}: give exactly one of jwks_file, jwks_url, discovery_url", self.issuer),
+        }
+    }
+}
+
+/// What kind of requester an issuer's tokens speak for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerKind {
+    Clinician,
+    Patient,
+    System,
+}
+
+impl IssuerKind {
+    pub const ALL: [Self; 3] = [Self::Clinician, Self::Patient, Self::System];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Clinician => "clinician",
+            Self::Patient => "patient",
+            Self::System => "system",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -117,6 +189,10 @@ pub struct ClientEntry {
     pub fingerprint: Option<String>,
     /// Or the certificate's subject common name (for certificates renewed under one CA).
     pub subject: Option<String>,
+    /// The widest SMART scopes tokens with this certificate may carry; the kind's default
+    /// (`ClientKind::default_scopes`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -152,6 +228,14 @@ impl Default for Settings {
                 requests_per_minute_per_client: 0,
             },
             log: LogSettings { format: "json".into(), level: "info".into() },
+            auth: AuthSettings {
+                issuers: Vec::new(),
+                clock_skew_secs: 60,
+                max_token_bytes: 8 * 1024,
+                jwks_refresh_min_secs: 30,
+                verified_token_cache_secs: 60,
+                dev_issuers: true,
+            },
             clients: Vec::new(),
         }
     }

@@ -2,7 +2,7 @@
 //! only way to get one is [`authorize`], which asks the policy engine. A refusal is an
 //! [`ApiError`] before any data is read.
 
-use consent::{Decision, DenyCode, Requester};
+use consent::{Decision, DenyCode, Requester, Rule};
 use fhir_models::ResourceType;
 use fhir_models::interaction::Interaction;
 
@@ -47,11 +47,36 @@ pub fn authorize(requester: Requester, interaction: Interaction, resource_type: 
         Decision::Deny { rule, code } => {
             tracing::info!(rule = rule.name(), interaction = interaction.code(), "request denied");
             Err(match code {
-                DenyCode::Unauthenticated => ApiError::Unauthenticated(
-                    "a client certificate registered with this gateway is required; none was presented, or it is not registered".into(),
-                ),
-                code => ApiError::Forbidden { code, rule: rule.name(), message: format!("{interaction} is not permitted for this client") },
+                DenyCode::Unauthenticated => ApiError::Unauthenticated(unauthenticated_message(rule).into()),
+                code => ApiError::Forbidden { code, rule: rule.name(), message: forbidden_message(rule, interaction, resource_type) },
             })
         }
+    }
+}
+
+fn unauthenticated_message(rule: Rule) -> &'static str {
+    match rule {
+        Rule::BearerToken => "a bearer token is required: a client certificate alone does not say who is asking",
+        Rule::TokenBinding => "clinician and system tokens must arrive over a connection with a registered client certificate",
+        _ => "a client certificate registered with this gateway, or a patient's token, is required",
+    }
+}
+
+/// Says which rule refused, never whether the target exists: the message depends only on the
+/// requester, the interaction and the type.
+fn forbidden_message(rule: Rule, interaction: Interaction, resource_type: Option<ResourceType>) -> String {
+    let target = resource_type.map_or_else(|| "the system".to_owned(), |t| t.as_str().to_owned());
+    match rule {
+        Rule::ClientRegistration => "the client certificate is not registered with this gateway".to_owned(),
+        Rule::TokenBinding => {
+            "the token's requesting_organization is not the organisation the client certificate is registered to".to_owned()
+        }
+        Rule::RegisteredScopes => "the token carries scopes wider than the client is registered for".to_owned(),
+        Rule::TokenScopes => format!("the token's scopes do not permit {interaction} on {target}"),
+        Rule::PatientSelfAccess => {
+            "patients may read and search their own record, with identity proven to P9 (identity_proofing_level)".to_owned()
+        }
+        Rule::SecondaryUse => "secondary-use purposes (HOPERAT, HRESCH, PUBHLTH) are not served on this API".to_owned(),
+        Rule::BearerToken | Rule::TokenClaims => format!("{interaction} on {target} is not permitted for this requester"),
     }
 }

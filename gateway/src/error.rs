@@ -22,6 +22,9 @@ pub enum ApiError {
     Unprocessable(OperationOutcome),
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// A bearer token was presented and is not acceptable (RFC 6750 `invalid_token`).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     #[error("forbidden ({rule}): {message}")]
     Forbidden { code: DenyCode, rule: &'static str, message: String },
     #[error("not found")]
@@ -63,7 +66,7 @@ impl ApiError {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
@@ -83,7 +86,7 @@ impl ApiError {
         let issue = |code: IssueType, message: &str| OperationOutcome::single(Issue::error(code, message));
         match self {
             Self::Invalid(outcome) | Self::Unprocessable(outcome) => outcome.clone(),
-            Self::Unauthenticated(message) => {
+            Self::Unauthenticated(message) | Self::InvalidToken(message) => {
                 OperationOutcome::single(Issue::error(IssueType::Login, message.as_str()).with_spine_code("ACCESS DENIED", "Access denied"))
             }
             Self::Forbidden { code, message, .. } => OperationOutcome::single(
@@ -136,6 +139,10 @@ impl ResponseError for ApiError {
             }
             Self::Unauthenticated(_) => {
                 response.insert_header(("WWW-Authenticate", HeaderValue::from_static("Bearer realm=\"hie-gateway\"")));
+            }
+            Self::InvalidToken(_) => {
+                response
+                    .insert_header(("WWW-Authenticate", HeaderValue::from_static("Bearer realm=\"hie-gateway\", error=\"invalid_token\"")));
             }
             _ => {}
         }

@@ -59,6 +59,11 @@ impl Metrics {
         Self { registry, requests, latency, in_flight }
     }
 
+    /// Export the store's operation counter.
+    pub fn register_store_operations(&mut self, operations: Counter) {
+        self.registry.register("store_operations", "Store reads and transactions begun", operations);
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encoding to a String cannot fail");

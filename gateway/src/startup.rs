@@ -71,14 +71,18 @@ impl Application {
             limits: settings.limits.clone(),
             paging: PagingKey::new(&paging_secret),
         };
-        let capability_statement = crate::fhir::capability_statement(&fhir);
+        let authenticator = Arc::new(authenticator(&settings, &base_url)?);
+        authenticator.load_keys().await;
+        let capability_statement = crate::fhir::capability_statement(&fhir, &authenticator.describe());
         let rate_limiter = Arc::new(RateLimiter::new(settings.limits.requests_per_minute_per_client, None));
         if let Some(url) = &settings.redis.url {
             crate::rate_limit::attach_redis(rate_limiter.clone(), url.clone()).await?;
         }
-        let state = web::Data::new(AppState { fhir, clients, rate_limiter, capability_statement });
+        let state = web::Data::new(AppState { fhir, clients, authenticator, rate_limiter, capability_statement });
         let app_state = state.clone();
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        metrics.register_store_operations(store.operations_counter());
+        let metrics = Arc::new(metrics);
 
         let tls = crate::tls::server_config(&settings.tls)?;
         let workers = settings.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -209,16 +213,41 @@ async fn metrics_text(state: web::Data<OpsState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.encode())
 }
 
+/// The configured token issuers, plus the development ones when `auth.dev_issuers` is on.
+fn authenticator(settings: &Settings, audience: &str) -> anyhow::Result<crate::auth::Authenticator> {
+    let mut issuers = settings.auth.issuers.clone();
+    if settings.auth.dev_issuers {
+        let dir = settings.tls.client_ca.parent().unwrap_or(std::path::Path::new("."));
+        issuers.extend(crate::auth::dev::DevIssuers::new(dir).ensure(audience)?);
+        tracing::warn!(
+            dir = %dir.display(),
+            "development token issuers are trusted (auth.dev_issuers); `hie-gateway token` mints tokens for them. Turn this off anywhere real"
+        );
+    }
+    if issuers.is_empty() {
+        tracing::warn!("no token issuers are registered ([[auth.issuers]]): only patient-free endpoints will answer");
+    }
+    crate::auth::Authenticator::new(&settings.auth, &issuers)
+}
+
 /// Load the demo region through the transaction path, as a registered trust would publish it.
 pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Result<()> {
-    use consent::{ClientKind, RegisteredClient, Requester};
+    use consent::{ClientKind, Principal, PurposeOfUse, RegisteredClient, Requester, SmartScopes, SystemUser};
     use fhir_models::interaction::Interaction;
 
+    // As a trust's publishing system would: its certificate and a system token.
+    let ods = fhir_models::OdsCode::parse(crate::demo::TRUSTS[0].ods)?;
+    let scopes = SmartScopes::parse_claim("system/*.cruds")?;
     let publisher = Requester::client(RegisteredClient {
         name: "demo-loader".into(),
         kind: ClientKind::Trust,
-        ods: fhir_models::OdsCode::parse(crate::demo::TRUSTS[0].ods)?,
-    });
+        ods: ods.clone(),
+        scopes: scopes.clone(),
+    })
+    .with_principal(Principal::System(
+        SystemUser { subject: "demo-loader".into(), organisation: ods, purpose: PurposeOfUse::Treatment },
+        scopes,
+    ));
     let permit = crate::enforce::authorize(publisher, Interaction::Transaction, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bundles = std::iter::once(crate::demo::reference_bundle()).chain(crate::demo::patient_bundles(patients));
     let mut loaded = 0;

@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use consent::ClientKind;
 use fhir_models::OdsCode;
+use gateway::auth::dev::SigningIssuer;
 use gateway::certs::DevPki;
-use gateway::configuration::{ClientEntry, Settings};
+use gateway::configuration::{ClientEntry, IssuerEntry, IssuerKind, Settings};
 use gateway::startup::Application;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -107,8 +108,80 @@ impl Default for TestPki {
     }
 }
 
+/// The audience test tokens are minted for (an issuer entry's `audience`).
+pub const TEST_AUDIENCE: &str = "https://gateway.test/fhir/r4";
+
+/// Token issuers for one test, one per kind, with their keys published as JWKS files.
+pub struct TestIssuers {
+    pub clinician: SigningIssuer,
+    pub patient: SigningIssuer,
+    pub system: SigningIssuer,
+}
+
+impl TestIssuers {
+    pub fn new() -> Self {
+        let make = |kind: IssuerKind| SigningIssuer::generate(format!("https://{}-issuer.test", kind.as_str()), kind).unwrap();
+        Self { clinician: make(IssuerKind::Clinician), patient: make(IssuerKind::Patient), system: make(IssuerKind::System) }
+    }
+
+    /// Write the JWKS files into `dir` and return the `[[auth.issuers]]` entries.
+    pub fn entries(&self, dir: &std::path::Path) -> Vec<IssuerEntry> {
+        [&self.clinician, &self.patient, &self.system]
+            .into_iter()
+            .map(|issuer| {
+                let file = dir.join(format!("{}-issuer.jwks.json", issuer.kind.as_str()));
+                std::fs::write(&file, serde_json::to_vec(&issuer.jwks()).unwrap()).unwrap();
+                IssuerEntry {
+                    issuer: issuer.issuer.clone(),
+                    audience: TEST_AUDIENCE.into(),
+                    kind: issuer.kind,
+                    jwks_file: Some(file),
+                    jwks_url: None,
+                    discovery_url: None,
+                    ca_file: None,
+                }
+            })
+            .collect()
+    }
+
+    /// A clinician's token for `ods`, with `scope`, for direct care.
+    pub fn clinician_token(&self, ods: &str, scope: &str) -> String {
+        self.clinician.mint(
+            TEST_AUDIENCE,
+            "clinician-1",
+            7200,
+            &serde_json::json!({"scope": scope, "requesting_organization": ods, "requesting_practitioner_role": "R8000", "purpose_of_use": "TREAT"}),
+        )
+    }
+
+    pub fn system_token(&self, ods: &str, scope: &str) -> String {
+        self.system.mint(TEST_AUDIENCE, "publisher-1", 7200, &serde_json::json!({"scope": scope, "requesting_organization": ods}))
+    }
+
+    pub fn patient_token(&self, nhs_number: &str, level: &str) -> String {
+        self.patient.mint(
+            TEST_AUDIENCE,
+            &format!("nhs-login-{nhs_number}"),
+            7200,
+            &serde_json::json!({"scope": "openid patient/*.rs", "nhs_number": nhs_number, "identity_proofing_level": level}),
+        )
+    }
+}
+
+impl Default for TestIssuers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// An HTTP client that trusts the test CA and presents `identity`, if any.
 pub fn https_client(pki: &TestPki, identity: Option<&ClientFiles>) -> reqwest::Client {
+    https_client_with_token(pki, identity, None)
+}
+
+/// As [`https_client`], sending `Authorization: Bearer <token>` on every request unless the
+/// request sets its own.
+pub fn https_client_with_token(pki: &TestPki, identity: Option<&ClientFiles>, token: Option<&str>) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.pki.ca_certificate()).unwrap()).unwrap();
     let mut builder = reqwest::Client::builder()
@@ -120,6 +193,11 @@ pub fn https_client(pki: &TestPki, identity: Option<&ClientFiles>) -> reqwest::C
         let mut pem = std::fs::read(&files.certificate).unwrap();
         pem.extend(std::fs::read(&files.key).unwrap());
         builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        builder = builder.default_headers(headers);
     }
     builder.build().unwrap()
 }
@@ -166,8 +244,9 @@ impl Answer {
     }
 }
 
-/// Settings for a gateway on port 0 with the test PKI and its registered clients.
-pub fn test_settings(pki: &TestPki, database_url: String) -> Settings {
+/// Settings for a gateway on port 0 with the test PKI, its registered clients and the test
+/// token issuers.
+pub fn test_settings(pki: &TestPki, issuers: &TestIssuers, database_url: String) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.ops_listen = "127.0.0.1:0".parse().unwrap();
@@ -180,6 +259,8 @@ pub fn test_settings(pki: &TestPki, database_url: String) -> Settings {
     settings.tls.generate_dev_certificates = false;
     settings.database.url = database_url;
     settings.clients = pki.registered();
+    settings.auth.dev_issuers = false;
+    settings.auth.issuers = issuers.entries(pki.dir.path());
     settings
 }
 
@@ -188,8 +269,12 @@ pub struct TestApp {
     pub base: String,
     pub ops: String,
     pub pki: TestPki,
+    pub issuers: TestIssuers,
+    /// The GP system's certificate with a clinician's token (`user/*.cruds`).
     pub gp: reqwest::Client,
+    /// The trust's certificate with its publishing system's token (`system/*.cruds`).
     pub trust: reqwest::Client,
+    /// The portal's certificate, no token.
     pub portal: reqwest::Client,
     pub anonymous: reqwest::Client,
     pub unregistered: reqwest::Client,
@@ -222,12 +307,13 @@ impl TestApp {
             gateway::telemetry::init(&gateway::configuration::LogSettings { format: "pretty".into(), level: "debug".into() });
         }
         let pki = TestPki::new();
+        let issuers = TestIssuers::new();
         let database_url = match (&options.database_url, options.backend) {
             (Some(url), _) => url.clone(),
             (None, Backend::Sqlite) => format!("sqlite://{}", pki.dir.path().join("hie.db").display()),
             (None, Backend::Postgres) => fresh_postgres_database().await,
         };
-        let mut settings = test_settings(&pki, database_url.clone());
+        let mut settings = test_settings(&pki, &issuers, database_url.clone());
         if let Some(configure) = options.configure {
             configure(&mut settings);
         }
@@ -239,13 +325,18 @@ impl TestApp {
             backend: options.backend,
             base: format!("https://127.0.0.1:{port}/fhir/r4"),
             ops: format!("http://127.0.0.1:{ops_port}"),
-            gp: https_client(&pki, Some(&pki.gp)),
-            trust: https_client(&pki, Some(&pki.trust)),
+            gp: https_client_with_token(&pki, Some(&pki.gp), Some(&issuers.clinician_token(pki.gp.entry.ods.as_ref(), "user/*.cruds"))),
+            trust: https_client_with_token(
+                &pki,
+                Some(&pki.trust),
+                Some(&issuers.system_token(pki.trust.entry.ods.as_ref(), "system/*.cruds")),
+            ),
             portal: https_client(&pki, Some(&pki.portal)),
             anonymous: https_client(&pki, None),
             unregistered: https_client(&pki, Some(&pki.unregistered)),
             database_url,
             pki,
+            issuers,
             handle: actix_web_handle::Handle(Some(join)),
         }
     }

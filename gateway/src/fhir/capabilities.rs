@@ -1,6 +1,6 @@
 //! `capabilities`: the CapabilityStatement, generated from what the gateway really supports.
 
-use conformance::capability::{SearchParamCapability, ServerDescription, TypeCapability};
+use conformance::capability::{SearchParamCapability, ServerDescription, SmartEndpoints, TypeCapability};
 use fhir_models::ResourceType;
 use fhir_models::search::{ParamKind, table};
 
@@ -30,7 +30,7 @@ pub const SYSTEM_INTERACTIONS: [&str; 3] = ["transaction", "batch", "history-sys
 
 pub const VALIDATE_OPERATION: (&str, &str) = ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate");
 
-pub fn capability_statement(service: &FhirService) -> Vec<u8> {
+pub fn capability_statement(service: &FhirService, issuers: &[crate::auth::IssuerDescription]) -> Vec<u8> {
     let date = &fhir_models::datetime::format_instant(service.now())[..10];
     let types = ResourceType::all().map(|resource_type| {
         let mut search_params: Vec<SearchParamCapability> = table()
@@ -83,8 +83,22 @@ pub fn capability_statement(service: &FhirService) -> Vec<u8> {
             software_name: "hie-gateway",
             software_version: env!("CARGO_PKG_VERSION"),
             date,
-            security: "Mutual TLS: a client certificate registered with the gateway (ODS organisation, client kind) is required for \
-                       every interaction except this CapabilityStatement.",
+            security: "Mutual TLS and bearer tokens (SMART on FHIR v2 scopes; see /.well-known/smart-configuration). Clinician \
+                       and system tokens must arrive with a client certificate registered to the organisation the token names \
+                       (requesting_organization); a patient's token (NHS login-style, identity_proofing_level P9) reads that \
+                       patient's own record without a certificate. Every interaction except this CapabilityStatement and the \
+                       SMART configuration needs a token.",
+            smart: (!issuers.is_empty()).then(|| {
+                let primary = issuers
+                    .iter()
+                    .find(|issuer| issuer.endpoints.authorization_endpoint.is_some())
+                    .or_else(|| issuers.first())
+                    .expect("not empty");
+                SmartEndpoints {
+                    authorize: primary.endpoints.authorization_endpoint.as_deref(),
+                    token: primary.endpoints.token_endpoint.as_deref(),
+                }
+            }),
             system_interactions: &SYSTEM_INTERACTIONS,
         },
         types,

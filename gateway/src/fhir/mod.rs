@@ -13,6 +13,7 @@ mod paging;
 mod read;
 mod search;
 mod search_params;
+mod self_access;
 mod update;
 mod validate;
 mod write;

@@ -20,6 +20,9 @@ fn not_found(resource_type: ResourceType, id: &str) -> ApiError {
 pub async fn read(service: &FhirService, permit: &Permitted, resource_type: ResourceType, id: &str) -> Result<FhirResponse, ApiError> {
     debug_assert_eq!(permit.interaction(), fhir_models::interaction::Interaction::Read);
     check_id(id)?;
+    if !super::self_access::is_visible(service, permit, resource_type, id).await? {
+        return Err(not_found(resource_type, id));
+    }
     match service.store.read(resource_type, id).await? {
         None => Err(not_found(resource_type, id)),
         Some(version) if version.deleted => Err(ApiError::Gone(format!("{resource_type}/{id} was deleted"))),
@@ -40,6 +43,9 @@ pub async fn vread(
     let Some(version_id) = fhir_models::VersionId::parse(version) else {
         return Err(ApiError::NotFound(format!("{resource_type}/{id} has no version {version:?}")));
     };
+    if !super::self_access::is_visible(service, permit, resource_type, id).await? {
+        return Err(ApiError::NotFound(format!("{resource_type}/{id} has no version {version_id}")));
+    }
     match service.store.vread(resource_type, id, version_id.0).await? {
         None => Err(ApiError::NotFound(format!("{resource_type}/{id} has no version {version_id}"))),
         Some(version) if version.deleted => Err(ApiError::Gone(format!("version {version_id} of {resource_type}/{id} is a deletion"))),

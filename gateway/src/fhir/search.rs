@@ -90,6 +90,10 @@ pub async fn search(
         }
         query.filters.push(Filter::PatientCompartment((*patient_id).to_owned()));
     }
+    super::self_access::check_search(permit, &query)?;
+    if let Some(filter) = super::self_access::filter(service, permit).await? {
+        query.filters.push(filter);
+    }
     let path = scope.path();
     let canonical = PagingKey::canonical(&format!("search {path}"), &used);
     if let Some(cursor) = &cursor {

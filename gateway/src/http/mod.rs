@@ -5,6 +5,7 @@ mod handlers;
 mod negotiate;
 mod requester;
 pub(crate) mod respond;
+mod smart;
 
 pub use requester::RequesterIdentity;
 
@@ -17,6 +18,7 @@ use crate::fhir::FhirService;
 pub struct AppState {
     pub fhir: FhirService,
     pub clients: ClientRegistry,
+    pub authenticator: crate::auth::SharedAuthenticator,
     pub rate_limiter: std::sync::Arc<crate::rate_limit::RateLimiter>,
     /// The CapabilityStatement, built once at start.
     pub capability_statement: Vec<u8>,
@@ -35,6 +37,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
     config.service(
         web::scope(FHIR_BASE)
+            // Before `/{type}/{id}`, which `.well-known` would otherwise match.
+            .service(
+                web::resource("/.well-known/smart-configuration")
+                    .route(web::get().to(smart::smart_configuration))
+                    .default_service(web::to(handlers::method_not_allowed)),
+            )
             // The hottest route first. A FHIR id has no `_` or `$`, so it cannot take
             // `_history`, `_search` or `$validate` from the routes below.
             .service(

@@ -1,34 +1,51 @@
-//! Who is calling, from the connection's client certificate.
-
-use std::future::{Ready, ready};
+//! Who is calling: the connection's client certificate and the request's bearer token.
 
 use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use consent::Requester;
+use futures_util::future::LocalBoxFuture;
 
 use super::AppState;
+use crate::auth::AuthError;
 use crate::error::ApiError;
 use crate::tls::PeerCertificate;
 
-/// The requester behind a request: the registered client its certificate identifies, if any.
-/// Extracting it never fails; what it may do is the policy engine's decision.
+/// The requester behind a request: the registered client its certificate identifies, if any,
+/// and the principal its bearer token names, if any. A token that does not verify fails the
+/// request here; what a verified requester may do is the policy engine's decision.
 pub struct RequesterIdentity(pub Requester);
 
 impl FromRequest for RequesterIdentity {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = request.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::Internal(anyhow::anyhow!("application state is missing"))));
+        let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+            return Box::pin(async { Err(ApiError::Internal(anyhow::anyhow!("application state is missing"))) });
         };
-        let requester = match request.conn_data::<PeerCertificate>() {
-            None => Requester::anonymous(),
-            Some(certificate) => match state.clients.identify(certificate) {
-                Some(client) => Requester::client(client.clone()),
-                None => Requester { client: None, unregistered_certificate: true },
-            },
-        };
-        ready(Ok(Self(requester)))
+        let certificate = request.conn_data::<PeerCertificate>().cloned();
+        let authorization = request.headers().get(AUTHORIZATION).map(|value| value.as_bytes().to_vec());
+        Box::pin(async move {
+            let mut requester = match &certificate {
+                None => Requester::anonymous(),
+                Some(certificate) => match state.clients.identify(certificate) {
+                    Some(client) => Requester::client(client.clone()),
+                    None => Requester { unregistered_certificate: true, ..Requester::anonymous() },
+                },
+            };
+            let principal = state.authenticator.authenticate(authorization.as_deref(), certificate.as_ref()).await.map_err(|error| {
+                tracing::info!(reason = %error, "bearer token refused");
+                match error {
+                    AuthError::Invalid(message) => ApiError::InvalidToken(message),
+                    AuthError::Refused(message) => {
+                        ApiError::Forbidden { code: consent::DenyCode::AccessDenied, rule: consent::Rule::TokenClaims.name(), message }
+                    }
+                    AuthError::Unavailable(message) => ApiError::Unavailable(message),
+                }
+            })?;
+            requester.principal = principal;
+            Ok(Self(requester))
+        })
     }
 }

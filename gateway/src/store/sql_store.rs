@@ -33,6 +33,9 @@ enum Pools {
 
 pub struct SqlStore {
     pools: Pools,
+    /// Reads and transactions begun: exported as `hie_store_operations_total`, so operators see
+    /// database load per request and tests can prove a refused request never reached the store.
+    operations: prometheus_client::metrics::counter::Counter,
 }
 
 /// Connection settings the store needs.
@@ -43,6 +46,11 @@ pub struct StoreOptions<'a> {
 }
 
 impl SqlStore {
+    /// The counter of store operations, for the metrics registry.
+    pub fn operations_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.operations.clone()
+    }
+
     /// Connect without migrating.
     pub async fn connect(options: &StoreOptions<'_>) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
@@ -62,7 +70,7 @@ impl SqlStore {
                 .connect_with(connect)
                 .await
                 .context("failed to connect to PostgreSQL")?;
-            return Ok(Self { pools: Pools::Postgres(pool) });
+            return Ok(Self { pools: Pools::Postgres(pool), operations: Default::default() });
         }
         let path = options.url.strip_prefix("sqlite://").or_else(|| options.url.strip_prefix("sqlite:")).with_context(|| {
             format!("database.url must start with sqlite:// or postgres://, found {:?}", options.url.split(':').next().unwrap_or(""))
@@ -104,7 +112,7 @@ impl SqlStore {
             .connect_with(connect.clone().read_only(true))
             .await
             .with_context(|| format!("failed to open SQLite database {path}"))?;
-        Ok(Self { pools: Pools::Sqlite { readers, writer, connect: Box::new(connect) } })
+        Ok(Self { pools: Pools::Sqlite { readers, writer, connect: Box::new(connect) }, operations: Default::default() })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -151,7 +159,8 @@ impl SqlStore {
 
 /// Run `$body` with `$conn` bound to a pooled reader connection of either dialect.
 macro_rules! with_reader {
-    ($store:expr, |$conn:ident| $body:expr) => {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        $store.operations.inc();
         match &$store.pools {
             Pools::Sqlite { readers, .. } => {
                 let mut pooled = readers.acquire().await?;
@@ -164,7 +173,7 @@ macro_rules! with_reader {
                 $body
             }
         }
-    };
+    }};
 }
 
 fn to_version(row: VersionRow) -> Result<StoredVersion, StoreError> {
@@ -317,6 +326,7 @@ impl FhirStore for SqlStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn StoreTransaction>, StoreError> {
+        self.operations.inc();
         let transaction = match &self.pools {
             // IMMEDIATE takes the write lock up front, so a transaction that reads then writes
             // cannot deadlock against another.

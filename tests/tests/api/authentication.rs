@@ -52,6 +52,6 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
 async fn the_portal_client_cannot_write_with_its_certificate_alone() {
     let app = TestApp::spawn().await;
     let answer = app.post(&app.portal, "Patient", &tests::fixture("resources/Patient.json")).await;
-    answer.assert_status(403).assert_outcome();
+    answer.assert_status(401).assert_outcome();
     assert!(app.search_all(&app.gp, "Patient").await.is_empty());
 }

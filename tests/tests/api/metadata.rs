@@ -63,3 +63,40 @@ async fn every_advertised_search_parameter_is_accepted() {
     }
     assert!(checked > 500, "checked {checked} parameters");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_configuration_describes_the_registered_issuers_truthfully() {
+    let app = TestApp::spawn().await;
+    let answer = app.get(&app.anonymous, ".well-known/smart-configuration").await;
+    answer.assert_status(200);
+    assert!(answer.header("content-type").unwrap().starts_with("application/json"));
+    let smart = &answer.body;
+    assert_eq!(smart["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(smart["grant_types_supported"], json!(["authorization_code", "client_credentials"]));
+    assert_eq!(smart["token_endpoint_auth_methods_supported"], json!(["private_key_jwt"]));
+    assert_eq!(smart["issuer"], app.issuers.patient.issuer.as_str(), "the patient issuer signs people in");
+    let capabilities = smart["capabilities"].as_array().unwrap();
+    for capability in ["permission-v2", "permission-patient", "permission-user", "client-confidential-asymmetric"] {
+        assert!(capabilities.contains(&json!(capability)), "{capability}");
+    }
+    let issuers: Vec<(&str, &str)> = smart["hie_gateway_issuers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|issuer| (issuer["issuer"].as_str().unwrap(), issuer["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        issuers,
+        vec![
+            (app.issuers.clinician.issuer.as_str(), "clinician"),
+            (app.issuers.patient.issuer.as_str(), "patient"),
+            (app.issuers.system.issuer.as_str(), "system")
+        ]
+    );
+    // JWKS-file issuers have no endpoints to advertise, so none are invented.
+    assert!(smart.get("authorization_endpoint").is_none());
+    let statement = app.get(&app.anonymous, "metadata").await.body;
+    let security = &statement["rest"][0]["security"];
+    assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+    assert!(security["description"].as_str().unwrap().contains("bearer tokens"));
+}

@@ -49,7 +49,8 @@ async fn instances_sharing_redis_share_each_clients_budget() {
     })
     .await;
     // A second instance with the same registered clients and the same Redis.
-    let mut settings = tests::test_settings(&first.pki, format!("sqlite://{}", first.pki.dir.path().join("second.db").display()));
+    let mut settings =
+        tests::test_settings(&first.pki, &first.issuers, format!("sqlite://{}", first.pki.dir.path().join("second.db").display()));
     settings.limits.requests_per_minute_per_client = 6;
     settings.redis.url = Some(redis_url);
     let second = gateway::startup::Application::build(settings).await.unwrap();

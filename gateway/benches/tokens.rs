@@ -1,0 +1,54 @@
+//! What a bearer token costs per request with a warm key cache, verified every time and reused
+//! (verified once, then remembered): `cargo bench -p gateway --bench tokens`. The budget is 20 µs.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::auth::Authenticator;
+use gateway::auth::dev::SigningIssuer;
+use gateway::configuration::{IssuerEntry, IssuerKind, Settings};
+use serde_json::json;
+
+fn tokens(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let settings = Settings::default();
+    let mut entries = Vec::new();
+    let mut tokens = Vec::new();
+    for kind in IssuerKind::ALL {
+        let issuer = SigningIssuer::generate(format!("https://{}.bench", kind.as_str()), kind).unwrap();
+        let file = dir.path().join(format!("{}.json", kind.as_str()));
+        std::fs::write(&file, serde_json::to_vec(&issuer.jwks()).unwrap()).unwrap();
+        entries.push(IssuerEntry {
+            issuer: issuer.issuer.clone(),
+            audience: "https://gateway.bench/fhir/r4".into(),
+            kind,
+            jwks_file: Some(file),
+            jwks_url: None,
+            discovery_url: None,
+            ca_file: None,
+        });
+        let claims = match kind {
+            IssuerKind::Clinician => {
+                json!({"scope": "user/*.rs", "requesting_organization": "Y90001", "requesting_practitioner_role": "R8000", "purpose_of_use": "TREAT"})
+            }
+            IssuerKind::System => json!({"scope": "system/*.cruds", "requesting_organization": "R9Z"}),
+            IssuerKind::Patient => json!({"scope": "openid patient/*.rs", "nhs_number": "9449305552", "identity_proofing_level": "P9"}),
+        };
+        tokens.push((kind, format!("Bearer {}", issuer.mint("https://gateway.bench/fhir/r4", "bench", 3600, &claims))));
+    }
+    // Every request's signature checked, and a token reused across requests (the usual case).
+    let mut uncached = settings.auth.clone();
+    uncached.verified_token_cache_secs = 0;
+    for (label, auth) in [("verify", uncached), ("reused", settings.auth.clone())] {
+        let authenticator = Authenticator::new(&auth, &entries).unwrap();
+        runtime.block_on(authenticator.load_keys());
+        for (kind, header) in &tokens {
+            assert!(runtime.block_on(authenticator.authenticate(Some(header.as_bytes()), None)).unwrap().is_some());
+            c.bench_function(&format!("{label} {} token (ES256, warm keys)", kind.as_str()), |b| {
+                b.iter(|| runtime.block_on(authenticator.authenticate(Some(std::hint::black_box(header.as_bytes())), None)).unwrap())
+            });
+        }
+    }
+}
+
+criterion_group!(benches, tokens);
+criterion_main!(benches);
