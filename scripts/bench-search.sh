@@ -47,6 +47,8 @@ listen = "127.0.0.1:$API_PORT"
 ops_listen = "127.0.0.1:$OPS_PORT"
 [tls]
 generate_dev_certificates = false
+[auth]
+dev_issuers = true
 [database]
 url = "$PG/$DB"
 [log]

@@ -162,6 +162,8 @@ listen = "127.0.0.1:$API_PORT"
 ops_listen = "127.0.0.1:$OPS_PORT"
 [tls]
 generate_dev_certificates = false
+[auth]
+dev_issuers = true
 [database]
 url = "sqlite://$SCHEMA_DIR/hie.db"
 [log]

@@ -148,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { kind, org, scope, sub, role, purpose, reason, nhs_number, proofing_level, lifetime } => {
             let settings = Settings::load(cli.config.as_deref())?;
-            if !settings.auth.dev_issuers {
+            if !settings.dev_issuers() {
                 anyhow::bail!("auth.dev_issuers is off in this configuration, so the gateway would not trust a development token");
             }
             let dir = settings.tls.client_ca.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));

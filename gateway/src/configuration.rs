@@ -46,9 +46,9 @@ pub struct AuthSettings {
     /// issuer's keys reload); 0 verifies every request's signature.
     pub verified_token_cache_secs: u64,
     /// Register development issuers (one key per kind, in the certificate directory) so that
-    /// `hie-gateway token` can mint tokens. On in the embedded default; turn it off anywhere
-    /// real.
-    pub dev_issuers: bool,
+    /// `hie-gateway token` can mint tokens. Unset, it follows `tls.generate_dev_certificates`:
+    /// on in the embedded default, off in any configuration with real certificates.
+    pub dev_issuers: Option<bool>,
 }
 
 /// A trusted token issuer: `[[auth.issuers]]`. Exactly one of `jwks_file`, `jwks_url`,
@@ -234,7 +234,7 @@ impl Default for Settings {
                 max_token_bytes: 8 * 1024,
                 jwks_refresh_min_secs: 30,
                 verified_token_cache_secs: 60,
-                dev_issuers: true,
+                dev_issuers: None,
             },
             clients: Vec::new(),
         }
@@ -272,6 +272,11 @@ impl Settings {
             Some(base) => base.trim_end_matches('/').to_owned(),
             None => format!("https://{bound}/fhir/r4"),
         }
+    }
+
+    /// Whether the development token issuers are trusted.
+    pub fn dev_issuers(&self) -> bool {
+        self.auth.dev_issuers.unwrap_or(self.tls.generate_dev_certificates)
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -328,6 +333,16 @@ fingerprint = "ab:cd"
             assert_eq!(settings.limits.max_count, 50);
             Ok(())
         });
+    }
+
+    #[test]
+    fn development_issuers_follow_development_certificates_unless_set() {
+        let mut settings = Settings::default();
+        assert!(settings.dev_issuers(), "the embedded default trusts its development issuers");
+        settings.tls.generate_dev_certificates = false;
+        assert!(!settings.dev_issuers(), "real certificates: no development issuers unless asked for");
+        settings.auth.dev_issuers = Some(true);
+        assert!(settings.dev_issuers());
     }
 
     #[test]

@@ -216,7 +216,7 @@ async fn metrics_text(state: web::Data<OpsState>) -> HttpResponse {
 /// The configured token issuers, plus the development ones when `auth.dev_issuers` is on.
 fn authenticator(settings: &Settings, audience: &str) -> anyhow::Result<crate::auth::Authenticator> {
     let mut issuers = settings.auth.issuers.clone();
-    if settings.auth.dev_issuers {
+    if settings.dev_issuers() {
         let dir = settings.tls.client_ca.parent().unwrap_or(std::path::Path::new("."));
         issuers.extend(crate::auth::dev::DevIssuers::new(dir).ensure(audience)?);
         tracing::warn!(

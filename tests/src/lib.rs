@@ -259,7 +259,7 @@ pub fn test_settings(pki: &TestPki, issuers: &TestIssuers, database_url: String)
     settings.tls.generate_dev_certificates = false;
     settings.database.url = database_url;
     settings.clients = pki.registered();
-    settings.auth.dev_issuers = false;
+    settings.auth.dev_issuers = Some(false);
     settings.auth.issuers = issuers.entries(pki.dir.path());
     settings
 }
