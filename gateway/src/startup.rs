@@ -31,6 +31,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         rustls::crypto::ring::default_provider().install_default().ok();
+        crate::auth::install_crypto();
         let store = Arc::new(
             SqlStore::connect(&StoreOptions {
                 url: &settings.database.url,

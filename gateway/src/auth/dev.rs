@@ -31,6 +31,7 @@ impl SigningIssuer {
     }
 
     pub fn from_pem(issuer: impl Into<String>, kind: IssuerKind, pem: &[u8]) -> anyhow::Result<Self> {
+        super::install_crypto();
         let key = EncodingKey::from_ec_pem(pem).context("a PKCS#8 P-256 private key")?;
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256)?;
         let kid = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)?;

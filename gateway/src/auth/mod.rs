@@ -8,6 +8,7 @@
 
 pub mod dev;
 mod keys;
+mod ring_verifier;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 pub use keys::{IssuerKeys, KeyError, KeySource, ProviderEndpoints};
+pub use ring_verifier::install as install_crypto;
 
 use crate::configuration::{AuthSettings, IssuerEntry, IssuerKind};
 use crate::tls::PeerCertificate;
@@ -128,6 +130,7 @@ struct UnverifiedIssuer {
 
 impl Authenticator {
     pub fn new(settings: &AuthSettings, issuers: &[IssuerEntry]) -> anyhow::Result<Self> {
+        ring_verifier::install();
         let mut trusted = HashMap::new();
         for entry in issuers {
             let http = http_client(entry)?;
