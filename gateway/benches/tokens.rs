@@ -35,15 +35,39 @@ fn tokens(c: &mut Criterion) {
         };
         tokens.push((kind, format!("Bearer {}", issuer.mint("https://gateway.bench/fhir/r4", "bench", 3600, &claims))));
     }
+    // An RS256 issuer too (the common choice of identity providers, NHS login's included),
+    // with a key from openssl: nothing in the gateway's tree generates RSA keys.
+    let rsa_pem = std::process::Command::new("openssl").args(["genrsa", "2048"]).output().expect("openssl makes an RSA key").stdout;
+    let rsa_key = jsonwebtoken::EncodingKey::from_rsa_pem(&rsa_pem).unwrap();
+    let mut rsa_jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key, jsonwebtoken::Algorithm::RS256).unwrap();
+    rsa_jwk.common.key_id = Some("rsa-1".into());
+    let rsa_file = dir.path().join("rsa.json");
+    std::fs::write(&rsa_file, serde_json::to_vec(&jsonwebtoken::jwk::JwkSet { keys: vec![rsa_jwk] }).unwrap()).unwrap();
+    entries.push(IssuerEntry {
+        issuer: "https://rsa.bench".into(),
+        audience: "https://gateway.bench/fhir/r4".into(),
+        kind: IssuerKind::System,
+        jwks_file: Some(rsa_file),
+        jwks_url: None,
+        discovery_url: None,
+        ca_file: None,
+    });
+    let mut rsa_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    rsa_header.kid = Some("rsa-1".into());
+    let rsa_claims = json!({"iss": "https://rsa.bench", "aud": "https://gateway.bench/fhir/r4", "sub": "bench", "exp": 4_000_000_000u64,
+        "scope": "system/*.cruds", "requesting_organization": "R9Z"});
+    let rsa_token = format!("Bearer {}", jsonwebtoken::encode(&rsa_header, &rsa_claims, &rsa_key).unwrap());
+
     // Every request's signature checked, and a token reused across requests (the usual case).
     let mut uncached = settings.auth.clone();
     uncached.verified_token_cache_secs = 0;
     for (label, auth) in [("verify", uncached), ("reused", settings.auth.clone())] {
         let authenticator = Authenticator::new(&auth, &entries).unwrap();
         runtime.block_on(authenticator.load_keys());
-        for (kind, header) in &tokens {
+        let labelled = tokens.iter().map(|(kind, header)| (format!("{} token (ES256", kind.as_str()), header));
+        for (name, header) in labelled.chain(std::iter::once(("system token (RS256".to_owned(), &rsa_token))) {
             assert!(runtime.block_on(authenticator.authenticate(Some(header.as_bytes()), None)).unwrap().is_some());
-            c.bench_function(&format!("{label} {} token (ES256, warm keys)", kind.as_str()), |b| {
+            c.bench_function(&format!("{label} {name}, warm keys)"), |b| {
                 b.iter(|| runtime.block_on(authenticator.authenticate(Some(std::hint::black_box(header.as_bytes())), None)).unwrap())
             });
         }

@@ -25,7 +25,8 @@ impl FromRequest for RequesterIdentity {
             return Box::pin(async { Err(ApiError::Internal(anyhow::anyhow!("application state is missing"))) });
         };
         let certificate = request.conn_data::<PeerCertificate>().cloned();
-        let authorization = request.headers().get(AUTHORIZATION).map(|value| value.as_bytes().to_vec());
+        // A `HeaderValue` clone shares its bytes: no copy of the token per request.
+        let authorization = request.headers().get(AUTHORIZATION).cloned();
         Box::pin(async move {
             let mut requester = match &certificate {
                 None => Requester::anonymous(),
@@ -34,16 +35,20 @@ impl FromRequest for RequesterIdentity {
                     None => Requester { unregistered_certificate: true, ..Requester::anonymous() },
                 },
             };
-            let principal = state.authenticator.authenticate(authorization.as_deref(), certificate.as_ref()).await.map_err(|error| {
-                tracing::info!(reason = %error, "bearer token refused");
-                match error {
-                    AuthError::Invalid(message) => ApiError::InvalidToken(message),
-                    AuthError::Refused(message) => {
-                        ApiError::Forbidden { code: consent::DenyCode::AccessDenied, rule: consent::Rule::TokenClaims.name(), message }
+            let principal = state
+                .authenticator
+                .authenticate(authorization.as_ref().map(|value| value.as_bytes()), certificate.as_ref())
+                .await
+                .map_err(|error| {
+                    tracing::info!(reason = %error, "bearer token refused");
+                    match error {
+                        AuthError::Invalid(message) => ApiError::InvalidToken(message),
+                        AuthError::Refused(message) => {
+                            ApiError::Forbidden { code: consent::DenyCode::AccessDenied, rule: consent::Rule::TokenClaims.name(), message }
+                        }
+                        AuthError::Unavailable(message) => ApiError::Unavailable(message),
                     }
-                    AuthError::Unavailable(message) => ApiError::Unavailable(message),
-                }
-            })?;
+                })?;
             requester.principal = principal;
             Ok(Self(requester))
         })
