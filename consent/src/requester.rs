@@ -116,14 +116,6 @@ impl Principal {
             Self::Patient(..) => None,
         }
     }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Clinician(..) => "clinician",
-            Self::Patient(..) => "patient",
-            Self::System(..) => "system",
-        }
-    }
 }
 
 /// `purpose_of_use`, from HL7 v3 ActReason

@@ -173,10 +173,6 @@ impl Authenticator {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.issuers.is_empty()
-    }
-
     /// The registered issuers, in configuration order, with what is known of their endpoints.
     pub fn describe(&self) -> Vec<IssuerDescription> {
         self.order
@@ -229,7 +225,7 @@ impl Authenticator {
         }
         let mut validation = trusted.validation.clone();
         validation.algorithms = vec![algorithm];
-        let mut claims = jsonwebtoken::decode::<TokenClaims>(token, &key.key, &validation).map_err(describe)?.claims;
+        let mut claims = jsonwebtoken::decode::<TokenClaims>(token, &key.key, &validation).map_err(rejection)?.claims;
         let bound_to = claims.cnf.take().and_then(|cnf| cnf.x5t_s256);
         check_binding(bound_to.as_deref(), certificate)?;
         let usable_until = claims.exp.unwrap_or(0).saturating_add(self.leeway);
@@ -307,7 +303,8 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, AuthError> {
     }
 }
 
-fn describe(error: jsonwebtoken::errors::Error) -> AuthError {
+/// Why jsonwebtoken refused a token, in words for the requester.
+fn rejection(error: jsonwebtoken::errors::Error) -> AuthError {
     invalid(match error.kind() {
         ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
         ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),

@@ -42,6 +42,14 @@ fn with(mut claims: Value, changes: Value) -> Value {
     claims
 }
 
+/// RFC 8705 `x5t#S256` of a client's certificate: base64url of its SHA-256 (the registered
+/// fingerprint is that hash in hex).
+fn thumbprint(client: &tests::ClientFiles) -> String {
+    let hex = client.entry.fingerprint.as_deref().unwrap();
+    let bytes: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn encode_part(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
@@ -155,15 +163,9 @@ async fn tokens_are_bound_to_the_organisation_and_certificate_they_were_issued_f
     let on_trust = https_client_with_token(&app.pki, Some(&app.pki.trust), Some(&gp_token));
     assert_refused(&app.get(&on_trust, &path).await, 403, &gp_token, "not the organisation the client certificate is registered to");
     // A certificate-bound token (RFC 8705 cnf.x5t#S256) replayed on another certificate.
-    let trust_fingerprint = app.pki.trust.entry.fingerprint.clone().unwrap();
-    let trust_thumbprint =
-        URL_SAFE_NO_PAD.encode((0..32).map(|i| u8::from_str_radix(&trust_fingerprint[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<u8>>());
-    let bound = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"cnf": {"x5t#S256": trust_thumbprint}})));
+    let bound = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"cnf": {"x5t#S256": thumbprint(&app.pki.trust)}})));
     assert_refused(&get_as_gp(&app, &bound, &path).await, 401, &bound, "bound to a different client certificate");
-    let gp_fingerprint = app.pki.gp.entry.fingerprint.clone().unwrap();
-    let gp_thumbprint =
-        URL_SAFE_NO_PAD.encode((0..32).map(|i| u8::from_str_radix(&gp_fingerprint[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<u8>>());
-    let bound_here = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"cnf": {"x5t#S256": gp_thumbprint}})));
+    let bound_here = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"cnf": {"x5t#S256": thumbprint(&app.pki.gp)}})));
     get_as_gp(&app, &bound_here, &path).await.assert_status(200);
     // Verified once and remembered, it is still checked against each connection's certificate.
     get_as_gp(&app, &bound_here, &path).await.assert_status(200);
