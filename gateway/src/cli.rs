@@ -71,6 +71,16 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         lifetime: u64,
     },
+    /// Translate records into FHIR R4 transaction Bundles and print them, without a server or a
+    /// database: one Bundle (pretty) for one input, one Bundle per line for several. A file may
+    /// hold several HL7 v2 messages. A rejected input is reported on stderr with its file, line
+    /// and reason, and the exit status is non-zero.
+    Translate {
+        #[arg(long, value_parser = crate::translate::Format::parse)]
+        from: crate::translate::Format,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn parse_issuer_kind(text: &str) -> Result<IssuerKind, String> {
@@ -183,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issuer.mint(&audience, &sub, lifetime, &serde_json::Value::Object(claims)));
             Ok(())
         }
+        Command::Translate { from, paths } => translate_files(from, &paths),
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
@@ -216,6 +227,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `hie-gateway translate`: every input of every file, in order.
+fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::translate::{Format, hl7v2, split_hl7v2_messages};
+    use std::io::Write;
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        match format {
+            Format::Hl7v2 => {
+                let text = hl7v2::message::decode(&bytes);
+                for (line, message) in split_hl7v2_messages(&text) {
+                    inputs.push((format!("{}:{line}", path.display()), message));
+                }
+            }
+        }
+    }
+    let several = inputs.len() > 1;
+    let mut rejected = 0;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (place, input) in &inputs {
+        match hl7v2::translate(input) {
+            Ok(translated) => {
+                let text =
+                    if several { serde_json::to_string(&translated.bundle)? } else { serde_json::to_string_pretty(&translated.bundle)? };
+                writeln!(out, "{text}")?;
+            }
+            Err(error) => {
+                rejected += 1;
+                eprintln!("{place}: rejected: {error}");
+            }
+        }
+    }
+    if inputs.is_empty() {
+        anyhow::bail!("no input found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    if rejected > 0 {
+        anyhow::bail!("{rejected} of {} inputs rejected", inputs.len());
+    }
+    Ok(())
 }
 
 /// The embedded default: make the development PKI and demo clients on first run, and register

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 8] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth"];
+const SECTIONS: [&str; 9] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +26,29 @@ pub struct Settings {
     pub limits: Limits,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub mllp: MllpSettings,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// The HL7 v2 feed: MLLP over TCP. Keep it on loopback or a private network (it has no TLS
+/// yet); every message is ACKed only after what it says is committed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpSettings {
+    /// Where to listen; `enabled = false` turns the listener off.
+    pub listen: SocketAddr,
+    pub enabled: bool,
+    /// ODS code recorded as the publisher of fed data when MSH-4 (sending facility) is not an
+    /// ODS code itself.
+    pub organisation: OdsCode,
+    /// MSH-11 values filed (HL7 table 0103: P production, T training, D debugging). Others are
+    /// refused with AR, so test traffic never lands in a live record.
+    pub processing_ids: Vec<String>,
+    /// Longer frames are refused (AR) and the connection closed.
+    pub max_message_bytes: usize,
+    /// A connection idle this long is closed.
+    pub idle_timeout_secs: u64,
 }
 
 /// Bearer tokens (DESIGN §6): the issuers trusted, each for one kind of requester.
@@ -235,6 +256,14 @@ impl Default for Settings {
                 jwks_refresh_min_secs: 30,
                 verified_token_cache_secs: 60,
                 dev_issuers: None,
+            },
+            mllp: MllpSettings {
+                listen: "127.0.0.1:2575".parse().expect("valid address"),
+                enabled: true,
+                organisation: OdsCode::parse("HIEGW").expect("a valid ODS code"),
+                processing_ids: vec!["P".into()],
+                max_message_bytes: 8 * 1024 * 1024,
+                idle_timeout_secs: 600,
             },
             clients: Vec::new(),
         }

@@ -64,6 +64,10 @@ impl Metrics {
         self.registry.register("store_operations", "Store reads and transactions begun", operations);
     }
 
+    pub fn register_mllp(&mut self, metrics: &crate::mllp::MllpMetrics) {
+        self.registry.register("hl7v2_messages", "HL7 v2 messages received over MLLP, by acknowledgement code", metrics.messages.clone());
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encoding to a String cannot fail");

@@ -26,6 +26,7 @@ pub struct Application {
     ops_server: Server,
     store: Arc<SqlStore>,
     state: web::Data<AppState>,
+    mllp: Option<(std::net::TcpListener, Arc<crate::mllp::MllpService>)>,
 }
 
 impl Application {
@@ -83,6 +84,21 @@ impl Application {
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());
+        let mllp = if settings.mllp.enabled {
+            let listener = TcpListener::bind(settings.mllp.listen)
+                .with_context(|| format!("failed to listen for MLLP on {}", settings.mllp.listen))?;
+            listener.set_nonblocking(true)?;
+            let service = Arc::new(crate::mllp::MllpService {
+                state: state.clone(),
+                store: store.clone(),
+                settings: settings.mllp.clone(),
+                metrics: Default::default(),
+            });
+            metrics.register_mllp(&service.metrics);
+            Some((listener, service))
+        } else {
+            None
+        };
         let metrics = Arc::new(metrics);
 
         let tls = crate::tls::server_config(&settings.tls)?;
@@ -125,8 +141,9 @@ impl Application {
         .listen(ops_listener)?
         .run();
 
-        tracing::info!(port, ops_port, backend = store.backend(), base_url = %base_url, "gateway listening");
-        Ok(Self { port, ops_port, base_url, server, ops_server, store, state: app_state })
+        let mllp_port = mllp.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|a| a.port());
+        tracing::info!(port, ops_port, mllp_port, backend = store.backend(), base_url = %base_url, "gateway listening");
+        Ok(Self { port, ops_port, base_url, server, ops_server, store, state: app_state, mllp })
     }
 
     pub fn port(&self) -> u16 {
@@ -135,6 +152,11 @@ impl Application {
 
     pub fn ops_port(&self) -> u16 {
         self.ops_port
+    }
+
+    /// The MLLP listener's port, when it is enabled.
+    pub fn mllp_port(&self) -> Option<u16> {
+        self.mllp.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|address| address.port())
     }
 
     pub fn base_url(&self) -> &str {
@@ -150,7 +172,15 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let ops_handle = self.ops_server.handle();
         let ops = tokio::spawn(self.ops_server);
+        let mllp = match self.mllp {
+            Some((listener, service)) => Some(tokio::spawn(crate::mllp::serve(tokio::net::TcpListener::from_std(listener)?, service))),
+            None => None,
+        };
         let result = self.server.await;
+        // A message cut off here is neither committed nor acknowledged: its sender sends it again.
+        if let Some(mllp) = mllp {
+            mllp.abort();
+        }
         ops_handle.stop(true).await;
         let _ = ops.await;
         self.store.close().await;

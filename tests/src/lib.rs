@@ -261,6 +261,7 @@ pub fn test_settings(pki: &TestPki, issuers: &TestIssuers, database_url: String)
     settings.clients = pki.registered();
     settings.auth.dev_issuers = Some(false);
     settings.auth.issuers = issuers.entries(pki.dir.path());
+    settings.mllp.listen = "127.0.0.1:0".parse().unwrap();
     settings
 }
 
@@ -279,6 +280,8 @@ pub struct TestApp {
     pub anonymous: reqwest::Client,
     pub unregistered: reqwest::Client,
     pub database_url: String,
+    /// `127.0.0.1:port` of the MLLP listener.
+    pub mllp: String,
     handle: actix_web_handle::Handle,
 }
 
@@ -320,6 +323,7 @@ impl TestApp {
         let application = Application::build(settings).await.expect("the gateway starts");
         let port = application.port();
         let ops_port = application.ops_port();
+        let mllp = format!("127.0.0.1:{}", application.mllp_port().unwrap_or(0));
         let join = tokio::spawn(application.run_until_stopped());
         Self {
             backend: options.backend,
@@ -335,6 +339,7 @@ impl TestApp {
             anonymous: https_client(&pki, None),
             unregistered: https_client(&pki, Some(&pki.unregistered)),
             database_url,
+            mllp,
             pki,
             issuers,
             handle: actix_web_handle::Handle(Some(join)),
@@ -486,4 +491,56 @@ pub fn independent_validators(tools: &std::path::Path) -> Vec<(&'static str, Pat
         ("medplum", PathBuf::from("node"), tools.join("validate-medplum.mjs")),
         ("fhir.resources", tools.join(".venv/bin/python"), tools.join("validate_fhir_resources.py")),
     ]
+}
+
+/// An HL7 v2 sender on one MLLP connection: sends a message, waits for its ACK.
+pub struct MllpSender {
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl MllpSender {
+    pub async fn connect(address: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(address).await.expect("the MLLP listener accepts");
+        stream.set_nodelay(true).unwrap();
+        Self { stream, buffer: Vec::new() }
+    }
+
+    /// Send raw bytes as they are (for framing tests).
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Send one message (segments joined with `\r`) and return its ACK's text.
+    pub async fn send(&mut self, message: &str) -> String {
+        self.write_raw(&gateway::mllp::frame(message.as_bytes())).await;
+        self.read_ack().await.expect("an ACK for every message")
+    }
+
+    /// The next ACK, or `None` when the gateway closed the connection.
+    pub async fn read_ack(&mut self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let gateway::mllp::Frame::Message { start, end, consumed } = gateway::mllp::find_frame(&self.buffer, 1 << 24) {
+                let text = String::from_utf8(self.buffer[start..end].to_vec()).unwrap();
+                self.buffer.drain(..consumed);
+                return Some(text);
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(30), self.stream.read(&mut chunk))
+                .await
+                .expect("an ACK within 30 s")
+                .ok()?;
+            if read == 0 {
+                return None;
+            }
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+}
+
+/// A segment of an ACK (`MSA`, `ERR`), split into fields.
+pub fn ack_segment(ack: &str, id: &str) -> Option<Vec<String>> {
+    ack.split('\r').find(|segment| segment.starts_with(id)).map(|segment| segment.split('|').map(str::to_owned).collect())
 }

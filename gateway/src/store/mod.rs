@@ -12,7 +12,7 @@ pub mod sql_store;
 
 pub use cache::{CachedStore, ReadCache};
 pub use query::{Condition, Filter, HistoryScope, Include, IndexTable, Position, SearchQuery, SortBy, SortKey, SortValue, TotalMode};
-pub use sql_store::SqlStore;
+pub use sql_store::{RejectedInput, SqlStore};
 
 use std::sync::Arc;
 

@@ -38,6 +38,53 @@ pub struct SqlStore {
     operations: prometheus_client::metrics::counter::Counter,
 }
 
+/// An input refused by an ingest path, as kept in the dead-letter store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedInput {
+    /// Assigned when stored.
+    pub id: Option<i64>,
+    /// Microseconds since the Unix epoch.
+    pub received_at: i64,
+    /// `mllp`, `http`, `cli`.
+    pub channel: String,
+    pub format: String,
+    pub sender: Option<String>,
+    pub control_id: Option<String>,
+    /// Where in the input: `PID-3`, `line 12`.
+    pub location: Option<String>,
+    pub reason: String,
+    pub content: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RejectedRow {
+    id: i64,
+    received_at: i64,
+    channel: String,
+    format: String,
+    sender: Option<String>,
+    control_id: Option<String>,
+    location: Option<String>,
+    reason: String,
+    content: Vec<u8>,
+}
+
+impl From<RejectedRow> for RejectedInput {
+    fn from(row: RejectedRow) -> Self {
+        Self {
+            id: Some(row.id),
+            received_at: row.received_at,
+            channel: row.channel,
+            format: row.format,
+            sender: row.sender,
+            control_id: row.control_id,
+            location: row.location,
+            reason: row.reason,
+            content: row.content,
+        }
+    }
+}
+
 /// Connection settings the store needs.
 pub struct StoreOptions<'a> {
     pub url: &'a str,
@@ -134,6 +181,70 @@ impl SqlStore {
         let plan = conn.fetch_text(&format!("EXPLAIN {}", page.sql), &page.binds).await;
         conn.execute("RESET enable_seqscan", &[]).await?;
         Ok(plan?.join("\n"))
+    }
+
+    /// Keep an input that was refused, with why: the dead-letter store.
+    pub async fn record_rejected(&self, input: &RejectedInput) -> Result<i64, StoreError> {
+        let id: i64 = match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                sqlx::query_scalar(
+                    "INSERT INTO rejected_inputs (received_at, channel, format, sender, control_id, location, reason, content) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(input.received_at)
+                .bind(&input.channel)
+                .bind(&input.format)
+                .bind(&input.sender)
+                .bind(&input.control_id)
+                .bind(&input.location)
+                .bind(&input.reason)
+                .bind(&input.content)
+                .fetch_one(writer)
+                .await?
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "INSERT INTO rejected_inputs (received_at, channel, format, sender, control_id, location, reason, content) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                )
+                .bind(input.received_at)
+                .bind(&input.channel)
+                .bind(&input.format)
+                .bind(&input.sender)
+                .bind(&input.control_id)
+                .bind(&input.location)
+                .bind(&input.reason)
+                .bind(&input.content)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        Ok(id)
+    }
+
+    /// The most recent refused inputs, newest first.
+    pub async fn rejected_inputs(&self, limit: i64) -> Result<Vec<RejectedInput>, StoreError> {
+        let rows: Vec<RejectedRow> = match &self.pools {
+            Pools::Sqlite { readers, .. } => {
+                sqlx::query_as(
+                    "SELECT id, received_at, channel, format, sender, control_id, location, reason, content \
+                 FROM rejected_inputs ORDER BY id DESC LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(readers)
+                .await?
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT id, received_at, channel, format, sender, control_id, location, reason, content \
+                 FROM rejected_inputs ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(RejectedInput::from).collect())
     }
 
     pub async fn close(&self) {

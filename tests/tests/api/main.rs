@@ -8,6 +8,7 @@ mod cache;
 mod crud;
 mod examples;
 mod faults;
+mod hl7v2;
 mod metadata;
 mod negotiation;
 mod openid_provider;

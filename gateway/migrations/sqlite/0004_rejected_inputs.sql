@@ -1,0 +1,14 @@
+-- Inputs the gateway refused (HL7 v2 messages, later extract rows and documents), kept with the
+-- reason so nothing sent is lost and a fixed input can be replayed.
+CREATE TABLE rejected_inputs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at BIGINT  NOT NULL,
+    channel     TEXT    NOT NULL,
+    format      TEXT    NOT NULL,
+    sender      TEXT,
+    control_id  TEXT,
+    location    TEXT,
+    reason      TEXT    NOT NULL,
+    content     BLOB    NOT NULL
+);
+CREATE INDEX rejected_inputs_received ON rejected_inputs (received_at);

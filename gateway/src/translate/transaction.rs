@@ -1,0 +1,129 @@
+//! The transaction Bundle a translator produces: conditional upserts keyed on the source's own
+//! identifiers, so applying the same input twice changes nothing, and `urn:uuid:` placeholders
+//! (derived from the input, so translating twice gives the same Bundle) for references between
+//! entries.
+
+use ring::digest::{SHA256, digest};
+use serde_json::{Value, json};
+
+pub struct TransactionBuilder {
+    seed: [u8; 32],
+    entries: Vec<Value>,
+}
+
+impl TransactionBuilder {
+    /// `seed` names the input (a message key, a file and row): placeholders derive from it.
+    pub fn new(seed: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest(&SHA256, seed.as_bytes()).as_ref());
+        Self { seed: bytes, entries: Vec::new() }
+    }
+
+    fn placeholder(&self) -> String {
+        let mut input = self.seed.to_vec();
+        input.extend_from_slice(&(self.entries.len() as u64).to_be_bytes());
+        let hash = digest(&SHA256, &input);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hash.as_ref()[..16]);
+        format!("urn:uuid:{}", uuid::Builder::from_random_bytes(bytes).into_uuid())
+    }
+
+    /// `PUT [type]?[condition]`: update the one resource the condition matches, or create it.
+    /// Returns the placeholder other entries reference it by.
+    pub fn upsert(&mut self, resource: Value, condition: &str) -> String {
+        let resource_type = resource["resourceType"].as_str().expect("translators build typed resources").to_owned();
+        let full_url = self.placeholder();
+        self.entries.push(json!({
+            "fullUrl": full_url,
+            "resource": resource,
+            "request": {"method": "PUT", "url": format!("{resource_type}?{condition}")},
+        }));
+        full_url
+    }
+
+    /// `PUT [type]/[id]` for a resource whose id the translator derives itself (Provenance).
+    pub fn put(&mut self, resource: Value) -> String {
+        let url = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().expect("translators build typed resources"),
+            resource["id"].as_str().expect("a PUT by id needs an id")
+        );
+        let full_url = self.placeholder();
+        self.entries.push(json!({"fullUrl": full_url, "resource": resource, "request": {"method": "PUT", "url": url}}));
+        full_url
+    }
+
+    /// The resource of an entry already added, to link it to a later one.
+    pub fn resource_mut(&mut self, full_url: &str) -> Option<&mut Value> {
+        self.entries.iter_mut().find(|entry| entry["fullUrl"] == full_url).map(|entry| &mut entry["resource"])
+    }
+
+    /// The placeholders of the entries so far (what a Provenance targets).
+    pub fn full_urls(&self) -> Vec<String> {
+        self.entries.iter().filter_map(|entry| entry["fullUrl"].as_str().map(str::to_owned)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(self) -> Value {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": self.entries})
+    }
+}
+
+/// A search-parameter value as it goes into a request URL: `%`, `&`, `#`, `+` and spaces are
+/// percent-encoded so the value survives the query string.
+pub fn query_value(text: &str) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    const QUERY_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'&').add(b'#').add(b'+').add(b'=').add(b'?');
+    utf8_percent_encode(text, QUERY_VALUE).to_string()
+}
+
+/// A resource id derived from a name: `prefix-` and 40 hex digits of its SHA-256.
+pub fn derived_id(prefix: &str, name: &str) -> String {
+    let hash = digest(&SHA256, name.as_bytes());
+    let hex: String = hash.as_ref()[..20].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// RFC 6920 "named information" URI of some bytes: how a Provenance says exactly which input
+/// it came from.
+pub fn content_digest(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let hash = digest(&SHA256, bytes);
+    format!("ni:///sha-256;{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_deterministic_and_distinct() {
+        let build = || {
+            let mut builder = TransactionBuilder::new("RRK|PAS|MSG1");
+            let a = builder.upsert(json!({"resourceType": "Patient"}), "identifier=x|1");
+            let b = builder.upsert(json!({"resourceType": "Encounter"}), "identifier=x|2");
+            (a, b, builder.finish())
+        };
+        let (a, b, bundle) = build();
+        assert_ne!(a, b);
+        assert_eq!(build().2, bundle);
+        assert_eq!(bundle["entry"][1]["request"]["url"], "Encounter?identifier=x|2");
+        assert_ne!(TransactionBuilder::new("other").placeholder(), a);
+    }
+
+    #[test]
+    fn query_values_and_ids() {
+        assert_eq!(query_value("urn:hie:a|K 1&2"), "urn:hie:a|K%201%262");
+        let id = derived_id("hl7v2", "x");
+        assert_eq!(id.len(), 46);
+        assert!(id.starts_with("hl7v2-"));
+        assert_eq!(content_digest(b"abc"), "ni:///sha-256;ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+    }
+}
