@@ -45,7 +45,8 @@ start() {
         if [ "$tokens" = 1 ]; then printf '[auth]\ndev_issuers = true\n'; fi
         cat clients.toml
     } > hie-gateway.toml
-    "$binary" serve > gateway.log 2>&1 &
+    # (an environment variable: a build from before the MLLP listener refuses an [mllp] section)
+    HIE_MLLP_LISTEN=127.0.0.1:0 "$binary" serve > gateway.log 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ops/readyz" >/dev/null && break; sleep 0.1; done
     echo "https://127.0.0.1:$api/fhir/r4" > base

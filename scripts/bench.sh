@@ -47,6 +47,8 @@ cat > hie-gateway.toml <<EOF
 [server]
 listen = "127.0.0.1:$API_PORT"
 ops_listen = "127.0.0.1:$OPS_PORT"
+[mllp]
+listen = "127.0.0.1:0"
 [tls]
 generate_dev_certificates = false
 [auth]

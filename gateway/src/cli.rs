@@ -81,6 +81,20 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Translate records and file them in the configured store, as the MLLP feed does (the
+    /// publisher is MSH-4 when it is an ODS code, else `mllp.organisation`). Refused inputs are
+    /// kept in the dead-letter store; prints a summary and exits non-zero if any was refused.
+    Ingest {
+        #[arg(long, value_parser = crate::translate::Format::parse, default_value = "hl7v2")]
+        from: crate::translate::Format,
+        /// Files to ingest (several HL7 v2 messages per file are fine).
+        #[arg(required_unless_present = "replay")]
+        paths: Vec<PathBuf>,
+        /// Instead of files: try every input in the dead-letter store again, oldest first, and
+        /// forget those that are filed now.
+        #[arg(long, conflicts_with = "paths")]
+        replay: bool,
+    },
 }
 
 fn parse_issuer_kind(text: &str) -> Result<IssuerKind, String> {
@@ -194,6 +208,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Translate { from, paths } => translate_files(from, &paths),
+        Command::Ingest { from, paths, replay } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            actix_web::rt::System::new().block_on(ingest(&settings, from, &paths, replay))
+        }
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
@@ -220,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::startup::load_demo(&application, demo_patients).await?;
                 }
                 if !demo_clients.is_empty() {
-                    print_banner(application.base_url(), application.ops_port(), &demo_clients);
+                    print_banner(application.base_url(), application.ops_port(), application.mllp_port(), &demo_clients);
                 }
                 application.run_until_stopped().await?;
                 Ok(())
@@ -271,6 +289,99 @@ fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyho
     Ok(())
 }
 
+/// `hie-gateway ingest`: file every input, or replay the dead-letter store.
+async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
+    use crate::ingest::{Hl7v2Ingest, Outcome};
+    use crate::translate::{Format, hl7v2, split_hl7v2_messages};
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+
+    crate::auth::install_crypto();
+    let store = Arc::new(
+        crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
+            url: &settings.database.url,
+            max_connections: Some(2),
+            acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms.max(5_000)),
+        })
+        .await?,
+    );
+    if settings.database.migrate_on_start {
+        store.migrate().await?;
+    }
+    let fhir = Arc::new(crate::fhir::FhirService {
+        store: store.clone(),
+        validator: Arc::new(conformance::Validator::embedded()?),
+        base_url: settings.fhir_base_url(settings.server.listen),
+        limits: settings.limits.clone(),
+        // Ingest writes no paging links.
+        paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
+    });
+    let ingest = Hl7v2Ingest::new(fhir, store.clone(), &settings.mllp, "cli");
+    // (where, bytes, dead-letter id)
+    let mut inputs: Vec<(String, Vec<u8>, Option<i64>)> = Vec::new();
+    if replay {
+        let mut kept = store.rejected_inputs(i64::MAX).await?;
+        kept.reverse();
+        for input in kept.into_iter().filter(|input| input.format == format.as_str()) {
+            let place = format!(
+                "dead letter {} ({}, {})",
+                input.id.unwrap_or_default(),
+                input.channel,
+                input.control_id.as_deref().unwrap_or("no MSH-10")
+            );
+            inputs.push((place, input.content, input.id));
+        }
+    } else {
+        for path in paths {
+            let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            match format {
+                Format::Hl7v2 => {
+                    let text = hl7v2::message::decode(&bytes);
+                    for (line, message) in split_hl7v2_messages(&text) {
+                        inputs.push((format!("{}:{line}", path.display()), message.into_bytes(), None));
+                    }
+                }
+            }
+        }
+    }
+    let progress = std::io::stderr().is_terminal();
+    let (mut filed, mut duplicates, mut refused, mut retry) = (0usize, 0usize, Vec::new(), Vec::new());
+    for (index, (place, bytes, dead_letter)) in inputs.iter().enumerate() {
+        let outcome = ingest.process(bytes, dead_letter.is_none()).await;
+        let settled = matches!(outcome, Outcome::Filed | Outcome::Duplicate);
+        match outcome {
+            Outcome::Filed => filed += 1,
+            Outcome::Duplicate => duplicates += 1,
+            Outcome::Rejected(error) => refused.push(format!("{place}: {error}")),
+            Outcome::Retry(error) => retry.push(format!("{place}: {error}")),
+        }
+        if let (Some(id), true) = (dead_letter, settled) {
+            // Filed now (or already): no longer a dead letter.
+            store.delete_rejected(*id).await?;
+        }
+        if progress && (index % 100 == 99 || index + 1 == inputs.len()) {
+            eprint!("\r{} of {} messages", index + 1, inputs.len());
+        }
+    }
+    store.close().await;
+    if progress {
+        eprintln!();
+    }
+    println!(
+        "{} messages: {filed} filed, {duplicates} already filed (nothing changed), {} refused, {} not filed now (database unavailable)",
+        inputs.len(),
+        refused.len(),
+        retry.len()
+    );
+    for line in refused.iter().chain(&retry) {
+        println!("  {line}");
+    }
+    if !refused.is_empty() || !retry.is_empty() {
+        anyhow::bail!("{} of {} messages were not filed", refused.len() + retry.len(), inputs.len());
+    }
+    Ok(())
+}
+
 /// The embedded default: make the development PKI and demo clients on first run, and register
 /// the demo clients on every run. Returns the demo clients registered.
 fn prepare_dev_certificates(settings: &mut Settings) -> anyhow::Result<Vec<ClientEntry>> {
@@ -317,9 +428,10 @@ fn toml_from_file<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> any
     Ok(figment::Figment::from(figment::providers::Toml::file(path)).extract()?)
 }
 
-fn print_banner(base_url: &str, ops_port: u16, clients: &[ClientEntry]) {
+fn print_banner(base_url: &str, ops_port: u16, mllp_port: Option<u16>, clients: &[ClientEntry]) {
+    let mllp = mllp_port.map(|port| format!("  HL7 v2:    MLLP on 127.0.0.1:{port}\n")).unwrap_or_default();
     let mut text = format!(
-        "\nHIE Gateway is running (embedded default: SQLite, development certificates).\n\n  FHIR base: {base_url}\n  Ops:       http://127.0.0.1:{ops_port}/healthz  /readyz  /metrics\n\nDemo clients (certificates in certs/clients/):\n"
+        "\nHIE Gateway is running (embedded default: SQLite, development certificates).\n\n  FHIR base: {base_url}\n  Ops:       http://127.0.0.1:{ops_port}/healthz  /readyz  /metrics\n{mllp}\nDemo clients (certificates in certs/clients/):\n"
     );
     for client in clients {
         text.push_str(&format!("  {:<11} {:<10} ODS {}\n", client.name, client.kind.as_str(), client.ods));

@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod error;
 pub mod fhir;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod mllp;
 pub mod rate_limit;

@@ -80,7 +80,8 @@ impl Application {
         if let Some(url) = &settings.redis.url {
             crate::rate_limit::attach_redis(rate_limiter.clone(), url.clone()).await?;
         }
-        let state = web::Data::new(AppState { fhir, clients, authenticator, rate_limiter, capability_statement });
+        let fhir = Arc::new(fhir);
+        let state = web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement });
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());
@@ -89,8 +90,7 @@ impl Application {
                 .with_context(|| format!("failed to listen for MLLP on {}", settings.mllp.listen))?;
             listener.set_nonblocking(true)?;
             let service = Arc::new(crate::mllp::MllpService {
-                state: state.clone(),
-                store: store.clone(),
+                ingest: crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "mllp"),
                 settings: settings.mllp.clone(),
                 metrics: Default::default(),
             });

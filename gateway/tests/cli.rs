@@ -46,7 +46,7 @@ fn an_operator_makes_certificates_serves_and_stops_the_gateway() {
     std::fs::write(
         dir.path().join("hie-gateway.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:{api}\"\nops_listen = \"127.0.0.1:{ops}\"\n[tls]\ngenerate_dev_certificates = false\n\
+            "[server]\nlisten = \"127.0.0.1:{api}\"\nops_listen = \"127.0.0.1:{ops}\"\n[mllp]\nlisten = \"127.0.0.1:0\"\n[tls]\ngenerate_dev_certificates = false\n\
              [database]\nurl = \"sqlite://hie.db\"\n[log]\nlevel = \"debug\"\n\n{entry}"
         ),
     )
@@ -90,4 +90,62 @@ fn an_operator_makes_certificates_serves_and_stops_the_gateway() {
         let nhs_number = gateway::demo::test_nhs_number(n).to_string();
         assert!(!logs.contains(&nhs_number), "an NHS number reached the logs");
     }
+}
+
+const A01: &str = "MSH|^~\\&|PAS|RRK|||20240305101500||ADT^A01|C1|P|2.4\rPID|1||9449305552^^^NHS^NH||TAYLOR^OLIVIA||19800101|F\rPV1|1|I|WARD4||||||||||||||||V100^^^RRK^VN\r";
+
+#[test]
+fn translate_prints_bundles_and_names_the_file_and_line_of_a_refused_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("one.hl7"), A01).unwrap();
+    let one = run(dir.path(), &["translate", "--from", "hl7v2", "one.hl7"]);
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let bundle: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(bundle["type"], "transaction");
+    assert_eq!(bundle["entry"][0]["request"]["url"], "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552");
+
+    let bad = A01.replace("9449305552", "9449305553").replace("|C1|", "|C2|");
+    std::fs::write(dir.path().join("two.hl7"), format!("{A01}\n{bad}\n{}", A01.replace("|C1|", "|C3|"))).unwrap();
+    let several = run(dir.path(), &["translate", "--from", "hl7v2", "two.hl7"]);
+    assert!(!several.status.success());
+    let lines: Vec<&str> = std::str::from_utf8(&several.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 2, "one Bundle per line for the two good messages");
+    let stderr = String::from_utf8_lossy(&several.stderr);
+    assert!(stderr.contains("two.hl7:5: rejected: PID-3.1: the NHS number \"9449305553\" is not valid"), "{stderr}");
+
+    let unknown = run(dir.path(), &["translate", "--from", "cda", "one.hl7"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not built yet"));
+}
+
+#[test]
+fn ingest_files_messages_keeps_refused_ones_and_replays_them_once_they_can_be_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |processing_ids: &str| format!("[database]\nurl = \"sqlite://hie.db\"\n[mllp]\nprocessing_ids = [{processing_ids}]\n");
+    std::fs::write(dir.path().join("hie-gateway.toml"), config("\"P\"")).unwrap();
+    let training = A01.replace("|C1|P|", "|C2|T|").replace("V100", "V200");
+    let bad = A01.replace("9449305552", "9449305553").replace("|C1|", "|C3|");
+    std::fs::write(dir.path().join("feed.hl7"), format!("{A01}\n{training}\n{bad}")).unwrap();
+
+    let first = run(dir.path(), &["ingest", "--from", "hl7v2", "feed.hl7"]);
+    assert!(!first.status.success(), "two messages were refused");
+    let summary = String::from_utf8_lossy(&first.stdout);
+    assert!(summary.starts_with("3 messages: 1 filed, 0 already filed (nothing changed), 2 refused"), "{summary}");
+    assert!(summary.contains("feed.hl7:5: MSH-11: processing id \"T\" is not filed here"), "{summary}");
+    assert!(summary.contains("feed.hl7:9: PID-3.1:"), "{summary}");
+
+    // The same file again: the filed message changes nothing; the refused ones are refused again.
+    let again = run(dir.path(), &["ingest", "feed.hl7"]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("3 messages: 0 filed, 1 already filed"));
+
+    // The operator decides training messages are welcome after all, and replays the dead letters:
+    // the training message is filed (twice refused, kept twice: filed once, then a duplicate),
+    // the bad NHS number stays refused and kept.
+    std::fs::write(dir.path().join("hie-gateway.toml"), config("\"P\", \"T\"")).unwrap();
+    let replay = run(dir.path(), &["ingest", "--replay"]);
+    let summary = String::from_utf8_lossy(&replay.stdout);
+    assert!(summary.starts_with("4 messages: 1 filed, 1 already filed (nothing changed), 2 refused"), "{summary}");
+    assert!(!replay.status.success());
+    let replay = run(dir.path(), &["ingest", "--replay"]);
+    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("2 messages: 0 filed, 0 already filed (nothing changed), 2 refused"));
 }

@@ -16,7 +16,7 @@ use crate::fhir::FhirService;
 
 /// Shared state of the API server.
 pub struct AppState {
-    pub fhir: FhirService,
+    pub fhir: std::sync::Arc<FhirService>,
     pub clients: ClientRegistry,
     pub authenticator: crate::auth::SharedAuthenticator,
     pub rate_limiter: std::sync::Arc<crate::rate_limit::RateLimiter>,

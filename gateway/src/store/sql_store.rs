@@ -247,6 +247,19 @@ impl SqlStore {
         Ok(rows.into_iter().map(RejectedInput::from).collect())
     }
 
+    /// Forget a refused input (it has been replayed and filed).
+    pub async fn delete_rejected(&self, id: i64) -> Result<(), StoreError> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                sqlx::query("DELETE FROM rejected_inputs WHERE id = ?").bind(id).execute(writer).await?;
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query("DELETE FROM rejected_inputs WHERE id = $1").bind(id).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { readers, writer, .. } => {

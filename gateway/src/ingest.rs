@@ -1,0 +1,213 @@
+//! Filing translated records: the one path every ingest channel (MLLP, `hie-gateway ingest`,
+//! replay of refused inputs) takes from a source message to committed FHIR resources.
+//!
+//! A message is translated, then committed through the same transaction code as a FHIR
+//! transaction Bundle, as the publishing organisation's system, and only then answered `AA`.
+//! A message that cannot be filed is answered `AE`/`AR` with an ERR segment and kept in the
+//! dead-letter store; one that cannot be filed *now* (database down) is answered `AR` and not
+//! kept, because the sender still has it and will send it again. A re-sent message (same
+//! sender and MSH-10, same bytes) is answered `AA` and changes nothing.
+
+use std::sync::Arc;
+
+use consent::{ClientKind, Principal, PurposeOfUse, RegisteredClient, Requester, SmartScopes, SystemUser};
+use fhir_models::interaction::Interaction;
+use fhir_models::{OdsCode, ResourceType};
+
+use crate::configuration::MllpSettings;
+use crate::error::ApiError;
+use crate::fhir::FhirService;
+use crate::store::{RejectedInput, SqlStore};
+use crate::translate::hl7v2::ack::{AckCode, acknowledgement, unavailable};
+use crate::translate::hl7v2::{self, ErrorCode, Header, Hl7Error, Location, Message};
+
+/// Files HL7 v2 messages.
+pub struct Hl7v2Ingest {
+    fhir: Arc<FhirService>,
+    store: Arc<SqlStore>,
+    organisation: OdsCode,
+    processing_ids: Vec<String>,
+    /// Recorded with refused inputs: `mllp`, `cli`.
+    channel: &'static str,
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Committed.
+    Filed,
+    /// Already filed, byte for byte: nothing written.
+    Duplicate,
+    /// Refused, and kept in the dead-letter store.
+    Rejected(Hl7Error),
+    /// Not filed now (the database is unavailable); the sender should send it again.
+    Retry(Hl7Error),
+}
+
+impl Hl7v2Ingest {
+    pub fn new(fhir: Arc<FhirService>, store: Arc<SqlStore>, settings: &MllpSettings, channel: &'static str) -> Self {
+        Self { fhir, store, organisation: settings.organisation.clone(), processing_ids: settings.processing_ids.clone(), channel }
+    }
+
+    /// Process one message and return its ACK code and text.
+    pub async fn handle(&self, bytes: &[u8]) -> (AckCode, String) {
+        let text = hl7v2::message::decode(bytes);
+        let header = Message::parse(&text).ok().and_then(|message| hl7v2::header(&message).ok());
+        let outcome = self.process(bytes, true).await;
+        let (code, error, note) = match outcome {
+            Outcome::Filed => (AckCode::Accept, None, None),
+            Outcome::Duplicate => (AckCode::Accept, None, Some("duplicate of a message already filed; nothing changed")),
+            Outcome::Rejected(error) => (AckCode::for_error(&error), Some(error), None),
+            Outcome::Retry(error) => (AckCode::Reject, Some(error), None),
+        };
+        (code, acknowledgement(header.as_ref(), code, error.as_ref(), note, &now_hl7(), &ack_control_id()))
+    }
+
+    /// Translate and commit one message; keep it in the dead-letter store when it is refused
+    /// and `keep_rejected` says so (a replay keeps the row it came from instead).
+    pub async fn process(&self, bytes: &[u8], keep_rejected: bool) -> Outcome {
+        let text = hl7v2::message::decode(bytes);
+        let (header, result) = match Message::parse(&text) {
+            Ok(message) => {
+                let header = hl7v2::header(&message).ok();
+                let result = match header.clone() {
+                    Some(header) => self.file(&message, header, bytes).await,
+                    None => Err(Failure::Rejected(internal("MSH cannot be read"))),
+                };
+                (header, result)
+            }
+            Err(error) => (None, Err(Failure::Rejected(error))),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::Rejected(error)) => {
+                tracing::info!(
+                    control_id = header.as_ref().map(|h| h.control_id.as_str()).unwrap_or(""),
+                    location = %error.location,
+                    code = error.code.code(),
+                    "HL7 v2 message refused"
+                );
+                if keep_rejected {
+                    self.keep(header.as_ref(), bytes, &error).await;
+                }
+                Outcome::Rejected(error)
+            }
+            Err(Failure::Retry(error)) => Outcome::Retry(error),
+        }
+    }
+
+    async fn file(&self, message: &Message<'_>, header: Header, bytes: &[u8]) -> Result<Outcome, Failure> {
+        if !self.processing_ids.contains(&header.processing_id) {
+            return Err(Failure::Rejected(Hl7Error::new(
+                ErrorCode::UnsupportedProcessingId,
+                message.msh().locate(11),
+                format!(
+                    "processing id {:?} is not filed here (mllp.processing_ids: {})",
+                    header.processing_id,
+                    self.processing_ids.join(", ")
+                ),
+            )));
+        }
+        let translated = hl7v2::translate_parsed(message, header, bytes).map_err(Failure::Rejected)?;
+        let provenance = ResourceType::parse("Provenance").expect("an R4 type");
+        let existing = self.fhir.store.read(provenance, &translated.provenance_id).await.map_err(|e| Failure::retry(&e))?;
+        if let Some(existing) = existing.filter(|version| !version.deleted) {
+            let same = existing
+                .content
+                .as_ref()
+                .is_some_and(|content| std::str::from_utf8(content).is_ok_and(|text| text.contains(&format!("\"{}\"", translated.digest))));
+            if same {
+                return Ok(Outcome::Duplicate);
+            }
+            return Err(Failure::Rejected(Hl7Error::new(
+                ErrorCode::DuplicateKey,
+                message.msh().locate(10),
+                format!(
+                    "MSH-10 {:?} from {} was already used for a different message; control ids must be unique per sender",
+                    translated.header.control_id,
+                    translated.header.sender()
+                ),
+            )));
+        }
+        let permit = crate::enforce::authorize(self.requester(&translated.header), Interaction::Transaction, None)
+            .map_err(|error| Failure::Rejected(internal(&format!("the feed is not permitted to write: {error}"))))?;
+        let body = serde_json::to_vec(&translated.bundle).map_err(|e| Failure::Rejected(internal(&e.to_string())))?;
+        match crate::fhir::batch_or_transaction(&self.fhir, &permit, body, crate::fhir::ReturnPreference::Minimal).await {
+            Ok(_) => Ok(Outcome::Filed),
+            Err(error @ (ApiError::Unavailable(_) | ApiError::Conflict(_))) => Err(Failure::retry(&error)),
+            Err(error) => {
+                let outcome = error.outcome();
+                let reason: Vec<String> = outcome.issue.iter().filter_map(|issue| issue.diagnostics.clone()).collect();
+                Err(Failure::Rejected(internal(&format!("the translated records were refused by the store: {}", reason.join("; ")))))
+            }
+        }
+    }
+
+    /// The feed writes as a trust's publishing system would: the sending facility's ODS code
+    /// when MSH-4 is one, else the configured organisation.
+    fn requester(&self, header: &Header) -> Requester {
+        let ods = header
+            .sending_facility
+            .split('^')
+            .next()
+            .and_then(|code| OdsCode::parse(code).ok())
+            .unwrap_or_else(|| self.organisation.clone());
+        let scopes = SmartScopes::parse_claim("system/*.cruds").expect("a valid scope");
+        Requester::client(RegisteredClient { name: self.channel.into(), kind: ClientKind::Trust, ods: ods.clone(), scopes: scopes.clone() })
+            .with_principal(Principal::System(
+                SystemUser {
+                    subject: format!("{}:{}", self.channel, header.sender()),
+                    organisation: ods,
+                    purpose: PurposeOfUse::Treatment,
+                },
+                scopes,
+            ))
+    }
+
+    async fn keep(&self, header: Option<&Header>, bytes: &[u8], error: &Hl7Error) {
+        let input = RejectedInput {
+            id: None,
+            received_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64,
+            channel: self.channel.into(),
+            format: "hl7v2".into(),
+            sender: header.map(Header::sender),
+            control_id: header.map(|h| h.control_id.clone()).filter(|id| !id.is_empty()),
+            location: Some(error.location.to_string()),
+            reason: error.reason.clone(),
+            content: bytes.to_vec(),
+        };
+        if let Err(store_error) = self.store.record_rejected(&input).await {
+            // The sender still has the message (it was refused), so nothing is lost.
+            tracing::error!(error = %store_error, "a refused HL7 v2 message could not be kept in the dead-letter store");
+        }
+    }
+}
+
+enum Failure {
+    /// Will never be filed as it is: AE/AR, kept.
+    Rejected(Hl7Error),
+    /// Could not be filed now: AR, the sender sends it again.
+    Retry(Hl7Error),
+}
+
+impl Failure {
+    fn retry(error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%error, "an HL7 v2 message could not be filed now");
+        Self::Retry(unavailable("the gateway cannot file messages just now; send this message again later"))
+    }
+}
+
+fn internal(reason: &str) -> Hl7Error {
+    Hl7Error::new(ErrorCode::ApplicationInternal, Location::segment("MSH", 1), reason)
+}
+
+/// Now, as an HL7 DTM in UTC.
+pub fn now_hl7() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}{:02}{:02}{:02}{:02}{:02}+0000", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second())
+}
+
+/// A fresh control id for an ACK (20 characters: v2.3's limit).
+pub fn ack_control_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
+}
