@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 
 mod decision;
+pub mod labels;
 mod requester;
 pub mod smart;
 
 pub use decision::{Decision, DenyCode, Rule};
+pub use labels::{SensitiveCodeSet, SensitivityLabels};
 pub use requester::{ClientKind, Clinician, PatientUser, Principal, PurposeOfUse, RegisteredClient, Requester, SystemUser};
 pub use smart::{ScopeContext, SmartScope, SmartScopes};
 

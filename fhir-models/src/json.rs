@@ -83,6 +83,111 @@ pub fn stamp_resource(raw: &[u8], stamp: &StoredMeta<'_>) -> Result<Vec<u8>, ser
     Ok(out)
 }
 
+/// Every Coding in a resource (objects with a string `system` and `code`), outside `meta`.
+pub fn codings(resource: &serde_json::Value) -> Vec<(&str, &str)> {
+    fn walk<'v>(value: &'v serde_json::Value, out: &mut Vec<(&'v str, &'v str)>) {
+        match value {
+            serde_json::Value::Object(object) => {
+                if let (Some(serde_json::Value::String(system)), Some(serde_json::Value::String(code))) =
+                    (object.get("system"), object.get("code"))
+                {
+                    out.push((system, code));
+                }
+                object.values().for_each(|child| walk(child, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let serde_json::Value::Object(object) = resource {
+        for (key, value) in object {
+            if key != "meta" {
+                walk(value, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Add security labels (`system` and each of `codes`) to `meta.security`, keeping the labels
+/// already there and everything else as written.
+pub fn add_security_labels(raw: &[u8], system: &str, codes: &[&str]) -> Result<Vec<u8>, serde_json::Error> {
+    let members = RawMembers::parse(raw)?;
+    let meta = match members.get("meta") {
+        Some(meta) => RawMembers::parse(meta.get().as_bytes())?,
+        None => RawMembers(Vec::new()),
+    };
+    let existing: Vec<&RawValue> = match meta.get("security") {
+        Some(security) => serde_json::from_str(security.get())?,
+        None => Vec::new(),
+    };
+    let has = |code: &str| {
+        existing.iter().any(|label| {
+            serde_json::from_str::<serde_json::Value>(label.get()).is_ok_and(|label| label["system"] == system && label["code"] == code)
+        })
+    };
+    let mut security = vec![b'['];
+    for label in &existing {
+        if security.len() > 1 {
+            security.push(b',');
+        }
+        minify_into(label.get().as_bytes(), &mut security);
+    }
+    for code in codes.iter().filter(|code| !has(code)) {
+        if security.len() > 1 {
+            security.push(b',');
+        }
+        security.extend_from_slice(b"{\"system\":");
+        write_string(&mut security, system);
+        security.extend_from_slice(b",\"code\":");
+        write_string(&mut security, code);
+        security.push(b'}');
+    }
+    security.push(b']');
+    let mut new_meta = vec![b'{'];
+    for (key, value) in meta.0.iter().filter(|(key, _)| key.as_ref() != "security") {
+        if new_meta.len() > 1 {
+            new_meta.push(b',');
+        }
+        write_string(&mut new_meta, key);
+        new_meta.push(b':');
+        minify_into(value.get().as_bytes(), &mut new_meta);
+    }
+    if new_meta.len() > 1 {
+        new_meta.push(b',');
+    }
+    new_meta.extend_from_slice(b"\"security\":");
+    new_meta.extend_from_slice(&security);
+    new_meta.push(b'}');
+
+    let mut out = Vec::with_capacity(raw.len() + new_meta.len());
+    out.push(b'{');
+    let mut meta_written = false;
+    for (key, value) in &members.0 {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        write_string(&mut out, key);
+        out.push(b':');
+        if key.as_ref() == "meta" {
+            out.extend_from_slice(&new_meta);
+            meta_written = true;
+        } else {
+            minify_into(value.get().as_bytes(), &mut out);
+        }
+    }
+    if !meta_written {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"meta\":");
+        out.extend_from_slice(&new_meta);
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
 /// Set a resource's `id`, keeping everything else as written.
 pub fn set_id(raw: &[u8], id: &str) -> Result<Vec<u8>, serde_json::Error> {
     let members = RawMembers::parse(raw)?;
@@ -263,6 +368,23 @@ mod tests {
             text,
             r#"{"resourceType":"Observation","id":"new","meta":{"versionId":"2","lastUpdated":"2026-01-01T00:00:00Z","profile":["x"]},"valueQuantity":{"value":1.50,"unit":"mg"},"status":"final"}"#
         );
+    }
+
+    #[test]
+    fn security_labels_are_added_beside_the_publisher_s_and_nothing_else_moves() {
+        let raw = br#"{"resourceType":"Condition","meta":{"profile":["p"],"security":[{"system":"s","code":"R"}]},"code":{"coding":[{"system":"http://snomed.info/sct","code":"86406008"}]},"onsetAge":{"value":1.50}}"#;
+        let labelled = add_security_labels(raw, "a", &["HIV", "R"]).unwrap();
+        assert_eq!(
+            String::from_utf8(labelled).unwrap(),
+            r#"{"resourceType":"Condition","meta":{"profile":["p"],"security":[{"system":"s","code":"R"},{"system":"a","code":"HIV"},{"system":"a","code":"R"}]},"code":{"coding":[{"system":"http://snomed.info/sct","code":"86406008"}]},"onsetAge":{"value":1.50}}"#
+        );
+        let without_meta = add_security_labels(br#"{"resourceType":"Condition","id":"1"}"#, "a", &["STD"]).unwrap();
+        assert_eq!(
+            String::from_utf8(without_meta).unwrap(),
+            r#"{"resourceType":"Condition","id":"1","meta":{"security":[{"system":"a","code":"STD"}]}}"#
+        );
+        let value: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(codings(&value), [("http://snomed.info/sct", "86406008")], "meta's own codings are not the resource's codes");
     }
 
     #[test]

@@ -315,6 +315,7 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         limits: settings.limits.clone(),
         // Ingest writes no paging links.
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
+        labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
     });
     let ingest = Hl7v2Ingest::new(fhir, store.clone(), &settings.mllp, "cli");
     // (where, bytes, dead-letter id)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 9] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp"];
+const SECTIONS: [&str; 10] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +27,17 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub mllp: MllpSettings,
+    pub labels: LabelSettings,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// Sensitivity labels stamped on every write (DESIGN §4). `[[labels.sensitive]]` entries replace
+/// the documented default (`consent::SensitivityLabels::uk_default`) as a whole.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSettings {
+    pub sensitive: Vec<consent::SensitiveCodeSet>,
 }
 
 /// The HL7 v2 feed: MLLP over TCP. Keep it on loopback or a private network (it has no TLS
@@ -265,6 +274,7 @@ impl Default for Settings {
                 max_message_bytes: 8 * 1024 * 1024,
                 idle_timeout_secs: 600,
             },
+            labels: LabelSettings { sensitive: consent::SensitivityLabels::uk_default() },
             clients: Vec::new(),
         }
     }

@@ -49,6 +49,8 @@ pub struct FhirService {
     pub base_url: String,
     pub limits: Limits,
     pub paging: PagingKey,
+    /// Sensitive code sets: the labels every write stamps (`[[labels.sensitive]]`).
+    pub labels: Arc<consent::SensitivityLabels>,
 }
 
 impl FhirService {

@@ -36,13 +36,41 @@ const BLOCKING_THRESHOLD: usize = 128 * 1024;
 /// named), before any transaction takes a lock.
 pub async fn prepare(service: &FhirService, bytes: Vec<u8>, expected: Option<ResourceType>) -> Result<Validated, ApiError> {
     let validator = service.validator.clone();
+    let labels = service.labels.clone();
     let large = bytes.len() > BLOCKING_THRESHOLD;
     let work = move || {
         let resource = ParsedResource::parse(bytes, expected)?;
         let report = validator.validate(resource.resource_type, &resource.value);
-        if report.is_acceptable() { Ok(Validated(resource)) } else { Err(ApiError::Unprocessable(report.into_outcome())) }
+        if !report.is_acceptable() {
+            return Err(ApiError::Unprocessable(report.into_outcome()));
+        }
+        Ok(Validated(label(&labels, resource)?))
     };
     if large { tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(e.into()))? } else { work() }
+}
+
+/// Add the sensitivity labels its codes call for to `meta.security` (DESIGN §4), keeping the
+/// labels the publisher sent: every stored resource is labelled at write time, whatever its
+/// source, and a re-sent resource gets the same labels (so it is still "unchanged").
+fn label(labels: &consent::SensitivityLabels, mut resource: ParsedResource) -> Result<ParsedResource, ApiError> {
+    use fhir_models::system::V3_ACT_CODE;
+    let found = labels.labels_for(fhir_models::json::codings(&resource.value));
+    if found.is_empty() {
+        return Ok(resource);
+    }
+    let present = |code: &str| {
+        resource.value["meta"]["security"]
+            .as_array()
+            .is_some_and(|security| security.iter().any(|label| label["system"] == V3_ACT_CODE && label["code"] == code))
+    };
+    let missing: Vec<&str> = found.into_iter().filter(|code| !present(code)).collect();
+    if missing.is_empty() {
+        return Ok(resource);
+    }
+    let structure = |e: serde_json::Error| ApiError::invalid(IssueType::Structure, e.to_string());
+    resource.bytes = fhir_models::json::add_security_labels(&resource.bytes, V3_ACT_CODE, &missing).map_err(structure)?;
+    resource.value = serde_json::from_slice(&resource.bytes).map_err(structure)?;
+    Ok(resource)
 }
 
 /// Stamp a resource for storage as version `version_id` of `id`.

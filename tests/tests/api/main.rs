@@ -9,6 +9,7 @@ mod crud;
 mod examples;
 mod faults;
 mod hl7v2;
+mod labels;
 mod metadata;
 mod negotiation;
 mod openid_provider;
