@@ -66,12 +66,18 @@ impl Hl7v2Ingest {
     /// Translate and commit one message; keep it in the dead-letter store when it is refused
     /// and `keep_rejected` says so (a replay keeps the row it came from instead).
     pub async fn process(&self, bytes: &[u8], keep_rejected: bool) -> Outcome {
+        self.process_as(bytes, keep_rejected, None).await
+    }
+
+    /// Like [`process`](Self::process), publishing as `publisher` (an authenticated client)
+    /// instead of the organisation MSH-4 names.
+    pub async fn process_as(&self, bytes: &[u8], keep_rejected: bool, publisher: Option<Requester>) -> Outcome {
         let text = hl7v2::message::decode(bytes);
         let (header, result) = match Message::parse(&text) {
             Ok(message) => {
                 let header = hl7v2::header(&message).ok();
                 let result = match header.clone() {
-                    Some(header) => self.file(&message, header, bytes).await,
+                    Some(header) => self.file(&message, header, bytes, publisher).await,
                     None => Err(Failure::Rejected(internal("MSH cannot be read"))),
                 };
                 (header, result)
@@ -96,7 +102,7 @@ impl Hl7v2Ingest {
         }
     }
 
-    async fn file(&self, message: &Message<'_>, header: Header, bytes: &[u8]) -> Result<Outcome, Failure> {
+    async fn file(&self, message: &Message<'_>, header: Header, bytes: &[u8], publisher: Option<Requester>) -> Result<Outcome, Failure> {
         if !self.processing_ids.contains(&header.processing_id) {
             return Err(Failure::Rejected(Hl7Error::new(
                 ErrorCode::UnsupportedProcessingId,
@@ -129,7 +135,8 @@ impl Hl7v2Ingest {
                 ),
             )));
         }
-        let permit = crate::enforce::authorize(self.requester(&translated.header), Interaction::Transaction, None)
+        let requester = publisher.unwrap_or_else(|| self.requester(&translated.header));
+        let permit = crate::enforce::authorize(requester, Interaction::Transaction, None)
             .map_err(|error| Failure::Rejected(internal(&format!("the feed is not permitted to write: {error}"))))?;
         let body = serde_json::to_vec(&translated.bundle).map_err(|e| Failure::Rejected(internal(&e.to_string())))?;
         match crate::fhir::batch_or_transaction(&self.fhir, &permit, body, crate::fhir::ReturnPreference::Minimal).await {

@@ -82,7 +82,8 @@ impl Application {
             crate::rate_limit::attach_redis(rate_limiter.clone(), url.clone()).await?;
         }
         let fhir = Arc::new(fhir);
-        let state = web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement });
+        let ingest = Arc::new(crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "http"));
+        let state = web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement, ingest });
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());

@@ -265,6 +265,70 @@ pub async fn batch_or_transaction(
     Ok(to_http(fhir::batch_or_transaction(&state.fhir, &permit, bytes, return_preference(&request)).await?))
 }
 
+/// `POST /ingest/{format}`: a trust's or GP system's records in a source format, filed as the
+/// client's organisation through the same path as the MLLP feed. One issue per message; 200 when
+/// every message was filed (or was already), 422 when any was refused (it is kept, with its
+/// reason), 503 when the database could not take it (send again).
+pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::Data<AppState>, requester: RequesterIdentity) -> Result {
+    use crate::ingest::Outcome;
+    use crate::translate::{Format, hl7v2, split_hl7v2_messages};
+    use fhir_models::outcome::{Issue, IssueSeverity};
+    let format = Format::parse(&path.into_inner()).map_err(|reason| ApiError::invalid(IssueType::NotSupported, reason))?;
+    let permit = authorize(requester.0, Interaction::Transaction, None)?;
+    let kind = permit.requester().client.as_ref().map(|client| client.kind);
+    if !matches!(kind, Some(consent::ClientKind::Trust | consent::ClientKind::GpSystem)) {
+        return Err(ApiError::Forbidden {
+            code: consent::DenyCode::AccessDenied,
+            rule: "ingest-publishers",
+            message: "records are published by registered trust and GP-system clients".into(),
+        });
+    }
+    let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
+    let Format::Hl7v2 = format;
+    let text = hl7v2::message::decode(&bytes);
+    let messages = split_hl7v2_messages(&text);
+    if messages.is_empty() {
+        return Err(ApiError::invalid(IssueType::Required, "the body holds no HL7 v2 message (each starts with an MSH segment)"));
+    }
+    let (mut refused, mut retry) = (false, false);
+    let mut issues = Vec::with_capacity(messages.len());
+    for (line, message) in &messages {
+        let control_id = hl7v2::Message::parse(message).ok().and_then(|m| hl7v2::header(&m).ok()).map(|h| h.control_id).unwrap_or_default();
+        let issue = match state.ingest.process_as(message.as_bytes(), true, Some(permit.requester().clone())).await {
+            Outcome::Filed => {
+                Issue::new(IssueSeverity::Information, IssueType::Informational, format!("line {line}: message {control_id:?} filed"))
+            }
+            Outcome::Duplicate => Issue::new(
+                IssueSeverity::Information,
+                IssueType::Informational,
+                format!("line {line}: message {control_id:?} was already filed; nothing changed"),
+            ),
+            Outcome::Rejected(error) => {
+                refused = true;
+                Issue::error(
+                    IssueType::Invalid,
+                    format!("line {line}: message {control_id:?} refused at {}: {}", error.location, error.reason),
+                )
+            }
+            Outcome::Retry(error) => {
+                retry = true;
+                Issue::error(IssueType::Transient, format!("line {line}: message {control_id:?} not filed: {}", error.reason))
+            }
+        };
+        issues.push(issue);
+    }
+    let status = if retry {
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+    } else if refused {
+        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, FHIR_JSON))
+        .body(fhir_models::OperationOutcome::new(issues).to_json_bytes()))
+}
+
 async fn validate_common(
     request: HttpRequest,
     resource_type: ResourceType,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub rate_limiter: std::sync::Arc<crate::rate_limit::RateLimiter>,
     /// The CapabilityStatement, built once at start.
     pub capability_statement: Vec<u8>,
+    /// Files HL7 v2 posted to `/ingest/hl7v2`.
+    pub ingest: std::sync::Arc<crate::ingest::Hl7v2Ingest>,
 }
 
 pub const FHIR_BASE: &str = "/fhir/r4";
@@ -34,6 +36,9 @@ pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(
         web::resource("/openapi.yaml").route(web::get().to(handlers::contract)).default_service(web::to(handlers::method_not_allowed)),
+    );
+    config.service(
+        web::resource("/ingest/{format}").route(web::post().to(handlers::ingest)).default_service(web::to(handlers::method_not_allowed)),
     );
     config.service(
         web::scope(FHIR_BASE)

@@ -444,3 +444,35 @@ async fn an_oversized_frame_is_refused_and_the_connection_closed() {
     let mut again = MllpSender::connect(&app.mllp).await;
     assert_eq!(msa(&again.send(&adt("A01", "SMALL", "9449305552", "V1", "X")).await)[1], "AA");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusts_and_gp_systems_can_post_messages_over_https_too() {
+    let app = TestApp::spawn().await;
+    let url = app.base.replace("/fhir/r4", "/ingest/hl7v2");
+    let good = adt("A01", "H1", "9449305552", "V1", "HTTPS");
+    let bad = adt("A01", "H2", "9449305553", "V2", "HTTPS");
+    let post =
+        |client: &reqwest::Client, body: String| client.post(&url).header("content-type", "x-application/hl7-v2+er7").body(body).send();
+    let answer = post(&app.trust, format!("{good}\r\n{bad}")).await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let outcome: Value = answer.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["issue"][0]["severity"], "information");
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("\"H1\" filed"), "{outcome}");
+    assert_eq!(outcome["issue"][1]["severity"], "error");
+    assert!(outcome["issue"][1]["diagnostics"].as_str().unwrap().contains("refused at PID-3.1"), "{outcome}");
+    assert_eq!(total(&app, "Patient").await, 1);
+
+    let answer = post(&app.gp, good.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("already filed"), "{outcome}");
+
+    assert_eq!(post(&app.portal, good.clone()).await.unwrap().status(), 401, "a certificate alone publishes nothing");
+    assert_eq!(post(&app.unregistered, good.clone()).await.unwrap().status(), 403);
+    let cda = app.trust.post(app.base.replace("/fhir/r4", "/ingest/cda")).body("<ClinicalDocument/>").send().await.unwrap();
+    assert_eq!(cda.status(), 400);
+    assert!(cda.text().await.unwrap().contains("not built yet"));
+    let empty = post(&app.trust, "hello".into()).await.unwrap();
+    assert_eq!(empty.status(), 422, "a body that is not HL7 v2 is refused and kept");
+}
