@@ -10,23 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn nhs_number(n: usize) -> String {
-    let mut candidate = 999_000_000 + n * 7;
-    loop {
-        let digits: Vec<u32> = format!("{candidate:09}").chars().map(|c| c.to_digit(10).unwrap()).collect();
-        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
-        let check = (11 - sum % 11) % 11;
-        if check != 10 {
-            return format!("{candidate:09}{check}");
-        }
-        candidate += 1;
-    }
-}
-
 /// Message `n` of sender `s`: per patient an admission, an update, a result and a discharge.
 fn message(sender: usize, n: usize) -> String {
     let patient = n / 4;
-    let nhs = nhs_number(sender * 1_000_000 + patient);
+    let nhs = gateway::demo::test_nhs_number((sender * 1_000_000 + patient) as u64).as_string();
     let visit = format!("V{sender}-{patient}");
     let header = |kind: &str| format!("MSH|^~\\&|PAS{sender}|R9Z|HIE|HIE|20240305101500||{kind}|L{sender}-{n}|P|2.4\r");
     let pid =

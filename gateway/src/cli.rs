@@ -247,11 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `hie-gateway translate`: every input of every file, in order.
-fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<()> {
+/// Every input of every file, in order, with where it starts (`file:line`).
+fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
     use crate::translate::{Format, hl7v2, split_hl7v2_messages};
-    use std::io::Write;
-    let mut inputs: Vec<(String, String)> = Vec::new();
+    let mut inputs = Vec::new();
     for path in paths {
         let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
         match format {
@@ -263,6 +262,14 @@ fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyho
             }
         }
     }
+    Ok(inputs)
+}
+
+/// `hie-gateway translate`: every input of every file, in order.
+fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::translate::hl7v2;
+    use std::io::Write;
+    let inputs = read_inputs(format, paths)?;
     let several = inputs.len() > 1;
     let mut rejected = 0;
     let stdout = std::io::stdout();
@@ -292,7 +299,6 @@ fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyho
 /// `hie-gateway ingest`: file every input, or replay the dead-letter store.
 async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
     use crate::ingest::{Hl7v2Ingest, Outcome};
-    use crate::translate::{Format, hl7v2, split_hl7v2_messages};
     use std::io::IsTerminal;
     use std::sync::Arc;
 
@@ -333,17 +339,7 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
             inputs.push((place, input.content, input.id));
         }
     } else {
-        for path in paths {
-            let bytes = std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-            match format {
-                Format::Hl7v2 => {
-                    let text = hl7v2::message::decode(&bytes);
-                    for (line, message) in split_hl7v2_messages(&text) {
-                        inputs.push((format!("{}:{line}", path.display()), message.into_bytes(), None));
-                    }
-                }
-            }
-        }
+        inputs.extend(read_inputs(format, paths)?.into_iter().map(|(place, message)| (place, message.into_bytes(), None)));
     }
     let progress = std::io::stderr().is_terminal();
     let (mut filed, mut duplicates, mut refused, mut retry) = (0usize, 0usize, Vec::new(), Vec::new());

@@ -372,7 +372,7 @@ async fn concurrent_senders_are_all_acknowledged_and_resending_everything_duplic
         (0..per_sender)
             .map(|n| {
                 let patient = n % patients_per_sender;
-                let number = fhir_models::NhsNumber::parse(&nhs_number(sender * 10_000 + patient)).unwrap().as_string();
+                let number = gateway::demo::test_nhs_number((sender * 10_000 + patient) as u64).as_string();
                 let event = ["A01", "A08", "A03"][n / patients_per_sender];
                 adt(event, &format!("S{sender}-{n}"), &number, &format!("V{sender}-{patient}"), "LOAD")
                     .replace("|PAS|RRK|", &format!("|PAS{sender}|RRK|"))
@@ -412,20 +412,6 @@ async fn concurrent_senders_are_all_acknowledged_and_resending_everything_duplic
     assert_eq!(total(&app, "Encounter").await, expected_patients);
     assert_eq!(total(&app, "Provenance").await, (4 * per_sender) as i64);
     assert_eq!(total(&app, "Encounter?_lastUpdated=gt2000-01-01").await, expected_patients);
-}
-
-/// A valid NHS number in the test range (999…), the n-th one.
-fn nhs_number(n: usize) -> String {
-    let mut candidate = 999_000_000 + n * 7;
-    loop {
-        let digits: Vec<u32> = format!("{candidate:09}").chars().map(|c| c.to_digit(10).unwrap()).collect();
-        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
-        let check = (11 - sum % 11) % 11;
-        if check != 10 {
-            return format!("{candidate:09}{check}");
-        }
-        candidate += 1;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
