@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 /// Message `n` of sender `s`: per patient an admission, an update, a result and a discharge.
 fn message(sender: usize, n: usize) -> String {
     let patient = n / 4;
-    let nhs = gateway::demo::test_nhs_number((sender * 1_000_000 + patient) as u64).as_string();
+    let nhs = gateway::demo::test_nhs_number((sender * 20_000 + patient) as u64).as_string();
     let visit = format!("V{sender}-{patient}");
     let header = |kind: &str| format!("MSH|^~\\&|PAS{sender}|R9Z|HIE|HIE|20240305101500||{kind}|L{sender}-{n}|P|2.4\r");
     let pid =
