@@ -77,7 +77,7 @@ impl Hl7v2Ingest {
             Ok(message) => {
                 let header = hl7v2::header(&message).ok();
                 let result = match header.clone() {
-                    Some(header) => self.file(&message, header, bytes, publisher).await,
+                    Some(header) => self.file(&message, header, publisher).await,
                     None => Err(Failure::Rejected(internal("MSH cannot be read"))),
                 };
                 (header, result)
@@ -93,8 +93,9 @@ impl Hl7v2Ingest {
                     code = error.code.code(),
                     "HL7 v2 message refused"
                 );
-                if keep_rejected {
-                    self.keep(header.as_ref(), bytes, &error).await;
+                if keep_rejected && !self.keep(header.as_ref(), bytes, &error).await {
+                    // Not kept, so not refused either: the sender must send it again.
+                    return Outcome::Retry(unavailable("the gateway cannot keep refused messages just now; send this message again later"));
                 }
                 Outcome::Rejected(error)
             }
@@ -102,7 +103,7 @@ impl Hl7v2Ingest {
         }
     }
 
-    async fn file(&self, message: &Message<'_>, header: Header, bytes: &[u8], publisher: Option<Requester>) -> Result<Outcome, Failure> {
+    async fn file(&self, message: &Message<'_>, header: Header, publisher: Option<Requester>) -> Result<Outcome, Failure> {
         if !self.processing_ids.contains(&header.processing_id) {
             return Err(Failure::Rejected(Hl7Error::new(
                 ErrorCode::UnsupportedProcessingId,
@@ -114,7 +115,7 @@ impl Hl7v2Ingest {
                 ),
             )));
         }
-        let translated = hl7v2::translate_parsed(message, header, bytes).map_err(Failure::Rejected)?;
+        let translated = hl7v2::translate_parsed(message, header).map_err(Failure::Rejected)?;
         let provenance = ResourceType::parse("Provenance").expect("an R4 type");
         let existing = self.fhir.store.read(provenance, &translated.provenance_id).await.map_err(|e| Failure::retry(&e))?;
         if let Some(existing) = existing.filter(|version| !version.deleted) {
@@ -171,7 +172,8 @@ impl Hl7v2Ingest {
             ))
     }
 
-    async fn keep(&self, header: Option<&Header>, bytes: &[u8], error: &Hl7Error) {
+    /// Whether the refused message is now in the dead-letter store.
+    async fn keep(&self, header: Option<&Header>, bytes: &[u8], error: &Hl7Error) -> bool {
         let input = RejectedInput {
             id: None,
             received_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64,
@@ -183,9 +185,12 @@ impl Hl7v2Ingest {
             reason: error.reason.clone(),
             content: bytes.to_vec(),
         };
-        if let Err(store_error) = self.store.record_rejected(&input).await {
-            // The sender still has the message (it was refused), so nothing is lost.
-            tracing::error!(error = %store_error, "a refused HL7 v2 message could not be kept in the dead-letter store");
+        match self.store.record_rejected(&input).await {
+            Ok(_) => true,
+            Err(store_error) => {
+                tracing::error!(error = %store_error, "a refused HL7 v2 message could not be kept in the dead-letter store");
+                false
+            }
         }
     }
 }

@@ -114,8 +114,8 @@ async fn connection(mut stream: TcpStream, service: &MllpService) -> std::io::Re
                     Location::segment("MSH", 1),
                     format!("the message is longer than this gateway takes ({max} bytes, mllp.max_message_bytes)"),
                 );
-                service.metrics.count(AckCode::Reject);
-                let ack = acknowledgement(None, AckCode::Reject, Some(&error), None, &now_hl7(), &ack_control_id());
+                service.metrics.count(AckCode::Error);
+                let ack = acknowledgement(None, AckCode::Error, Some(&error), None, &now_hl7(), &ack_control_id());
 
                 stream.write_all(&frame(ack.as_bytes())).await?;
                 return Err(std::io::Error::other("message too large"));

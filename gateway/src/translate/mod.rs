@@ -53,26 +53,31 @@ impl fmt::Display for Format {
 pub fn split_hl7v2_messages(text: &str) -> Vec<(usize, String)> {
     let mut messages: Vec<(usize, String)> = Vec::new();
     let mut current: Option<(usize, String)> = None;
-    for (index, line) in text.split(['\r', '\n']).enumerate() {
-        let line = line.trim_matches(|c| c == '\u{0b}' || c == '\u{1c}' || c == '\u{feff}');
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.starts_with("MSH") {
-            if let Some(done) = current.take() {
-                messages.push(done);
+    // Lines as an editor numbers them: LF-separated when the file has any LF (CR LF counts
+    // once), else CR-separated (a file of messages as they travel).
+    let line_break = if text.contains('\n') { '\n' } else { '\r' };
+    for (index, physical) in text.split(line_break).enumerate() {
+        for segment in physical.split('\r') {
+            let segment = segment.trim_matches(|c| c == '\u{0b}' || c == '\u{1c}' || c == '\u{feff}');
+            if segment.trim().is_empty() {
+                continue;
             }
-            current = Some((index + 1, String::new()));
-        }
-        if matches!(line.get(..3), Some("FHS" | "BHS" | "BTS" | "FTS")) {
-            continue;
-        }
-        match &mut current {
-            Some((_, message)) => {
-                message.push_str(line);
-                message.push('\r');
+            if segment.starts_with("MSH") {
+                if let Some(done) = current.take() {
+                    messages.push(done);
+                }
+                current = Some((index + 1, String::new()));
             }
-            None => messages.push((index + 1, line.to_owned())),
+            if matches!(segment.get(..3), Some("FHS" | "BHS" | "BTS" | "FTS")) {
+                continue;
+            }
+            match &mut current {
+                Some((_, message)) => {
+                    message.push_str(segment);
+                    message.push('\r');
+                }
+                None => messages.push((index + 1, segment.to_owned())),
+            }
         }
     }
     messages.extend(current);
@@ -89,6 +94,10 @@ mod tests {
         let messages = split_hl7v2_messages(text);
         assert_eq!(messages, vec![(2, "MSH|^~\\&|A\rPID|1\r".to_owned()), (5, "MSH|^~\\&|B\rPID|2\r".to_owned())]);
         assert_eq!(split_hl7v2_messages("PID|1\nMSH|x")[0], (1, "PID|1".to_owned()));
+        let crlf = split_hl7v2_messages("MSH|a\r\nPID|1\r\nMSH|b\r\n");
+        assert_eq!(crlf.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [1, 3], "CR LF is one line break");
+        let cr_only = split_hl7v2_messages("MSH|a\rPID|1\rMSH|b\r");
+        assert_eq!(cr_only.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [1, 3]);
     }
 
     #[test]

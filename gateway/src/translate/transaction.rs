@@ -29,9 +29,13 @@ impl TransactionBuilder {
     }
 
     /// `PUT [type]?[condition]`: update the one resource the condition matches, or create it.
-    /// Returns the placeholder other entries reference it by.
+    /// Returns the placeholder other entries reference it by. One message names one resource
+    /// once: a second entry with the same condition (a repeated PID) is the first one.
     pub fn upsert(&mut self, resource: Value, condition: &str) -> String {
         let resource_type = resource["resourceType"].as_str().expect("translators build typed resources").to_owned();
+        if let Some(existing) = self.find(&resource_type, condition) {
+            return existing;
+        }
         let full_url = self.placeholder();
         self.entries.push(json!({
             "fullUrl": full_url,
@@ -39,6 +43,35 @@ impl TransactionBuilder {
             "request": {"method": "PUT", "url": format!("{resource_type}?{condition}")},
         }));
         full_url
+    }
+
+    /// `POST [type]` with `ifNoneExist`: create the resource only if the condition matches
+    /// nothing, else reference what it matches, unchanged. For records a message mentions but
+    /// does not own (the Patient of a result or a document: its demographics come from ADT).
+    pub fn ensure(&mut self, resource: Value, condition: &str) -> String {
+        let resource_type = resource["resourceType"].as_str().expect("translators build typed resources").to_owned();
+        if let Some(existing) = self.find(&resource_type, condition) {
+            return existing;
+        }
+        let full_url = self.placeholder();
+        self.entries.push(json!({
+            "fullUrl": full_url,
+            "resource": resource,
+            "request": {"method": "POST", "url": resource_type, "ifNoneExist": condition},
+        }));
+        full_url
+    }
+
+    /// The placeholder of the entry already keyed on `condition`, if any.
+    pub fn find(&self, resource_type: &str, condition: &str) -> Option<String> {
+        let conditional_url = format!("{resource_type}?{condition}");
+        self.entries
+            .iter()
+            .find(|entry| {
+                let request = &entry["request"];
+                request["url"] == conditional_url.as_str() || (request["url"] == resource_type && request["ifNoneExist"] == condition)
+            })
+            .and_then(|entry| entry["fullUrl"].as_str().map(str::to_owned))
     }
 
     /// `PUT [type]/[id]` for a resource whose id the translator derives itself (Provenance).
@@ -116,6 +149,20 @@ mod tests {
         assert_eq!(build().2, bundle);
         assert_eq!(bundle["entry"][1]["request"]["url"], "Encounter?identifier=x|2");
         assert_ne!(TransactionBuilder::new("other").placeholder(), a);
+    }
+
+    #[test]
+    fn one_resource_per_condition_in_one_message() {
+        let mut builder = TransactionBuilder::new("x");
+        let first = builder.upsert(json!({"resourceType": "Patient", "name": [{"family": "A"}]}), "identifier=s|1");
+        assert_eq!(builder.upsert(json!({"resourceType": "Patient"}), "identifier=s|1"), first);
+        assert_eq!(builder.ensure(json!({"resourceType": "Patient"}), "identifier=s|1"), first);
+        let ensured = builder.ensure(json!({"resourceType": "Patient"}), "identifier=s|2");
+        assert_eq!(builder.upsert(json!({"resourceType": "Patient"}), "identifier=s|2"), ensured);
+        assert_ne!(builder.upsert(json!({"resourceType": "Encounter"}), "identifier=s|1"), first);
+        let bundle = builder.finish();
+        assert_eq!(bundle["entry"].as_array().unwrap().len(), 3);
+        assert_eq!(bundle["entry"][1]["request"], json!({"method": "POST", "url": "Patient", "ifNoneExist": "identifier=s|2"}));
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub enum AckCode {
     Accept,
     /// Error in the content: fix the message before sending it again.
     Error,
-    /// Rejected: type, version or processing id refused, or the gateway cannot take messages
-    /// now (send it again later).
+    /// Rejected: type, event, version or processing id not taken here, or the gateway cannot
+    /// take messages now (send it again later).
     Reject,
 }
 
@@ -52,12 +52,13 @@ pub fn acknowledgement(
         [Some(component), Some(delimiters.repetition), delimiters.escape, Some(delimiters.subcomponent)].into_iter().flatten().collect();
     let version = header.map(|h| h.version.as_str()).filter(|v| super::SUPPORTED_VERSIONS.contains(v)).unwrap_or("2.5.1");
     let text = |value: &str| escape(value, &delimiters);
+    // MSH-3..6 are echoed as received (swapped), so they need no escaping.
     let (receiving_app, receiving_facility, sending_app, sending_facility, control_id, trigger, processing) = match header {
         Some(h) => (
-            if h.receiving_application.is_empty() { GATEWAY_APPLICATION.to_owned() } else { h.receiving_application.clone() },
-            h.receiving_facility.clone(),
-            h.sending_application.replace('^', &component.to_string()),
-            h.sending_facility.replace('^', &component.to_string()),
+            if h.raw_parties[2].is_empty() { GATEWAY_APPLICATION.to_owned() } else { h.raw_parties[2].clone() },
+            h.raw_parties[3].clone(),
+            h.raw_parties[0].clone(),
+            h.raw_parties[1].clone(),
             h.control_id.clone(),
             h.trigger_event.clone(),
             if h.processing_id.is_empty() { "P".to_owned() } else { h.processing_id.clone() },
@@ -66,9 +67,7 @@ pub fn acknowledgement(
     };
     let message_type = if trigger.is_empty() { "ACK".to_owned() } else { format!("ACK{component}{trigger}{component}ACK") };
     let mut ack = format!(
-        "MSH{field}{encoding}{field}{}{field}{}{field}{sending_app}{field}{sending_facility}{field}{timestamp}{field}{field}{message_type}{field}{ack_control_id}{field}{processing}{field}{version}\r",
-        text(&receiving_app),
-        text(&receiving_facility),
+        "MSH{field}{encoding}{field}{receiving_app}{field}{receiving_facility}{field}{sending_app}{field}{sending_facility}{field}{timestamp}{field}{field}{message_type}{field}{ack_control_id}{field}{processing}{field}{version}\r",
     );
     let msa_text = error.map(|e| e.to_string()).or_else(|| note.map(str::to_owned)).unwrap_or_default();
     ack.push_str(&format!("MSA{field}{}{field}{}", code.code(), text(&control_id)));
@@ -144,6 +143,13 @@ mod tests {
         let new = header_of("MSH|^~\\&|PAS|RRK|||20240101||ADT^A01|MSG1|P|2.5.1");
         let ack = acknowledgement(Some(&new), AckCode::Error, Some(&error), None, "20240101", "A1");
         assert!(ack.ends_with("ERR||PID^1^3^1|101^Required field missing^HL70357|E||||PID-3 has no identifier \\F\\ at all\r"), "{ack}");
+    }
+
+    #[test]
+    fn hierarchic_designators_and_escapes_in_msh_come_back_as_sent() {
+        let h = header_of("MSH|^~\\&|PAS\\F\\X|RRK^2.16.840.1.113883.2.1.4.3^ISO|HIE^1.2.3^ISO|HUB|20240101||ADT^A01|M1|P|2.5");
+        let ack = acknowledgement(Some(&h), AckCode::Accept, None, None, "20240101", "A1");
+        assert!(ack.starts_with("MSH|^~\\&|HIE^1.2.3^ISO|HUB|PAS\\F\\X|RRK^2.16.840.1.113883.2.1.4.3^ISO|20240101||"), "{ack}");
     }
 
     #[test]

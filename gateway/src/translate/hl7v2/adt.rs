@@ -5,9 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Context;
-use super::datatypes::{
-    Identifier, Timestamp, codeable_concept, identifier, local_system, organisation_reference, person_reference, timestamp,
-};
+use super::datatypes::{Identifier, Timestamp, codeable_concept, identifier, local_system, ods_reference, person_reference, timestamp};
 use super::error::{ErrorCode, Hl7Error};
 use super::message::{Repetition, Segment};
 use super::patient::{self, PatientEntry};
@@ -38,7 +36,7 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
         return merge(context, builder);
     }
     let pid = context.message.required("PID", "every ADT message names its patient")?;
-    let patient = patient::upsert(context, pid, context.message.first("PD1"), builder)?;
+    let patient = patient::upsert(context, pid, context.message.first("PD1"), builder, patient::Demographics::Replace)?;
     if matches!(event, "A28" | "A31") {
         return Ok(());
     }
@@ -184,9 +182,7 @@ fn encounter(
     if !locations.is_empty() {
         encounter.insert("location".into(), Value::Array(locations));
     }
-    if let Some(provider) = organisation_reference(&context.message.msh().field(4).first().component(1))
-        .filter(|reference| reference["identifier"].get("system").is_some())
-    {
+    if let Some(provider) = context.message.msh().field(4).first().component(1).text().and_then(|code| ods_reference(&code)) {
         encounter.insert("serviceProvider".into(), provider);
     }
     Ok((Value::Object(encounter), key))
@@ -250,7 +246,7 @@ fn merge(context: &Context<'_, '_>, builder: &mut TransactionBuilder) -> Result<
                 format!("ADT^A40: PID {} has no MRG segment naming the record it replaces", pid.sequence),
             ));
         };
-        let surviving = patient::upsert(context, pid, pd1, builder)?;
+        let surviving = patient::upsert(context, pid, pd1, builder, patient::Demographics::Replace)?;
         let mut prior_ids = Vec::new();
         for (position, cx) in mrg.field(1).repetitions().enumerate() {
             if let Some(id) = identifier(&cx, context.header.authority(), "patient-id", &mrg.locate(1).repetition(position + 1))? {

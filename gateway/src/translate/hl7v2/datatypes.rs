@@ -58,7 +58,7 @@ pub fn timestamp(text: &str, location: &Location) -> Result<Timestamp, Hl7Error>
         Some(offset) => {
             let valid = offset.len() == 5 && offset[1..].bytes().all(|b| b.is_ascii_digit());
             let (hours, minutes) = (offset.get(1..3).unwrap_or(""), offset.get(3..5).unwrap_or(""));
-            if !valid || hours > "14" || minutes > "59" {
+            if !valid || hours > "14" || minutes > "59" || (hours == "14" && minutes != "00") {
                 return Err(invalid("the time zone must be +ZZZZ or -ZZZZ"));
             }
             Some(format!("{}{hours}:{minutes}", &offset[..1]))
@@ -84,6 +84,10 @@ pub fn timestamp(text: &str, location: &Location) -> Result<Timestamp, Hl7Error>
     let hour = number(8, 10) as u8;
     let minute = if digits.len() >= 12 { number(10, 12) as u8 } else { 0 };
     let second = if digits.len() >= 14 { number(12, 14) as u8 } else { 0 };
+    // 60 is a leap second, which FHIR allows too.
+    if second > 60 {
+        return Err(invalid("seconds out of range"));
+    }
     let time = Time::from_hms(hour, minute, second.min(59)).map_err(|_| invalid("time out of range"))?;
     let offset = match offset {
         Some(offset) => offset,
@@ -379,6 +383,13 @@ pub fn person_reference(xcn: &Repetition<'_>, target_type: &str) -> Option<Value
     Some(Value::Object(reference))
 }
 
+/// An organisation named only by its ODS code (MSH-4's namespace): a logical Reference, or `None`
+/// when the code is not an ODS code.
+pub fn ods_reference(code: &str) -> Option<Value> {
+    let ods = fhir_models::OdsCode::parse(code).ok()?;
+    Some(json!({"type": "Organization", "identifier": {"system": system::ODS_ORGANIZATION_CODE, "value": ods.to_string()}}))
+}
+
 /// XON (an organisation) into a logical Reference; an ODS code becomes the identifier.
 pub fn organisation_reference(xon: &Repetition<'_>) -> Option<Value> {
     // v2.5 moved the identifier from XON.3 to XON.10.
@@ -508,7 +519,17 @@ mod tests {
         assert_eq!(timestamp("202403310230", &at).unwrap().text, "2024-03-31T02:30:00+01:00");
         assert_eq!(timestamp("202410270130", &at).unwrap().text, "2024-10-27T01:30:00+01:00");
         assert_eq!(timestamp("202410270230", &at).unwrap().text, "2024-10-27T02:30:00+00:00");
-        for bad in ["19800230", "1980-01-01", "198013", "2024011510306", "20240115103000+5", "20240115.5", "0000"] {
+        for bad in [
+            "19800230",
+            "1980-01-01",
+            "198013",
+            "2024011510306",
+            "20240115103000+5",
+            "20240115.5",
+            "0000",
+            "20240115120099",
+            "20240115120000+1430",
+        ] {
             let error = timestamp(bad, &at).unwrap_err();
             assert_eq!(error.location, at, "{bad}");
             assert!(error.reason.contains(bad), "{error}");

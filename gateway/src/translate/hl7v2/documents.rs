@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::Context;
 use super::datatypes::{
-    attachment, codeable_concept, entity_identifier, identifier, organisation_reference, person_reference, text_attachment, timestamp,
+    attachment, codeable_concept, entity_identifier, identifier, ods_reference, person_reference, text_attachment, timestamp,
 };
 use super::error::{ErrorCode, Hl7Error};
 use super::patient;
@@ -30,7 +30,7 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
     let message = context.message;
     let pid = message.required("PID", "a document is filed against a patient")?;
     let txa = message.required("TXA", &format!("MDM^{event} describes its document in TXA"))?;
-    let patient = patient::upsert(context, pid, message.first("PD1"), builder)?;
+    let patient = patient::upsert(context, pid, message.first("PD1"), builder, patient::Demographics::CreateIfMissing)?;
     let authority = context.header.authority();
     let number = entity_identifier(&txa.field(12).first(), authority, "document-number").ok_or_else(|| {
         Hl7Error::new(
@@ -102,9 +102,7 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
     if let Some(authenticator) = person_reference(&txa.field(22).first(), "Practitioner") {
         document.insert("authenticator".into(), authenticator);
     }
-    if let Some(custodian) = organisation_reference(&context.message.msh().field(4).first().component(1))
-        .filter(|reference| reference["identifier"].get("system").is_some())
-    {
+    if let Some(custodian) = context.message.msh().field(4).first().component(1).text().and_then(|code| ods_reference(&code)) {
         document.insert("custodian".into(), custodian);
     }
 

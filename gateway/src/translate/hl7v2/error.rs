@@ -48,17 +48,14 @@ impl ErrorCode {
         }
     }
 
-    /// Whether the ACK says AR (the message was not even looked at: its type, version or
-    /// processing id is refused, or the gateway cannot take messages now) rather than AE (its
-    /// content is wrong).
+    /// Whether the ACK says AR: the message was not even looked at, because its type, event,
+    /// version or processing id is not taken here. Everything else wrong with a message is AE
+    /// (fix it before sending it again); a message the gateway cannot take *now* is answered AR
+    /// by the ingest path itself.
     pub fn is_reject(&self) -> bool {
         matches!(
             self,
-            Self::UnsupportedMessageType
-                | Self::UnsupportedEventCode
-                | Self::UnsupportedProcessingId
-                | Self::UnsupportedVersionId
-                | Self::ApplicationInternal
+            Self::UnsupportedMessageType | Self::UnsupportedEventCode | Self::UnsupportedProcessingId | Self::UnsupportedVersionId
         )
     }
 }

@@ -158,6 +158,11 @@ impl<'a> Segment<'a> {
             .ok_or_else(|| Hl7Error::new(ErrorCode::RequiredFieldMissing, self.locate(n), format!("{}-{n} ({what}) is required", self.id)))
     }
 
+    /// The segment as received.
+    pub fn raw(&self) -> &'a str {
+        self.text
+    }
+
     pub fn locate(&self, field: usize) -> Location {
         Location::field(self.id, self.sequence, field)
     }
@@ -180,8 +185,9 @@ impl<'a> Field<'a> {
 
     pub fn repetitions(self) -> impl Iterator<Item = Repetition<'a>> + 'a {
         let delimiters = self.delimiters;
+        // Empty repetitions are kept, so that `(n)` in an error names the n-th as written.
         let text = if self.is_explicit_null() { "" } else { self.text };
-        text.split(delimiters.repetition).filter(|r| !r.is_empty()).map(move |text| Repetition { text, delimiters })
+        text.split(delimiters.repetition).filter(move |_| !text.is_empty()).map(move |text| Repetition { text, delimiters })
     }
 
     pub fn first(&self) -> Repetition<'a> {
@@ -269,7 +275,8 @@ pub fn unescape<'a>(text: &'a str, delimiters: &Delimiters) -> Cow<'a, str> {
             "E" => out.push(escape),
             ".br" => out.push('\n'),
             "H" | "N" => {}
-            _ if sequence.starts_with('X') && sequence.len() % 2 == 1 => {
+            // Hex digits only: anything else (a multi-byte character) is kept as written.
+            _ if sequence.starts_with('X') && sequence.len() % 2 == 1 && sequence[1..].bytes().all(|b| b.is_ascii_hexdigit()) => {
                 let bytes: Option<Vec<u8>> =
                     (1..sequence.len()).step_by(2).map(|i| u8::from_str_radix(&sequence[i..i + 2], 16).ok()).collect();
                 match bytes {
@@ -362,6 +369,8 @@ mod tests {
         assert_eq!(unescape("A\\F\\B\\S\\C\\T\\D\\R\\E\\E\\\\.br\\F", &d), "A|B^C&D~E\\\nF");
         assert_eq!(unescape("\\X4142\\ and \\H\\bold\\N\\", &d), "AB and bold");
         assert_eq!(unescape("unterminated \\F", &d), "unterminated \\F");
+        // Not hex: kept as written, never sliced inside a character.
+        assert_eq!(unescape("\\X1€\\ \\X1éA\\", &d), "\\X1€\\ \\X1éA\\");
         assert_eq!(escape("a|b^c&d~e\\f\nx", &d), "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\x");
     }
 

@@ -63,6 +63,8 @@ pub struct Header {
     pub version: String,
     pub processing_id: String,
     pub delimiters: Delimiters,
+    /// MSH-3 to MSH-6 as received, echoed (swapped) in the ACK.
+    pub raw_parties: [String; 4],
 }
 
 impl Header {
@@ -90,7 +92,7 @@ pub struct Translated {
     pub bundle: Value,
     /// The Provenance's id (see [`Header::provenance_id`]).
     pub provenance_id: String,
-    /// The RFC 6920 digest of the message as received.
+    /// The RFC 6920 digest of the message's segments.
     pub digest: String,
 }
 
@@ -110,6 +112,7 @@ pub fn header(message: &Message<'_>) -> Result<Header, Hl7Error> {
         version: msh.field(12).first().component(1).text().map(|t| t.into_owned()).unwrap_or_default(),
         processing_id: msh.field(11).first().component(1).text().map(|t| t.into_owned()).unwrap_or_default(),
         delimiters: message.delimiters,
+        raw_parties: [3, 4, 5, 6].map(|n| msh.field(n).raw().to_owned()),
     })
 }
 
@@ -117,10 +120,10 @@ pub fn header(message: &Message<'_>) -> Result<Header, Hl7Error> {
 pub fn translate(text: &str) -> Result<Translated, Hl7Error> {
     let message = Message::parse(text)?;
     let header = header(&message)?;
-    translate_parsed(&message, header, text.as_bytes())
+    translate_parsed(&message, header)
 }
 
-pub fn translate_parsed(message: &Message<'_>, header: Header, raw: &[u8]) -> Result<Translated, Hl7Error> {
+pub fn translate_parsed(message: &Message<'_>, header: Header) -> Result<Translated, Hl7Error> {
     let msh = message.msh();
     if header.control_id.is_empty() {
         return Err(Hl7Error::new(ErrorCode::RequiredFieldMissing, msh.locate(10), "MSH-10 (message control id) is required"));
@@ -168,7 +171,10 @@ pub fn translate_parsed(message: &Message<'_>, header: Header, raw: &[u8]) -> Re
             ));
         }
     }
-    let digest = content_digest(raw);
+    // Over the segments as received, joined by CR: the same message is the same whether it came
+    // over MLLP or in a file with other line ends.
+    let segments: Vec<&str> = message.segments().iter().map(|segment| segment.raw()).collect();
+    let digest = content_digest(segments.join("\r").as_bytes());
     let provenance_id = header.provenance_id();
     let targets = builder.full_urls();
     builder.put(provenance(&header, &provenance_id, &recorded, &digest, &targets));
@@ -225,6 +231,27 @@ mod tests {
         let other_sender = translate(&A01.replace("|PAS|RRK|", "|EPR|RRK|")).unwrap();
         assert_ne!(other_sender.provenance_id, first.provenance_id, "control ids are unique per sender only");
         assert_ne!(translate(&A01.replace("TAYLOR", "TAYLER")).unwrap().digest, first.digest);
+    }
+
+    #[test]
+    fn repeated_set_ids_and_patients_in_one_message_make_one_resource_each() {
+        let oru = "MSH|^~\\&|LIMS|RRK|||20240306090000||ORU^R01|L1|P|2.5.1\rPID|1||9449305552^^^NHS^NH\rOBR|1||F1|X^Panel^L\rOBX|1|NM|A^a^L||1\rOBX|1|NM|B^b^L||2\rPID|1||9449305552^^^NHS^NH\rOBR|2||F2|Y^Panel^L\rOBX|1|NM|C^c^L||3";
+        let bundle = translate(oru).unwrap().bundle;
+        let urls: Vec<&str> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"]["ifNoneExist"].as_str().or(e["request"]["url"].as_str()).unwrap())
+            .collect();
+        let mut unique = urls.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), urls.len(), "one entry per condition: {urls:?}");
+        let observations = bundle["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "Observation").count();
+        assert_eq!(observations, 3, "{urls:?}");
+        let patients = bundle["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "Patient").count();
+        assert_eq!(patients, 1);
+        assert_eq!(bundle["entry"][0]["request"]["method"], "POST", "a result does not replace the Patient");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub fn translate(context: &Context<'_, '_>, builder: &mut TransactionBuilder) ->
         match segment.id {
             "PID" => {
                 let pd1 = segments.get(index + 1).filter(|next| next.id == "PD1");
-                patient = Some(patient::upsert(context, segment, pd1, builder)?);
+                patient = Some(patient::upsert(context, segment, pd1, builder, patient::Demographics::CreateIfMissing)?);
             }
             "ORC" => {
                 let Some(patient) = &patient else {

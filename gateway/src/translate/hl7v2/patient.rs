@@ -49,14 +49,29 @@ pub fn key(identifiers: &[Identifier]) -> Option<&Identifier> {
         .or_else(|| identifiers.first())
 }
 
+/// How a message writes its Patient.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Demographics {
+    /// ADT owns the demographics: the Patient is replaced by what PID says.
+    Replace,
+    /// Results, documents and orders only mention the patient: created if unknown, else left
+    /// as ADT wrote it (their PID is often thin).
+    CreateIfMissing,
+}
+
 pub fn upsert(
     context: &Context<'_, '_>,
     pid: &Segment<'_>,
     pd1: Option<&Segment<'_>>,
     builder: &mut TransactionBuilder,
+    demographics: Demographics,
 ) -> Result<PatientEntry, Hl7Error> {
     let (resource, key) = patient(context, pid, pd1)?;
-    let full_url = builder.upsert(resource, &format!("identifier={}", query_value(&key.search_token())));
+    let condition = format!("identifier={}", query_value(&key.search_token()));
+    let full_url = match demographics {
+        Demographics::Replace => builder.upsert(resource, &condition),
+        Demographics::CreateIfMissing => builder.ensure(resource, &condition),
+    };
     Ok(PatientEntry { full_url, key })
 }
 

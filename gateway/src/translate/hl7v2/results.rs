@@ -40,7 +40,7 @@ pub fn translate(context: &Context<'_, '_>, builder: &mut TransactionBuilder) ->
                 flush_observation(&mut observation, &mut report, builder);
                 flush_report(&mut report, builder);
                 let pd1 = segments.get(index + 1).filter(|next| next.id == "PD1");
-                patient = Some(patient::upsert(context, segment, pd1, builder)?);
+                patient = Some(patient::upsert(context, segment, pd1, builder, patient::Demographics::CreateIfMissing)?);
                 order = None;
             }
             "ORC" => {
@@ -67,7 +67,7 @@ pub fn translate(context: &Context<'_, '_>, builder: &mut TransactionBuilder) ->
                     return Err(Hl7Error::new(ErrorCode::SegmentSequence, segment.locate(1), "an OBX must follow the OBR it reports on"));
                 };
                 let subject = patient.as_ref().expect("a report has a patient").full_url.clone();
-                observation = new_observation(context, segment, current, &subject)?;
+                observation = new_observation(context, segment, current, &subject, builder)?;
             }
             "NTE" => {
                 let text: Vec<String> = segment.field(3).repetitions().filter_map(|r| r.full_text().map(|t| t.into_owned())).collect();
@@ -152,6 +152,7 @@ fn new_observation(
     obx: &Segment<'_>,
     report: &mut Report,
     subject: &str,
+    builder: &TransactionBuilder,
 ) -> Result<Option<PendingObservation>, Hl7Error> {
     let value_type = obx.value(2).map(|t| t.to_ascii_uppercase());
     let code = codeable_concept(&obx.field(3).first()).ok_or_else(|| {
@@ -221,7 +222,14 @@ fn new_observation(
     if let Some(range) = obx.value(7).and_then(|text| reference_range(&text, obx.field(6).first().component(1).text().as_deref())) {
         resource.insert("referenceRange".into(), json!([range]));
     }
-    let condition = format!("identifier={}", query_value(&key.search_token()));
+    let mut condition = format!("identifier={}", query_value(&key.search_token()));
+    if builder.find("Observation", &condition).is_some() {
+        // Two OBX with one set id under one OBR: the second is told apart by its position, which
+        // a re-sent copy of the message repeats.
+        let key = Identifier { value: format!("{}~{}", key.value, obx.sequence), ..key };
+        resource.insert("identifier".into(), json!([key.to_json()]));
+        condition = format!("identifier={}", query_value(&key.search_token()));
+    }
     Ok(Some((resource, condition)))
 }
 
