@@ -324,8 +324,15 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
     });
     let ingest = Hl7v2Ingest::new(fhir, store.clone(), &settings.mllp, "cli");
-    // (where, bytes, dead-letter id)
-    let mut inputs: Vec<(String, Vec<u8>, Option<i64>)> = Vec::new();
+    /// One input: where it is from, and for a dead letter its row and the client organisation
+    /// that posted it.
+    struct Input {
+        place: String,
+        bytes: Vec<u8>,
+        dead_letter: Option<i64>,
+        publisher: Option<String>,
+    }
+    let mut inputs: Vec<Input> = Vec::new();
     if replay {
         let mut kept = store.rejected_inputs(i64::MAX).await?;
         kept.reverse();
@@ -336,15 +343,21 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
                 input.channel,
                 input.control_id.as_deref().unwrap_or("no MSH-10")
             );
-            inputs.push((place, input.content, input.id));
+            inputs.push(Input { place, bytes: input.content, dead_letter: input.id, publisher: input.publisher });
         }
     } else {
-        inputs.extend(read_inputs(format, paths)?.into_iter().map(|(place, message)| (place, message.into_bytes(), None)));
+        inputs.extend(read_inputs(format, paths)?.into_iter().map(|(place, message)| Input {
+            place,
+            bytes: message.into_bytes(),
+            dead_letter: None,
+            publisher: None,
+        }));
     }
     let progress = std::io::stderr().is_terminal();
     let (mut filed, mut duplicates, mut refused, mut retry) = (0usize, 0usize, Vec::new(), Vec::new());
-    for (index, (place, bytes, dead_letter)) in inputs.iter().enumerate() {
-        let outcome = ingest.process(bytes, dead_letter.is_none()).await;
+    for (index, Input { place, bytes, dead_letter, publisher }) in inputs.iter().enumerate() {
+        let publisher = publisher.as_deref().and_then(|ods| ingest.publisher_for(ods));
+        let outcome = ingest.process_as(bytes, dead_letter.is_none(), publisher).await;
         let settled = matches!(outcome, Outcome::Filed | Outcome::Duplicate);
         match outcome {
             Outcome::Filed => filed += 1,

@@ -72,6 +72,7 @@ impl Hl7v2Ingest {
     /// Like [`process`](Self::process), publishing as `publisher` (an authenticated client)
     /// instead of the organisation MSH-4 names.
     pub async fn process_as(&self, bytes: &[u8], keep_rejected: bool, publisher: Option<Requester>) -> Outcome {
+        let publisher_ods = publisher.as_ref().and_then(|requester| requester.client.as_ref()).map(|client| client.ods.to_string());
         let text = hl7v2::message::decode(bytes);
         let (header, result) = match Message::parse(&text) {
             Ok(message) => {
@@ -93,7 +94,7 @@ impl Hl7v2Ingest {
                     code = error.code.code(),
                     "HL7 v2 message refused"
                 );
-                if keep_rejected && !self.keep(header.as_ref(), bytes, &error).await {
+                if keep_rejected && !self.keep(header.as_ref(), bytes, &error, publisher_ods).await {
                     // Not kept, so not refused either: the sender must send it again.
                     return Outcome::Retry(unavailable("the gateway cannot keep refused messages just now; send this message again later"));
                 }
@@ -160,25 +161,31 @@ impl Hl7v2Ingest {
             .next()
             .and_then(|code| OdsCode::parse(code).ok())
             .unwrap_or_else(|| self.organisation.clone());
+        self.system_requester(ods, format!("{}:{}", self.channel, header.sender()))
+    }
+
+    /// The publisher of a replayed input that an authenticated client sent: that client's
+    /// organisation again, not the one MSH-4 claims.
+    pub fn publisher_for(&self, ods: &str) -> Option<Requester> {
+        let ods = OdsCode::parse(ods).ok()?;
+        let subject = format!("{}:replay:{ods}", self.channel);
+        Some(self.system_requester(ods, subject))
+    }
+
+    fn system_requester(&self, ods: OdsCode, subject: String) -> Requester {
         let scopes = SmartScopes::parse_claim("system/*.cruds").expect("a valid scope");
         Requester::client(RegisteredClient { name: self.channel.into(), kind: ClientKind::Trust, ods: ods.clone(), scopes: scopes.clone() })
-            .with_principal(Principal::System(
-                SystemUser {
-                    subject: format!("{}:{}", self.channel, header.sender()),
-                    organisation: ods,
-                    purpose: PurposeOfUse::Treatment,
-                },
-                scopes,
-            ))
+            .with_principal(Principal::System(SystemUser { subject, organisation: ods, purpose: PurposeOfUse::Treatment }, scopes))
     }
 
     /// Whether the refused message is now in the dead-letter store.
-    async fn keep(&self, header: Option<&Header>, bytes: &[u8], error: &Hl7Error) -> bool {
+    async fn keep(&self, header: Option<&Header>, bytes: &[u8], error: &Hl7Error, publisher: Option<String>) -> bool {
         let input = RejectedInput {
             id: None,
             received_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64,
             channel: self.channel.into(),
             format: "hl7v2".into(),
+            publisher,
             sender: header.map(Header::sender),
             control_id: header.map(|h| h.control_id.clone()).filter(|id| !id.is_empty()),
             location: Some(error.location.to_string()),

@@ -5,6 +5,9 @@ CREATE TABLE rejected_inputs (
     received_at BIGINT    NOT NULL,
     channel     TEXT      NOT NULL,
     format      TEXT      NOT NULL,
+    -- ODS code of the authenticated client that posted it (HTTPS); NULL for MLLP and files,
+    -- whose publisher comes from MSH-4. A replay publishes as this organisation again.
+    publisher   TEXT,
     sender      TEXT,
     control_id  TEXT,
     location    TEXT,

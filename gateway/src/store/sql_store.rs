@@ -48,6 +48,8 @@ pub struct RejectedInput {
     /// `mllp`, `http`, `cli`.
     pub channel: String,
     pub format: String,
+    /// ODS code of the authenticated client that sent it, when one did (HTTPS).
+    pub publisher: Option<String>,
     pub sender: Option<String>,
     pub control_id: Option<String>,
     /// Where in the input: `PID-3`, `line 12`.
@@ -62,6 +64,7 @@ struct RejectedRow {
     received_at: i64,
     channel: String,
     format: String,
+    publisher: Option<String>,
     sender: Option<String>,
     control_id: Option<String>,
     location: Option<String>,
@@ -76,6 +79,7 @@ impl From<RejectedRow> for RejectedInput {
             received_at: row.received_at,
             channel: row.channel,
             format: row.format,
+            publisher: row.publisher,
             sender: row.sender,
             control_id: row.control_id,
             location: row.location,
@@ -185,40 +189,39 @@ impl SqlStore {
 
     /// Keep an input that was refused, with why: the dead-letter store.
     pub async fn record_rejected(&self, input: &RejectedInput) -> Result<i64, StoreError> {
-        let id: i64 = match &self.pools {
-            Pools::Sqlite { writer, .. } => {
-                sqlx::query_scalar(
-                    "INSERT INTO rejected_inputs (received_at, channel, format, sender, control_id, location, reason, content) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        let id: i64 =
+            match &self.pools {
+                Pools::Sqlite { writer, .. } => sqlx::query_scalar(
+                    "INSERT INTO rejected_inputs (received_at, channel, format, publisher, sender, control_id, location, reason, content) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 )
                 .bind(input.received_at)
                 .bind(&input.channel)
                 .bind(&input.format)
+                .bind(&input.publisher)
                 .bind(&input.sender)
                 .bind(&input.control_id)
                 .bind(&input.location)
                 .bind(&input.reason)
                 .bind(&input.content)
                 .fetch_one(writer)
-                .await?
-            }
-            Pools::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "INSERT INTO rejected_inputs (received_at, channel, format, sender, control_id, location, reason, content) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                .await?,
+                Pools::Postgres(pool) => sqlx::query_scalar(
+                    "INSERT INTO rejected_inputs (received_at, channel, format, publisher, sender, control_id, location, reason, content) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 )
                 .bind(input.received_at)
                 .bind(&input.channel)
                 .bind(&input.format)
+                .bind(&input.publisher)
                 .bind(&input.sender)
                 .bind(&input.control_id)
                 .bind(&input.location)
                 .bind(&input.reason)
                 .bind(&input.content)
                 .fetch_one(pool)
-                .await?
-            }
-        };
+                .await?,
+            };
         Ok(id)
     }
 
@@ -227,7 +230,7 @@ impl SqlStore {
         let rows: Vec<RejectedRow> = match &self.pools {
             Pools::Sqlite { readers, .. } => {
                 sqlx::query_as(
-                    "SELECT id, received_at, channel, format, sender, control_id, location, reason, content \
+                    "SELECT id, received_at, channel, format, publisher, sender, control_id, location, reason, content \
                  FROM rejected_inputs ORDER BY id DESC LIMIT ?",
                 )
                 .bind(limit)
@@ -236,7 +239,7 @@ impl SqlStore {
             }
             Pools::Postgres(pool) => {
                 sqlx::query_as(
-                    "SELECT id, received_at, channel, format, sender, control_id, location, reason, content \
+                    "SELECT id, received_at, channel, format, publisher, sender, control_id, location, reason, content \
                  FROM rejected_inputs ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)

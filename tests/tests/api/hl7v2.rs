@@ -480,4 +480,17 @@ async fn trusts_and_gp_systems_can_post_messages_over_https_too() {
     assert!(cda.text().await.unwrap().contains("not built yet"));
     let empty = post(&app.trust, "hello".into()).await.unwrap();
     assert_eq!(empty.status(), 422, "a body that is not HL7 v2 is refused and kept");
+    // Kept with the organisation of the client that posted it, which a replay publishes as again
+    // (whatever MSH-4 says).
+    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
+        url: &app.database_url,
+        max_connections: Some(1),
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let kept = store.rejected_inputs(10).await.unwrap();
+    store.close().await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().all(|k| k.channel == "http" && k.publisher.as_deref() == Some(app.pki.trust.entry.ods.as_ref())), "{kept:?}");
 }
