@@ -32,33 +32,24 @@ impl TransactionBuilder {
     /// Returns the placeholder other entries reference it by. One message names one resource
     /// once: a second entry with the same condition (a repeated PID) is the first one.
     pub fn upsert(&mut self, resource: Value, condition: &str) -> String {
-        let resource_type = resource["resourceType"].as_str().expect("translators build typed resources").to_owned();
-        if let Some(existing) = self.find(&resource_type, condition) {
-            return existing;
-        }
-        let full_url = self.placeholder();
-        self.entries.push(json!({
-            "fullUrl": full_url,
-            "resource": resource,
-            "request": {"method": "PUT", "url": format!("{resource_type}?{condition}")},
-        }));
-        full_url
+        self.keyed(resource, condition, |resource_type| json!({"method": "PUT", "url": format!("{resource_type}?{condition}")}))
     }
 
     /// `POST [type]` with `ifNoneExist`: create the resource only if the condition matches
     /// nothing, else reference what it matches, unchanged. For records a message mentions but
     /// does not own (the Patient of a result or a document: its demographics come from ADT).
     pub fn ensure(&mut self, resource: Value, condition: &str) -> String {
+        self.keyed(resource, condition, |resource_type| json!({"method": "POST", "url": resource_type, "ifNoneExist": condition}))
+    }
+
+    /// Add an entry keyed on `condition` with the request `request` makes, unless one is there.
+    fn keyed(&mut self, resource: Value, condition: &str, request: impl FnOnce(&str) -> Value) -> String {
         let resource_type = resource["resourceType"].as_str().expect("translators build typed resources").to_owned();
         if let Some(existing) = self.find(&resource_type, condition) {
             return existing;
         }
         let full_url = self.placeholder();
-        self.entries.push(json!({
-            "fullUrl": full_url,
-            "resource": resource,
-            "request": {"method": "POST", "url": resource_type, "ifNoneExist": condition},
-        }));
+        self.entries.push(json!({"fullUrl": full_url, "resource": resource, "request": request(&resource_type)}));
         full_url
     }
 

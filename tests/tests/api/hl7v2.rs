@@ -142,6 +142,20 @@ async fn total(app: &TestApp, query: &str) -> i64 {
     answer.body["total"].as_i64().unwrap()
 }
 
+/// What the gateway keeps in its dead-letter store, newest first.
+async fn rejected_inputs(app: &TestApp) -> Vec<gateway::store::RejectedInput> {
+    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
+        url: &app.database_url,
+        max_connections: Some(1),
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let kept = store.rejected_inputs(1_000).await.unwrap();
+    store.close().await;
+    kept
+}
+
 fn msa(ack: &str) -> Vec<String> {
     ack_segment(ack, "MSA").unwrap_or_else(|| panic!("no MSA in {ack:?}"))
 }
@@ -255,15 +269,7 @@ async fn bad_messages_get_an_error_naming_the_place_and_are_kept() {
 
     assert_eq!(total(&app, "Patient").await, 0, "nothing was half-filed");
     // Each refusal is in the dead-letter store with its reason and the bytes as received.
-    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
-        url: &app.database_url,
-        max_connections: Some(1),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    let kept = store.rejected_inputs(100).await.unwrap();
-    store.close().await;
+    let kept = rejected_inputs(&app).await;
     assert_eq!(kept.len(), 6, "{kept:?}");
     let garbage_kept = kept.iter().find(|k| k.content == garbage.as_bytes()).expect("the unreadable message is kept too");
     assert_eq!(garbage_kept.channel, "mllp");
@@ -482,15 +488,7 @@ async fn trusts_and_gp_systems_can_post_messages_over_https_too() {
     assert_eq!(empty.status(), 422, "a body that is not HL7 v2 is refused and kept");
     // Kept with the organisation of the client that posted it, which a replay publishes as again
     // (whatever MSH-4 says).
-    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
-        url: &app.database_url,
-        max_connections: Some(1),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    let kept = store.rejected_inputs(10).await.unwrap();
-    store.close().await;
+    let kept = rejected_inputs(&app).await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.iter().all(|k| k.channel == "http" && k.publisher.as_deref() == Some(app.pki.trust.entry.ods.as_ref())), "{kept:?}");
 }
