@@ -4,7 +4,8 @@
 #   - PostgreSQL and Redis: uses the ones on 127.0.0.1:5432 / :6379 when they answer, else
 #     installs them (Debian packages) if missing and starts private ones; a private PostgreSQL
 #     is always started for the restart fault test, which stops and starts it;
-#   - the Node and Python test tools in tests/tools (independent validators, schemathesis);
+#   - the Node and Python test tools in tests/tools (independent validators, schemathesis, the
+#     OpenID provider, playwright-core) and Debian's chromium for the portal's browser test;
 #   - cargo-nextest if missing.
 # Then: rustfmt, clippy -D warnings, the generated-table check, unit tests, the black-box suite
 # on SQLite and on PostgreSQL (each test on a fresh database), doc tests, and schemathesis
@@ -127,6 +128,8 @@ npm ci --prefix tests/tools --no-audit --no-fund --loglevel=error
 tests/tools/.venv/bin/pip install -q --disable-pip-version-check -r tests/tools/requirements.txt
 export HIE_R4_EXAMPLES_DIR="$ROOT/tests/tools/node_modules/hl7.fhir.r4.examples"
 export HIE_TEST_TOOLS_DIR="$ROOT/tests/tools"
+command -v chromium >/dev/null || apt_install chromium
+export HIE_TEST_CHROMIUM="$(command -v chromium)"
 
 # --- static checks -------------------------------------------------------------------------------
 log "rustfmt"

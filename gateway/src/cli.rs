@@ -129,6 +129,15 @@ enum CertsCommand {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
     },
+    /// Make the patient portal's P-256 key for `private_key_jwt` and print the public key set
+    /// to register with the OpenID provider (`[portal] private_key_file` names the key).
+    PortalKey {
+        #[arg(long, default_value = "certs/portal.key")]
+        out: PathBuf,
+        /// Replace an existing key (the provider must then be given the new public key).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_kind(text: &str) -> Result<ClientKind, String> {
@@ -168,6 +177,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 issued.private_key.display()
             );
             print!("\n{}", client_entry_toml(&issued.entry));
+            Ok(())
+        }
+        Command::Certs { command: CertsCommand::PortalKey { out, force } } => {
+            if out.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to replace it", out.display());
+            }
+            let pem = rcgen::KeyPair::generate()?.serialize_pem();
+            if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::certs::write_secret(&out, &pem)?;
+            let key = crate::auth::dev::SigningIssuer::from_pem("portal", IssuerKind::Patient, pem.as_bytes())?;
+            eprintln!("Portal key written to {}. Register this public key set with the OpenID provider:", out.display());
+            println!("{}", serde_json::to_string_pretty(&key.jwks())?);
             Ok(())
         }
         Command::Token { kind, org, scope, sub, role, purpose, reason, nhs_number, proofing_level, lifetime } => {

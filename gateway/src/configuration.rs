@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 10] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels"];
+const SECTIONS: [&str; 11] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "portal"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,8 +28,44 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub mllp: MllpSettings,
     pub labels: LabelSettings,
+    pub portal: PortalSettings,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// The patient portal (`/portal/`): a confidential OpenID Connect client of a patient issuer
+/// (NHS login-style), signing in with authorization code + PKCE and `private_key_jwt`. Without an
+/// `issuer` the portal answers that sign-in is not configured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSettings {
+    /// The `issuer` of one `[[auth.issuers]]` entry of kind `patient`: people sign in there, and
+    /// the access tokens it issues are verified like any other patient token.
+    pub issuer: Option<String>,
+    /// The portal's client id at that issuer.
+    pub client_id: Option<String>,
+    /// The portal's P-256 private key (PKCS#8 PEM) for `private_key_jwt` at the token endpoint;
+    /// `hie-gateway certs portal-key` makes one and prints the public key set to register.
+    pub private_key_file: Option<PathBuf>,
+    /// Scopes asked for at sign-in.
+    pub scopes: String,
+    /// Where the issuer sends people back; default `<origin of the FHIR base>/portal/callback`.
+    pub redirect_url: Option<String>,
+    /// A session ends this long after its last use, or when its access token expires.
+    pub session_idle_minutes: u64,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: None,
+            private_key_file: None,
+            scopes: "openid profile patient/*.rs".into(),
+            redirect_url: None,
+            session_idle_minutes: 15,
+        }
+    }
 }
 
 /// Sensitivity labels stamped on every write (DESIGN §4). `[[labels.sensitive]]` entries replace
@@ -275,6 +311,7 @@ impl Default for Settings {
                 idle_timeout_secs: 600,
             },
             labels: LabelSettings { sensitive: consent::SensitivityLabels::uk_default() },
+            portal: PortalSettings::default(),
             clients: Vec::new(),
         }
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod mllp;
+pub mod portal;
 pub mod rate_limit;
 pub mod startup;
 pub mod store;

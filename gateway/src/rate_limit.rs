@@ -98,20 +98,21 @@ impl RateLimiter {
     }
 }
 
-/// Connect to Redis now, or keep trying in the background while counting in process. Once
-/// connected, the connection manager reconnects by itself after an outage.
-pub async fn attach_redis(limiter: std::sync::Arc<RateLimiter>, url: String) -> anyhow::Result<()> {
+/// Connect to Redis now, or keep trying in the background while working in process; `attach`
+/// hands the connection to its users. Once connected, the connection manager reconnects by
+/// itself after an outage.
+pub async fn attach_redis(url: String, attach: impl Fn(ConnectionManager) + Send + 'static) -> anyhow::Result<()> {
     redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("invalid redis.url: {e}"))?;
     match connect_redis(&url).await {
-        Ok(connection) => limiter.set_redis(connection),
+        Ok(connection) => attach(connection),
         Err(error) => {
-            tracing::warn!(%error, "Redis is unreachable at start: counting rate limits in process until it answers");
+            tracing::warn!(%error, "Redis is unreachable at start: rate limits and portal sessions stay in process until it answers");
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     if let Ok(connection) = connect_redis(&url).await {
-                        tracing::info!("Redis answers: rate limits are shared");
-                        limiter.set_redis(connection);
+                        tracing::info!("Redis answers: rate limits and portal sessions are shared");
+                        attach(connection);
                         break;
                     }
                 }

@@ -78,12 +78,22 @@ impl Application {
         authenticator.load_keys().await;
         let capability_statement = crate::fhir::capability_statement(&fhir, &authenticator.describe());
         let rate_limiter = Arc::new(RateLimiter::new(settings.limits.requests_per_minute_per_client, None));
-        if let Some(url) = &settings.redis.url {
-            crate::rate_limit::attach_redis(rate_limiter.clone(), url.clone()).await?;
-        }
         let fhir = Arc::new(fhir);
         let ingest = Arc::new(crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "http"));
-        let state = web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement, ingest });
+        let sign_in = crate::portal::SignIn::from_settings(&settings.portal, &settings.auth.issuers, &base_url)?;
+        let portal = Arc::new(crate::portal::Portal::new(sign_in, Duration::from_secs(settings.portal.session_idle_minutes.max(1) * 60)));
+        // Rate limits and portal sessions are shared through Redis when it is configured.
+        if let Some(url) = &settings.redis.url {
+            let (limiter, portal) = (rate_limiter.clone(), portal.clone());
+            crate::rate_limit::attach_redis(url.clone(), move |connection| {
+                limiter.set_redis(connection.clone());
+                portal.sessions.set_redis(connection);
+            })
+            .await?;
+        }
+        let content_security_policy = portal.content_security_policy().to_owned();
+        let state =
+            web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement, ingest, portal });
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());
@@ -114,6 +124,7 @@ impl Application {
                 .wrap(Compress::default())
                 .wrap(from_fn(move |request, next| observe(metrics.clone(), request, next)))
                 .configure(http::configure)
+                .configure(|config| crate::portal::configure(config, &content_security_policy))
                 .default_service(web::to(http::not_found))
         })
         .on_connect(crate::tls::record_peer_certificate)

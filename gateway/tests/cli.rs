@@ -149,3 +149,26 @@ fn ingest_files_messages_keeps_refused_ones_and_replays_them_once_they_can_be_fi
     let replay = run(dir.path(), &["ingest", "--replay"]);
     assert!(String::from_utf8_lossy(&replay.stdout).starts_with("2 messages: 0 filed, 0 already filed (nothing changed), 2 refused"));
 }
+
+#[test]
+fn portal_key_writes_a_private_key_once_and_prints_the_public_key_set_to_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = run(dir.path(), &["certs", "portal-key"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let jwks: serde_json::Value = serde_json::from_slice(&made.stdout).expect("stdout is the JWKS alone");
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0]["kty"].as_str(), keys[0]["crv"].as_str(), keys[0]["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+    assert!(keys[0].get("d").is_none(), "the private part is never printed");
+    let key_file = dir.path().join("certs/portal.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let pem = std::fs::read(&key_file).unwrap();
+
+    let again = run(dir.path(), &["certs", "portal-key"]);
+    assert!(!again.status.success(), "an existing key is not replaced without --force");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("certs/portal.key exists"));
+    assert_eq!(std::fs::read(&key_file).unwrap(), pem);
+    assert!(run(dir.path(), &["certs", "portal-key", "--force"]).status.success());
+    assert_ne!(std::fs::read(&key_file).unwrap(), pem);
+}

@@ -14,6 +14,7 @@ mod metadata;
 mod negotiation;
 mod openid_provider;
 mod ops;
+mod portal;
 mod rate_limits;
 mod resource_types;
 mod responses;

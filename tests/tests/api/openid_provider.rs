@@ -13,13 +13,13 @@ use serde_json::{Value, json};
 use tests::{TEST_AUDIENCE, TestApp, TestOptions, https_client_with_token};
 
 /// A running provider; killed (stdin closed) when dropped.
-struct Provider {
-    issuer: String,
+pub(crate) struct Provider {
+    pub(crate) issuer: String,
     child: Child,
 }
 
 impl Provider {
-    fn start(tools: &Path, dir: &Path, name: &str, config: &Value) -> Self {
+    pub(crate) fn start(tools: &Path, dir: &Path, name: &str, config: &Value) -> Self {
         let config_file = dir.join(format!("{name}.json"));
         std::fs::write(&config_file, serde_json::to_vec(config).unwrap()).unwrap();
         let mut child = Command::new("node")
@@ -39,7 +39,7 @@ impl Provider {
         Self { issuer, child }
     }
 
-    fn entry(&self, kind: IssuerKind) -> IssuerEntry {
+    pub(crate) fn entry(&self, kind: IssuerKind) -> IssuerEntry {
         IssuerEntry {
             issuer: self.issuer.clone(),
             audience: TEST_AUDIENCE.into(),
@@ -84,7 +84,7 @@ async fn client_credentials(issuer: &str, client_id: &str, key: &SigningIssuer, 
     response.json().await.unwrap()
 }
 
-fn tools_dir() -> Option<PathBuf> {
+pub(crate) fn tools_dir() -> Option<PathBuf> {
     tests::require_tool("HIE_TEST_TOOLS_DIR")
 }
 

@@ -92,8 +92,28 @@ const clients = config.clients.map((c, i) => {
         scope: scope.join(' '),
       };
     }
+    case 'confidential': {
+      // A web application's backend (the gateway's portal): authorization code + PKCE, and
+      // private_key_jwt at the token endpoint.
+      if (!Array.isArray(c.redirect_uris) || c.redirect_uris.length === 0) {
+        die(`config.clients[${i}] (confidential) needs redirect_uris`);
+      }
+      if (!isObject(c.jwks) || !Array.isArray(c.jwks.keys) || c.jwks.keys.length === 0) {
+        die(`config.clients[${i}] (confidential) needs jwks.keys`);
+      }
+      clientClaims.set(c.client_id, {});
+      return {
+        client_id: c.client_id,
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: c.redirect_uris,
+        token_endpoint_auth_method: 'private_key_jwt',
+        jwks: c.jwks,
+        scope: scope.join(' '),
+      };
+    }
     default:
-      return die(`config.clients[${i}].type must be "backend" or "public"`);
+      return die(`config.clients[${i}].type must be "backend", "public" or "confidential"`);
   }
 });
 
