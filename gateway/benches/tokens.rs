@@ -58,6 +58,41 @@ fn tokens(c: &mut Criterion) {
         "scope": "system/*.cruds", "requesting_organization": "R9Z"});
     let rsa_token = format!("Bearer {}", jsonwebtoken::encode(&rsa_header, &rsa_claims, &rsa_key).unwrap());
 
+    // The floor: the signature check alone, with ring, on the same two tokens (RS256 and the
+    // clinician's ES256). No verifier can cost less than this for a token it has not seen.
+    let signature_alone = |token: &str, jwk: &jsonwebtoken::jwk::Jwk| -> Box<dyn Fn() -> bool> {
+        use base64::Engine;
+        use jsonwebtoken::jwk::AlgorithmParameters;
+        let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
+        let token = token.trim_start_matches("Bearer ");
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let (message, signature) = (message.as_bytes().to_vec(), decode(signature));
+        match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let key = ring::signature::RsaPublicKeyComponents { n: decode(&rsa.n), e: decode(&rsa.e) };
+                Box::new(move || key.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &message, &signature).is_ok())
+            }
+            AlgorithmParameters::EllipticCurve(ec) => {
+                let mut point = vec![4u8];
+                point.extend(decode(&ec.x));
+                point.extend(decode(&ec.y));
+                Box::new(move || {
+                    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
+                        .verify(&message, &signature)
+                        .is_ok()
+                })
+            }
+            other => panic!("no bench for {other:?}"),
+        }
+    };
+    let rsa_public = jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key, jsonwebtoken::Algorithm::RS256).unwrap();
+    let es_public: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&std::fs::read(dir.path().join("clinician.json")).unwrap()).unwrap();
+    for (name, check) in [("RS256", signature_alone(&rsa_token, &rsa_public)), ("ES256", signature_alone(&tokens[0].1, &es_public.keys[0]))]
+    {
+        assert!(check(), "{name} signature verifies");
+        c.bench_function(&format!("signature alone ({name}, ring)"), |b| b.iter(|| std::hint::black_box(check())));
+    }
+
     // Every request's signature checked, and a token reused across requests (the usual case).
     let mut uncached = settings.auth.clone();
     uncached.verified_token_cache_secs = 0;

@@ -81,6 +81,21 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Write a deterministic synthetic extract (the demo region's patients) to a directory.
+    Synthetic {
+        #[arg(long, value_parser = crate::translate::Format::parse, default_value = "emis-csv")]
+        format: crate::translate::Format,
+        /// The demo practice's ODS code.
+        #[arg(long, default_value = "Y90001")]
+        practice: String,
+        #[arg(long, default_value_t = 20)]
+        patients: usize,
+        /// The extract's time, `yyyyMMddHHmmss` (it names the files).
+        #[arg(long, default_value = "20260301120000")]
+        extracted: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Translate records and file them in the configured store, as the MLLP feed does (the
     /// publisher is MSH-4 when it is an ODS code, else `mllp.organisation`). Refused inputs are
     /// kept in the dead-letter store; prints a summary and exits non-zero if any was refused.
@@ -230,7 +245,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issuer.mint(&audience, &sub, lifetime, &serde_json::Value::Object(claims)));
             Ok(())
         }
+        Command::Translate { from: crate::translate::Format::EmisCsv, paths } => {
+            let maps = Settings::load(cli.config.as_deref())?.translation.code_maps()?;
+            translate_extract(&read_extract(&paths)?, &maps)
+        }
         Command::Translate { from, paths } => translate_files(from, &paths),
+        Command::Synthetic { format, practice, patients, extracted, out } => {
+            let practice = crate::demo::PRACTICES
+                .iter()
+                .find(|p| p.ods == practice)
+                .ok_or_else(|| anyhow::anyhow!("practice {practice} is not a demo practice (Y90001, Y90002, Y90003)"))?;
+            anyhow::ensure!(format == crate::translate::Format::EmisCsv, "synthetic extracts are made in emis-csv only so far");
+            std::fs::create_dir_all(&out)?;
+            let indexes: Vec<usize> = (0..patients).collect();
+            for file in crate::synthetic::emis_extract(practice, &indexes, &extracted) {
+                std::fs::write(out.join(&file.name), &file.bytes)?;
+            }
+            println!("EMIS-style extract of {patients} patients at {} written to {}", practice.ods, out.display());
+            Ok(())
+        }
         Command::Ingest { from, paths, replay } => {
             let settings = Settings::load(cli.config.as_deref())?;
             actix_web::rt::System::new().block_on(ingest(&settings, from, &paths, replay))
@@ -270,6 +303,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An extract's files: every `*.csv` in each directory named, and every file named.
+fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis::ExtractFile>> {
+    let mut names = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("csv")))
+                .collect();
+            entries.sort();
+            names.extend(entries);
+        } else {
+            names.push(path.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            Ok(crate::translate::emis::ExtractFile { name: path.display().to_string(), bytes })
+        })
+        .collect()
+}
+
+/// `hie-gateway translate --from emis-csv`: one Bundle per patient.
+fn translate_extract(files: &[crate::translate::emis::ExtractFile], maps: &crate::translate::codes::CodeMaps) -> anyhow::Result<()> {
+    use std::io::Write;
+    let translated = crate::translate::emis::translate(files, maps)?;
+    let several = translated.patients.len() > 1;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut unmapped = 0;
+    for patient in &translated.patients {
+        unmapped += patient.unmapped_codes;
+        let text = if several { serde_json::to_string(&patient.bundle)? } else { serde_json::to_string_pretty(&patient.bundle)? };
+        writeln!(out, "{text}")?;
+    }
+    if unmapped > 0 {
+        eprintln!("{unmapped} codes kept without a SNOMED CT concept (flagged {})", crate::translate::emis::UNMAPPED_EXTENSION);
+    }
+    for (guid, error) in &translated.refused {
+        eprintln!("{error} (patient {guid}): rejected");
+    }
+    if !translated.refused.is_empty() {
+        anyhow::bail!("{} of {} patients rejected", translated.refused.len(), translated.refused.len() + translated.patients.len());
+    }
+    Ok(())
+}
+
 /// Every input of every file, in order, with where it starts (`file:line`).
 fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
     use crate::translate::{Format, hl7v2, split_hl7v2_messages};
@@ -283,6 +366,7 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
                     inputs.push((format!("{}:{line}", path.display()), message));
                 }
             }
+            Format::EmisCsv => unreachable!("an extract is read whole (read_extract)"),
         }
     }
     Ok(inputs)
@@ -346,6 +430,30 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
         labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
     });
+    if format == crate::translate::Format::EmisCsv {
+        anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
+        let maps = settings.translation.code_maps()?;
+        let files = read_extract(paths)?;
+        let report = crate::ingest::file_emis_extract(&fhir, &files, &maps, None, "cli").await;
+        store.close().await;
+        let report = report?;
+        println!(
+            "{} patients: {} filed, {} already filed (nothing changed), {} refused, {} not filed now (database unavailable); {} codes kept without a SNOMED CT concept",
+            report.patients,
+            report.filed,
+            report.duplicates,
+            report.refused.len(),
+            report.retry.len(),
+            report.unmapped_codes
+        );
+        for line in report.refused.iter().chain(&report.retry) {
+            println!("  {line}");
+        }
+        if !report.refused.is_empty() || !report.retry.is_empty() {
+            anyhow::bail!("{} of {} patients were not filed", report.refused.len() + report.retry.len(), report.patients);
+        }
+        return Ok(());
+    }
     let ingest = Hl7v2Ingest::new(fhir, store.clone(), &settings.mllp, "cli");
     /// One input: where it is from, and for a dead letter its row and the client organisation
     /// that posted it.

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 11] = ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "portal"];
+const SECTIONS: [&str; 12] =
+    ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "portal", "translation"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +30,39 @@ pub struct Settings {
     pub mllp: MllpSettings,
     pub labels: LabelSettings,
     pub portal: PortalSettings,
+    pub translation: TranslationSettings,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// Code maps for translation: the NHS Data Migration tables (`rcsctmap2_uk_*.txt` for Read v2,
+/// `ctv3sctmap2_uk_*.txt` for CTV3). None configured: the small demo tables that ship.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslationSettings {
+    #[serde(default)]
+    pub read_v2_maps: Vec<PathBuf>,
+    #[serde(default)]
+    pub ctv3_maps: Vec<PathBuf>,
+}
+
+impl TranslationSettings {
+    /// The configured maps, or the demo ones.
+    pub fn code_maps(&self) -> anyhow::Result<crate::translate::codes::CodeMaps> {
+        use crate::translate::codes::{CodeMaps, Table};
+        if self.read_v2_maps.is_empty() && self.ctv3_maps.is_empty() {
+            return Ok(CodeMaps::demo());
+        }
+        let mut maps = CodeMaps::default();
+        for (table, paths) in [(Table::ReadV2, &self.read_v2_maps), (Table::Ctv3, &self.ctv3_maps)] {
+            for path in paths {
+                let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("code map {}: {e}", path.display()))?;
+                maps.load(table, &path.display().to_string(), &String::from_utf8_lossy(&bytes))
+                    .map_err(|e| anyhow::anyhow!("code map {e}"))?;
+            }
+        }
+        Ok(maps)
+    }
 }
 
 /// The patient portal (`/portal/`): a confidential OpenID Connect client of a patient issuer
@@ -312,6 +344,7 @@ impl Default for Settings {
             },
             labels: LabelSettings { sensitive: consent::SensitivityLabels::uk_default() },
             portal: PortalSettings::default(),
+            translation: TranslationSettings::default(),
             clients: Vec::new(),
         }
     }

@@ -8,10 +8,14 @@ use fhir_models::system::{NHS_NUMBER, NHS_NUMBER_VERIFICATION_STATUS_EXTENSION, 
 use serde_json::{Value, json};
 
 /// A tiny deterministic generator (SplitMix64), so demo data is the same on every machine.
-struct Sequence(u64);
+pub(crate) struct Sequence(u64);
 
 impl Sequence {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -19,11 +23,11 @@ impl Sequence {
         z ^ (z >> 31)
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[(self.next() % items.len() as u64) as usize]
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 }
@@ -55,6 +59,27 @@ const PROBLEMS: [(&str, &str); 5] = [
     ("13645005", "Chronic obstructive lung disease"),
     ("49436004", "Atrial fibrillation"),
 ];
+
+/// Who demo patient `index` is: the same person in every source format (the FHIR demo bundles,
+/// the synthetic GP extracts), registered at practice `index % 3`.
+pub struct Person {
+    pub given: &'static str,
+    pub family: &'static str,
+    pub female: bool,
+    /// `yyyy-MM-dd`.
+    pub birth_date: String,
+    pub birth_year: u64,
+    pub practice: &'static Practice,
+}
+
+pub fn person(index: usize) -> Person {
+    let mut sequence = Sequence::new(0x5045_5253_4f4e ^ index as u64);
+    let given = *sequence.pick(&GIVEN);
+    let family = *sequence.pick(&FAMILY);
+    let birth_year = 1935 + sequence.below(70);
+    let birth_date = format!("{birth_year}-{:02}-{:02}", 1 + sequence.below(12), 1 + sequence.below(28));
+    Person { given, family, female: sequence.below(2) == 0, birth_date, birth_year, practice: &PRACTICES[index % PRACTICES.len()] }
+}
 
 /// The `n`th NHS number in the test range (999 000 0000 upwards) with a valid check digit.
 pub fn test_nhs_number(n: u64) -> NhsNumber {
@@ -128,17 +153,11 @@ pub fn patient_bundles(count: usize) -> Vec<Value> {
 fn patient_bundle(index: usize, sequence: &mut Sequence) -> Value {
     let patient_id = format!("demo-patient-{index}");
     let nhs_number = test_nhs_number(index as u64).to_string();
-    let practice_index = index % PRACTICES.len();
-    let practice = &PRACTICES[practice_index];
+    let Person { given, family, female, birth_date, birth_year, practice } = person(index);
     let trust_index = index % TRUSTS.len();
     let trust = &TRUSTS[trust_index];
-    let given = *sequence.pick(&GIVEN);
-    let family = *sequence.pick(&FAMILY);
     let (town, district) = *sequence.pick(&TOWNS);
-    let birth_year = 1935 + sequence.below(70);
-    let birth_month = 1 + sequence.below(12);
-    let birth_day = 1 + sequence.below(28);
-    let gender = if sequence.below(2) == 0 { "female" } else { "male" };
+    let gender = if female { "female" } else { "male" };
     let subject = json!({"reference": format!("Patient/{patient_id}")});
     let admitted_day = 1 + sequence.below(20);
     let admitted = format!("2026-{:02}-{admitted_day:02}", 1 + sequence.below(9));
@@ -163,7 +182,7 @@ fn patient_bundle(index: usize, sequence: &mut Sequence) -> Value {
             }],
             "name": [{"use": "official", "family": family, "given": [given]}],
             "gender": gender,
-            "birthDate": format!("{birth_year}-{birth_month:02}-{birth_day:02}"),
+            "birthDate": birth_date,
             "address": [{"use": "home", "line": [format!("{} Station Road", 1 + sequence.below(200))], "city": town,
                          "postalCode": format!("{district} {}AB", 1 + sequence.below(9))}],
             "generalPractitioner": [{"reference": format!("Organization/ods-{}", practice.ods)}],

@@ -117,25 +117,20 @@ impl Hl7v2Ingest {
             )));
         }
         let translated = hl7v2::translate_parsed(message, header).map_err(Failure::Rejected)?;
-        let provenance = ResourceType::parse("Provenance").expect("an R4 type");
-        let existing = self.fhir.store.read(provenance, &translated.provenance_id).await.map_err(|e| Failure::retry(&e))?;
-        if let Some(existing) = existing.filter(|version| !version.deleted) {
-            let same = existing
-                .content
-                .as_ref()
-                .is_some_and(|content| std::str::from_utf8(content).is_ok_and(|text| text.contains(&format!("\"{}\"", translated.digest))));
-            if same {
-                return Ok(Outcome::Duplicate);
+        match filed_before(&self.fhir, &translated.provenance_id, &translated.digest).await.map_err(|e| Failure::retry(&e))? {
+            None => {}
+            Some(PriorFiling::Same) => return Ok(Outcome::Duplicate),
+            Some(PriorFiling::Different) => {
+                return Err(Failure::Rejected(Hl7Error::new(
+                    ErrorCode::DuplicateKey,
+                    message.msh().locate(10),
+                    format!(
+                        "MSH-10 {:?} from {} was already used for a different message; control ids must be unique per sender",
+                        translated.header.control_id,
+                        translated.header.sender()
+                    ),
+                )));
             }
-            return Err(Failure::Rejected(Hl7Error::new(
-                ErrorCode::DuplicateKey,
-                message.msh().locate(10),
-                format!(
-                    "MSH-10 {:?} from {} was already used for a different message; control ids must be unique per sender",
-                    translated.header.control_id,
-                    translated.header.sender()
-                ),
-            )));
         }
         let requester = publisher.unwrap_or_else(|| self.requester(&translated.header));
         let permit = crate::enforce::authorize(requester, Interaction::Transaction, None)
@@ -173,9 +168,7 @@ impl Hl7v2Ingest {
     }
 
     fn system_requester(&self, ods: OdsCode, subject: String) -> Requester {
-        let scopes = SmartScopes::parse_claim("system/*.cruds").expect("a valid scope");
-        Requester::client(RegisteredClient { name: self.channel.into(), kind: ClientKind::Trust, ods: ods.clone(), scopes: scopes.clone() })
-            .with_principal(Principal::System(SystemUser { subject, organisation: ods, purpose: PurposeOfUse::Treatment }, scopes))
+        publishing_system(self.channel, ClientKind::Trust, ods, subject)
     }
 
     /// Whether the refused message is now in the dead-letter store.
@@ -229,4 +222,120 @@ pub fn now_hl7() -> String {
 /// A fresh control id for an ACK (20 characters: v2.3's limit).
 pub fn ack_control_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
+}
+
+/// A publisher's system, as a registered client of `kind` for `ods` with a system token would be.
+fn publishing_system(channel: &str, kind: ClientKind, ods: OdsCode, subject: String) -> Requester {
+    let scopes = SmartScopes::parse_claim("system/*.cruds").expect("a valid scope");
+    Requester::client(RegisteredClient { name: channel.into(), kind, ods: ods.clone(), scopes: scopes.clone() })
+        .with_principal(Principal::System(SystemUser { subject, organisation: ods, purpose: PurposeOfUse::Treatment }, scopes))
+}
+
+enum PriorFiling {
+    /// The same input, byte for byte.
+    Same,
+    /// Another input under the same key.
+    Different,
+}
+
+/// Whether an input with this Provenance id was filed before, and whether it was the same one
+/// (its digest is in the Provenance).
+async fn filed_before(fhir: &FhirService, provenance_id: &str, digest: &str) -> Result<Option<PriorFiling>, ApiError> {
+    let provenance = ResourceType::parse("Provenance").expect("an R4 type");
+    let Some(existing) = fhir.store.read(provenance, provenance_id).await?.filter(|version| !version.deleted) else {
+        return Ok(None);
+    };
+    let same = existing
+        .content
+        .as_ref()
+        .is_some_and(|content| std::str::from_utf8(content).is_ok_and(|text| text.contains(&format!("\"{digest}\""))));
+    Ok(Some(if same { PriorFiling::Same } else { PriorFiling::Different }))
+}
+
+/// What became of an extract.
+#[derive(Debug, Default)]
+pub struct ExtractReport {
+    pub patients: usize,
+    pub filed: usize,
+    /// Filed before from the same extract, row for row: nothing written.
+    pub duplicates: usize,
+    /// Patients refused, each with the file, line and reason.
+    pub refused: Vec<String>,
+    /// Patients not filed now (the database is unavailable): run the ingest again.
+    pub retry: Vec<String>,
+    /// Codes kept without a SNOMED CT concept (flagged on the coding).
+    pub unmapped_codes: usize,
+}
+
+/// File an EMIS-style CSV extract: each patient's Bundle is committed on its own (a refused
+/// patient does not hold back the others) as the practice's system — the practice named in the
+/// extract, or `publisher` (an authenticated client) when given.
+pub async fn file_emis_extract(
+    fhir: &FhirService,
+    files: &[crate::translate::emis::ExtractFile],
+    maps: &crate::translate::codes::CodeMaps,
+    publisher: Option<Requester>,
+    channel: &'static str,
+) -> Result<ExtractReport, crate::translate::emis::EmisError> {
+    let translated = crate::translate::emis::translate(files, maps)?;
+    let mut report = ExtractReport { patients: translated.patients.len() + translated.refused.len(), ..ExtractReport::default() };
+    report.refused.extend(translated.refused.iter().map(|(guid, error)| format!("patient {guid}: {error}")));
+    for patient in translated.patients {
+        let place = format!("patient {}", patient.patient_guid);
+        match filed_before(fhir, &patient.provenance_id, &patient.digest).await {
+            Ok(Some(PriorFiling::Same)) => {
+                report.duplicates += 1;
+                continue;
+            }
+            Ok(Some(PriorFiling::Different)) => {
+                report.refused.push(format!(
+                    "{place}: this extract (same agreement and time) was already filed for this patient with different rows"
+                ));
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "an extract could not be filed now");
+                report.retry.push(format!("{place}: the database is unavailable; run the ingest again"));
+                continue;
+            }
+        }
+        let requester = match (&publisher, patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok())) {
+            (Some(publisher), _) => publisher.clone(),
+            (None, Some(ods)) => publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:emis:{ods}")),
+            (None, None) => {
+                report.refused.push(format!("{place}: the extract names no practice ODS code (Admin_Organisation) to publish as"));
+                continue;
+            }
+        };
+        let permit = match crate::enforce::authorize(requester, Interaction::Transaction, None) {
+            Ok(permit) => permit,
+            Err(error) => {
+                report.refused.push(format!("{place}: the publisher may not write: {error}"));
+                continue;
+            }
+        };
+        let body = match serde_json::to_vec(&patient.bundle) {
+            Ok(body) => body,
+            Err(error) => {
+                report.refused.push(format!("{place}: {error}"));
+                continue;
+            }
+        };
+        match crate::fhir::batch_or_transaction(fhir, &permit, body, crate::fhir::ReturnPreference::Minimal).await {
+            Ok(_) => {
+                report.filed += 1;
+                report.unmapped_codes += patient.unmapped_codes;
+            }
+            Err(error @ (ApiError::Unavailable(_) | ApiError::Conflict(_))) => {
+                tracing::warn!(%error, "an extract could not be filed now");
+                report.retry.push(format!("{place}: not filed now ({error}); run the ingest again"));
+            }
+            Err(error) => {
+                let reasons: Vec<String> = error.outcome().issue.iter().filter_map(|issue| issue.diagnostics.clone()).collect();
+                report.refused.push(format!("{place}: the translated records were refused by the store: {}", reasons.join("; ")));
+            }
+        }
+    }
+    Ok(report)
 }

@@ -22,6 +22,7 @@ pub mod portal;
 pub mod rate_limit;
 pub mod startup;
 pub mod store;
+pub mod synthetic;
 pub mod telemetry;
 pub mod tls;
 pub mod translate;

@@ -176,6 +176,11 @@ impl Application {
         &self.base_url
     }
 
+    /// The FHIR layer over this application's store (what every ingest path files through).
+    pub fn fhir(&self) -> Arc<FhirService> {
+        self.state.fhir.clone()
+    }
+
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
@@ -302,6 +307,24 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
             .map_err(|error| anyhow::anyhow!("demo data was refused: {}", String::from_utf8_lossy(&error.outcome().to_json_bytes())))?;
         loaded += 1;
     }
-    tracing::info!(bundles = loaded, patients, "demo data loaded");
+    // Each practice's GP record, as an EMIS-style extract filed through the extract ingest path.
+    let maps = crate::translate::codes::CodeMaps::demo();
+    for (number, practice) in crate::demo::PRACTICES.iter().enumerate() {
+        let registered: Vec<usize> = (0..patients).filter(|index| index % crate::demo::PRACTICES.len() == number).collect();
+        if registered.is_empty() {
+            continue;
+        }
+        let extract = crate::synthetic::emis_extract(practice, &registered, "20260301120000");
+        let report = crate::ingest::file_emis_extract(&application.state.fhir, &extract, &maps, None, "demo")
+            .await
+            .map_err(|error| anyhow::anyhow!("the demo GP extract was refused: {error}"))?;
+        anyhow::ensure!(
+            report.refused.is_empty() && report.retry.is_empty(),
+            "demo GP extract not filed: {:?} {:?}",
+            report.refused,
+            report.retry
+        );
+    }
+    tracing::info!(bundles = loaded, patients, gp_extracts = crate::demo::PRACTICES.len(), "demo data loaded");
     Ok(())
 }

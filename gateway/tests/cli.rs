@@ -172,3 +172,49 @@ fn portal_key_writes_a_private_key_once_and_prints_the_public_key_set_to_registe
     assert!(run(dir.path(), &["certs", "portal-key", "--force"]).status.success());
     assert_ne!(std::fs::read(&key_file).unwrap(), pem);
 }
+
+#[test]
+fn an_operator_writes_a_synthetic_emis_extract_translates_it_and_files_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hie-gateway.toml"), "[database]\nurl = \"sqlite://hie.db\"\n").unwrap();
+    let made = run(dir.path(), &["synthetic", "--patients", "4", "--out", "extract"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert_eq!(std::fs::read_dir(dir.path().join("extract")).unwrap().count(), 9, "nine files, one per EMIS table");
+
+    let translated = run(dir.path(), &["translate", "--from", "emis-csv", "extract"]);
+    assert!(translated.status.success(), "{}", String::from_utf8_lossy(&translated.stderr));
+    let bundles: Vec<serde_json::Value> =
+        String::from_utf8(translated.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(bundles.len(), 4, "one Bundle per patient, one per line");
+    assert!(bundles.iter().all(|b| b["type"] == "transaction"));
+    assert!(
+        String::from_utf8_lossy(&translated.stderr).contains("1 codes kept without a SNOMED CT concept"),
+        "patient 2's EMIS-local code"
+    );
+
+    let filed = run(dir.path(), &["ingest", "--from", "emis-csv", "extract"]);
+    let summary = String::from_utf8_lossy(&filed.stdout);
+    assert!(filed.status.success(), "{summary}{}", String::from_utf8_lossy(&filed.stderr));
+    assert!(summary.starts_with("4 patients: 4 filed, 0 already filed (nothing changed), 0 refused"), "{summary}");
+    let again = run(dir.path(), &["ingest", "--from", "emis-csv", "extract"]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("4 patients: 0 filed, 4 already filed (nothing changed)"));
+
+    // A broken row: the file, line and column, and a non-zero exit.
+    let patients = std::fs::read_dir(dir.path().join("extract"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("Admin_Patient"))
+        .unwrap();
+    let text = std::fs::read_to_string(&patients).unwrap();
+    let mut lines: Vec<&str> = text.split("\r\n").collect();
+    // Patient 2's NHS number with its last digit changed: the Modulus 11 check fails.
+    let number = lines[3].split(',').nth(10).unwrap().to_owned();
+    let wrong = format!("{}{}", &number[..9], (number.as_bytes()[9] - b'0' + 1) % 10);
+    let broken = lines[3].replacen(&number, &wrong, 1);
+    lines[3] = &broken;
+    std::fs::write(&patients, lines.join("\r\n")).unwrap();
+    let refused = run(dir.path(), &["translate", "--from", "emis-csv", "extract"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Admin_Patient_20260301120000_") && stderr.contains(":4: NhsNumber:"), "{stderr}");
+}

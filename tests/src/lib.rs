@@ -282,6 +282,9 @@ pub struct TestApp {
     pub database_url: String,
     /// `127.0.0.1:port` of the MLLP listener.
     pub mllp: String,
+    /// The FHIR layer of the running gateway, for ingest paths that have no network listener
+    /// (extract files).
+    pub fhir: std::sync::Arc<gateway::fhir::FhirService>,
     handle: actix_web_handle::Handle,
 }
 
@@ -324,6 +327,7 @@ impl TestApp {
         let port = application.port();
         let ops_port = application.ops_port();
         let mllp = format!("127.0.0.1:{}", application.mllp_port().unwrap_or(0));
+        let fhir = application.fhir();
         let join = tokio::spawn(application.run_until_stopped());
         Self {
             backend: options.backend,
@@ -340,6 +344,7 @@ impl TestApp {
             unregistered: https_client(&pki, Some(&pki.unregistered)),
             database_url,
             mllp,
+            fhir,
             pki,
             issuers,
             handle: actix_web_handle::Handle(Some(join)),

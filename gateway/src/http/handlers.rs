@@ -284,7 +284,14 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
         });
     }
     let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
-    let Format::Hl7v2 = format;
+    if format != Format::Hl7v2 {
+        return Err(ApiError::invalid(
+            IssueType::NotSupported,
+            format!(
+                "{format} extracts are several files: file them with `hie-gateway ingest --from {format}`; over HTTP this gateway takes hl7v2"
+            ),
+        ));
+    }
     let text = hl7v2::message::decode(&bytes);
     let messages = split_hl7v2_messages(&text);
     if messages.is_empty() {

@@ -9,6 +9,8 @@
 //! (NHS number, visit number, order and document numbers), plus one Provenance naming the input,
 //! so applying the same input twice changes nothing.
 
+pub mod codes;
+pub mod emis;
 pub mod hl7v2;
 pub mod transaction;
 
@@ -19,24 +21,27 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Hl7v2,
+    EmisCsv,
 }
 
 impl Format {
-    pub const ALL: [Self; 1] = [Self::Hl7v2];
+    pub const ALL: [Self; 2] = [Self::Hl7v2, Self::EmisCsv];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hl7v2 => "hl7v2",
+            Self::EmisCsv => "emis-csv",
         }
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
             "hl7v2" => Ok(Self::Hl7v2),
-            "emis-csv" | "emis-xml" | "systmone-csv" | "cda" | "itk3" | "fhir" => {
-                Err(format!("the {text} translator is not built yet; this gateway translates: hl7v2"))
+            "emis-csv" => Ok(Self::EmisCsv),
+            "emis-xml" | "systmone-csv" | "cda" | "itk3" | "fhir" => {
+                Err(format!("the {text} translator is not built yet; this gateway translates: hl7v2, emis-csv"))
             }
-            other => Err(format!("unknown format {other:?}; this gateway translates: hl7v2")),
+            other => Err(format!("unknown format {other:?}; this gateway translates: hl7v2, emis-csv")),
         }
     }
 }
@@ -103,6 +108,7 @@ mod tests {
     #[test]
     fn formats_not_built_say_so() {
         assert_eq!(Format::parse("hl7v2"), Ok(Format::Hl7v2));
+        assert_eq!(Format::parse("emis-csv"), Ok(Format::EmisCsv));
         assert!(Format::parse("cda").unwrap_err().contains("not built yet"));
         assert!(Format::parse("xml").unwrap_err().contains("unknown format"));
     }

@@ -77,12 +77,18 @@ impl TransactionBuilder {
         full_url
     }
 
+    /// `DELETE [type]?[condition]`: remove what the condition matches (nothing, if nothing does).
+    pub fn delete(&mut self, resource_type: &str, condition: &str) {
+        self.entries.push(json!({"request": {"method": "DELETE", "url": format!("{resource_type}?{condition}")}}));
+    }
+
     /// The resource of an entry already added, to link it to a later one.
     pub fn resource_mut(&mut self, full_url: &str) -> Option<&mut Value> {
         self.entries.iter_mut().find(|entry| entry["fullUrl"] == full_url).map(|entry| &mut entry["resource"])
     }
 
-    /// The placeholders of the entries so far (what a Provenance targets).
+    /// The placeholders of the entries so far that create or update (what a Provenance targets;
+    /// deletes have none).
     pub fn full_urls(&self) -> Vec<String> {
         self.entries.iter().filter_map(|entry| entry["fullUrl"].as_str().map(str::to_owned)).collect()
     }

@@ -6,6 +6,7 @@ mod authentication;
 mod bundles;
 mod cache;
 mod crud;
+mod emis;
 mod examples;
 mod faults;
 mod hl7v2;

@@ -101,7 +101,7 @@ pub fn timestamp(text: &str, location: &Location) -> Result<Timestamp, Hl7Error>
 /// British Summer Time runs from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last
 /// Sunday of October. Local times in the skipped hour count as summer time; in the repeated
 /// hour, as the first (summer) occurrence.
-fn england_observes_summer_time(date: Date, local: Time) -> bool {
+pub(crate) fn england_observes_summer_time(date: Date, local: Time) -> bool {
     let last_sunday = |month: Month| {
         let mut day = Date::from_calendar_date(date.year(), month, 31).expect("March and October have 31 days");
         while day.weekday() != Weekday::Sunday {

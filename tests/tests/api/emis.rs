@@ -1,0 +1,167 @@
+//! EMIS Web-style CSV extracts: the synthetic generator's extract translates into resources
+//! every validator accepts, and files into the store patient by patient, idempotently, with its
+//! labels; a later extract's deleted rows delete.
+
+use gateway::demo::PRACTICES;
+use gateway::ingest::file_emis_extract;
+use gateway::synthetic::emis_extract;
+use gateway::translate::codes::CodeMaps;
+use gateway::translate::emis::{ExtractFile, translate};
+use serde_json::Value;
+use tests::TestApp;
+
+#[test]
+fn a_synthetic_extract_translates_into_resources_every_validator_accepts() {
+    let indexes: Vec<usize> = (0..30).collect();
+    let translated = translate(&emis_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
+    assert!(translated.refused.is_empty(), "{:?}", translated.refused);
+    assert_eq!(translated.patients.len(), 30);
+    let validator = conformance::Validator::embedded().unwrap();
+    let mut resources: Vec<(String, Value)> = Vec::new();
+    let mut problems = Vec::new();
+    let mut types = std::collections::BTreeMap::<String, usize>::new();
+    for patient in &translated.patients {
+        for (index, entry) in patient.bundle["entry"].as_array().unwrap().iter().enumerate() {
+            let resource = &entry["resource"];
+            let type_name = resource["resourceType"].as_str().unwrap();
+            *types.entry(type_name.to_owned()).or_default() += 1;
+            let report = validator.validate(fhir_models::ResourceType::parse(type_name).unwrap(), resource);
+            if !report.is_acceptable() {
+                problems.push(format!("{} entry {index}: {:?}", patient.patient_guid, report.into_outcome().issue));
+            }
+            resources.push((format!("{} entry {index}", patient.patient_guid), resource.clone()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    for (type_name, at_least) in [
+        ("Patient", 30),
+        ("Organization", 30),
+        ("Encounter", 30),
+        ("Observation", 60),
+        ("Condition", 30),
+        ("AllergyIntolerance", 10),
+        ("Immunization", 15),
+        ("MedicationStatement", 30),
+        ("MedicationRequest", 60),
+        ("Provenance", 30),
+    ] {
+        assert!(types.get(type_name).copied().unwrap_or(0) >= at_least, "{type_name}: {types:?}");
+    }
+    if let Some(tools) = tests::require_tool("HIE_TEST_TOOLS_DIR") {
+        let values: Vec<Value> = resources.iter().map(|(_, resource)| resource.clone()).collect();
+        for (name, program, script) in tests::independent_validators(&tools) {
+            let verdicts = tests::run_validator(&program, &script, &values);
+            let failures: Vec<String> =
+                verdicts.iter().filter(|v| !v.ok).map(|v| format!("{}: {:?}", resources[v.index].0, v.issues)).collect();
+            assert!(failures.is_empty(), "{name} refuses {} translated resources:\n{}", failures.len(), failures.join("\n"));
+        }
+    }
+}
+
+async fn total(app: &TestApp, query: &str) -> i64 {
+    let separator = if query.contains('?') { '&' } else { '?' };
+    let answer = app.get(&app.trust, &format!("{query}{separator}_summary=count")).await;
+    answer.assert_status(200);
+    answer.body["total"].as_i64().unwrap()
+}
+
+fn mark_deleted(files: &mut [ExtractFile], kind: &str, line: usize) {
+    let file = files.iter_mut().find(|f| f.name.contains(kind)).unwrap();
+    let text = String::from_utf8(file.bytes.clone()).unwrap();
+    let mut lines: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+    let (rest, _) = lines[line - 1].rsplit_once(',').unwrap();
+    lines[line - 1] = format!("{rest},true");
+    file.bytes = lines.join("\r\n").into_bytes();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extract_is_filed_patient_by_patient_and_filing_it_again_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let maps = CodeMaps::demo();
+    let indexes: Vec<usize> = (0..10).collect();
+    let extract = emis_extract(&PRACTICES[0], &indexes, "20260301120000");
+    let expected = translate(&extract, &maps).unwrap();
+    let count = |type_name: &str| -> i64 {
+        expected
+            .patients
+            .iter()
+            .flat_map(|p| p.bundle["entry"].as_array().unwrap().iter())
+            .filter(|e| e["resource"]["resourceType"] == type_name)
+            .count() as i64
+    };
+
+    let report = file_emis_extract(&app.fhir, &extract, &maps, None, "test").await.unwrap();
+    assert_eq!((report.patients, report.filed, report.duplicates), (10, 10, 0), "{report:?}");
+    assert!(report.refused.is_empty() && report.retry.is_empty(), "{report:?}");
+    assert_eq!(report.unmapped_codes, 2, "the EMIS-local counselling code of patients 2 and 7");
+    for type_name in [
+        "Patient",
+        "Encounter",
+        "Observation",
+        "Condition",
+        "AllergyIntolerance",
+        "Immunization",
+        "MedicationStatement",
+        "MedicationRequest",
+        "Provenance",
+    ] {
+        assert_eq!(total(&app, type_name).await, count(type_name), "{type_name}");
+    }
+    assert_eq!(total(&app, "Organization").await, 1, "one practice, created once");
+    // Labels, as the consent rules will read them.
+    assert_eq!(
+        total(&app, "Patient?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R").await,
+        1,
+        "patient 7 is restricted"
+    );
+    assert_eq!(total(&app, "Observation?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|V").await, 2);
+    // Coded as SNOMED CT, with the Read code the practice used.
+    assert_eq!(total(&app, "Observation?code=http://snomed.info/sct|163030003").await, 10);
+    assert_eq!(total(&app, "Observation?code=http://read.info/readv2|2469.").await, 10);
+    let patient =
+        app.get(&app.trust, &format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", gateway::demo::test_nhs_number(0))).await;
+    let patient = &patient.body["entry"][0]["resource"];
+    assert_eq!(patient["generalPractitioner"][0]["display"], PRACTICES[0].name);
+    let version = patient["meta"]["versionId"].clone();
+
+    // The same extract again: recognised patient by patient, nothing written.
+    let again = file_emis_extract(&app.fhir, &extract, &maps, None, "test").await.unwrap();
+    assert_eq!((again.filed, again.duplicates), (0, 10), "{again:?}");
+    assert_eq!(total(&app, "Observation").await, count("Observation"));
+    let same = app.get(&app.trust, &format!("Patient/{}", patient["id"].as_str().unwrap())).await;
+    assert_eq!(same.body["meta"]["versionId"], version);
+
+    // The next day's extract deletes patient 0's repeat medication and its first issue.
+    let mut next = emis_extract(&PRACTICES[0], &indexes, "20260302120000");
+    mark_deleted(&mut next, "Prescribing_DrugRecord", 2);
+    mark_deleted(&mut next, "Prescribing_IssueRecord", 2);
+    let delta = file_emis_extract(&app.fhir, &next, &maps, None, "test").await.unwrap();
+    assert_eq!((delta.filed, delta.duplicates), (10, 0), "{delta:?}");
+    assert_eq!(total(&app, "MedicationStatement").await, count("MedicationStatement") - 1);
+    assert_eq!(total(&app, "MedicationRequest").await, count("MedicationRequest") - 1);
+    assert_eq!(total(&app, "Observation").await, count("Observation"), "updates, not duplicates");
+    assert_eq!(total(&app, "Patient").await, 10);
+}
+
+#[tokio::test]
+async fn a_patient_with_a_bad_row_is_refused_with_its_place_and_the_others_are_filed() {
+    let app = TestApp::spawn().await;
+    let indexes: Vec<usize> = (0..3).collect();
+    let mut extract = emis_extract(&PRACTICES[2], &indexes, "20260301120000");
+    let file = extract.iter_mut().find(|f| f.name.contains("CareRecord_Observation")).unwrap();
+    let text = String::from_utf8(file.bytes.clone()).unwrap();
+    // The first observation's code is one the extract does not define.
+    let broken = text.replacen(",1006,", ",9999,", 1);
+    assert_ne!(broken, text);
+    file.bytes = broken.into_bytes();
+    let report = file_emis_extract(&app.fhir, &extract, &CodeMaps::demo(), None, "test").await.unwrap();
+    assert_eq!((report.patients, report.filed), (3, 2), "{report:?}");
+    assert_eq!(report.refused.len(), 1);
+    assert!(
+        report.refused[0].contains("CareRecord_Observation_")
+            && report.refused[0].contains(":2: CodeId: code 9999 is not in Coding_ClinicalCode"),
+        "{}",
+        report.refused[0]
+    );
+    assert_eq!(total(&app, "Patient").await, 2, "the refused patient's record is not half-filed");
+}
