@@ -245,9 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issuer.mint(&audience, &sub, lifetime, &serde_json::Value::Object(claims)));
             Ok(())
         }
-        Command::Translate { from: crate::translate::Format::EmisCsv, paths } => {
+        Command::Translate { from, paths } if from.is_extract() => {
             let maps = Settings::load(cli.config.as_deref())?.translation.code_maps()?;
-            translate_extract(&read_extract(&paths)?, &maps)
+            translate_extract(from, &read_extract(&paths)?, &maps)
         }
         Command::Translate { from, paths } => translate_files(from, &paths),
         Command::Synthetic { format, practice, patients, extracted, out } => {
@@ -255,13 +255,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .find(|p| p.ods == practice)
                 .ok_or_else(|| anyhow::anyhow!("practice {practice} is not a demo practice (Y90001, Y90002, Y90003)"))?;
-            anyhow::ensure!(format == crate::translate::Format::EmisCsv, "synthetic extracts are made in emis-csv only so far");
             std::fs::create_dir_all(&out)?;
             let indexes: Vec<usize> = (0..patients).collect();
-            for file in crate::synthetic::emis_extract(practice, &indexes, &extracted) {
+            let files = match format {
+                crate::translate::Format::EmisCsv => crate::synthetic::emis_extract(practice, &indexes, &extracted),
+                crate::translate::Format::SystmOneCsv => crate::synthetic::systmone_extract(practice, &indexes, &extracted),
+                other => anyhow::bail!("synthetic extracts are made in emis-csv and systmone-csv; {other} is a message format"),
+            };
+            for file in files {
                 std::fs::write(out.join(&file.name), &file.bytes)?;
             }
-            println!("EMIS-style extract of {patients} patients at {} written to {}", practice.ods, out.display());
+            println!("{format} extract of {patients} patients at {} written to {}", practice.ods, out.display());
             Ok(())
         }
         Command::Ingest { from, paths, replay } => {
@@ -328,10 +332,14 @@ fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis:
         .collect()
 }
 
-/// `hie-gateway translate --from emis-csv`: one Bundle per patient.
-fn translate_extract(files: &[crate::translate::emis::ExtractFile], maps: &crate::translate::codes::CodeMaps) -> anyhow::Result<()> {
+/// `hie-gateway translate --from emis-csv|systmone-csv`: one Bundle per patient.
+fn translate_extract(
+    format: crate::translate::Format,
+    files: &[crate::translate::emis::ExtractFile],
+    maps: &crate::translate::codes::CodeMaps,
+) -> anyhow::Result<()> {
     use std::io::Write;
-    let translated = crate::translate::emis::translate(files, maps)?;
+    let translated = crate::translate::translate_extract(format, files, maps)?;
     let several = translated.patients.len() > 1;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -366,7 +374,7 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
                     inputs.push((format!("{}:{line}", path.display()), message));
                 }
             }
-            Format::EmisCsv => unreachable!("an extract is read whole (read_extract)"),
+            Format::EmisCsv | Format::SystmOneCsv => unreachable!("an extract is read whole (read_extract)"),
         }
     }
     Ok(inputs)
@@ -430,11 +438,11 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
         labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
     });
-    if format == crate::translate::Format::EmisCsv {
+    if format.is_extract() {
         anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
         let maps = settings.translation.code_maps()?;
         let files = read_extract(paths)?;
-        let report = crate::ingest::file_emis_extract(&fhir, &files, &maps, None, "cli").await;
+        let report = crate::ingest::file_extract(&fhir, format, &files, &maps, None, "cli").await;
         store.close().await;
         let report = report?;
         println!(

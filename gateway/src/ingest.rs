@@ -135,16 +135,7 @@ impl Hl7v2Ingest {
         let requester = publisher.unwrap_or_else(|| self.requester(&translated.header));
         let permit = crate::enforce::authorize(requester, Interaction::Transaction, None)
             .map_err(|error| Failure::Rejected(internal(&format!("the feed is not permitted to write: {error}"))))?;
-        let body = serde_json::to_vec(&translated.bundle).map_err(|e| Failure::Rejected(internal(&e.to_string())))?;
-        match crate::fhir::batch_or_transaction(&self.fhir, &permit, body, crate::fhir::ReturnPreference::Minimal).await {
-            Ok(_) => Ok(Outcome::Filed),
-            Err(error @ (ApiError::Unavailable(_) | ApiError::Conflict(_))) => Err(Failure::retry(&error)),
-            Err(error) => {
-                let outcome = error.outcome();
-                let reason: Vec<String> = outcome.issue.iter().filter_map(|issue| issue.diagnostics.clone()).collect();
-                Err(Failure::Rejected(internal(&format!("the translated records were refused by the store: {}", reason.join("; ")))))
-            }
-        }
+        commit(&self.fhir, &permit, &translated.bundle).await.map(|()| Outcome::Filed)
     }
 
     /// The feed writes as a trust's publishing system would: the sending facility's ODS code
@@ -252,6 +243,35 @@ async fn filed_before(fhir: &FhirService, provenance_id: &str, digest: &str) -> 
     Ok(Some(if same { PriorFiling::Same } else { PriorFiling::Different }))
 }
 
+/// Patients of an extract committed in one transaction: one commit instead of fifty, while a
+/// transaction stays a few hundred entries (each patient is 10–20).
+const EXTRACT_BATCH_PATIENTS: usize = 50;
+
+/// Commit a translated transaction Bundle as `permit`'s publisher.
+async fn commit(fhir: &FhirService, permit: &crate::enforce::Permitted, bundle: &serde_json::Value) -> Result<(), Failure> {
+    let body = serde_json::to_vec(bundle).map_err(|e| Failure::Rejected(internal(&e.to_string())))?;
+    match crate::fhir::batch_or_transaction(fhir, permit, body, crate::fhir::ReturnPreference::Minimal).await {
+        Ok(_) => Ok(()),
+        Err(error @ (ApiError::Unavailable(_) | ApiError::Conflict(_))) => Err(Failure::retry(&error)),
+        Err(error) => {
+            let reasons: Vec<String> = error.outcome().issue.iter().filter_map(|issue| issue.diagnostics.clone()).collect();
+            Err(Failure::Rejected(internal(&format!("the translated records were refused by the store: {}", reasons.join("; ")))))
+        }
+    }
+}
+
+/// Whether two entries of a transaction update the same conditional URL.
+fn names_a_record_twice(bundle: &serde_json::Value) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["request"]["method"] != "POST")
+        .filter_map(|entry| entry["request"]["url"].as_str())
+        .any(|url| !seen.insert(url))
+}
+
 /// What became of an extract.
 #[derive(Debug, Default)]
 pub struct ExtractReport {
@@ -267,19 +287,22 @@ pub struct ExtractReport {
     pub unmapped_codes: usize,
 }
 
-/// File an EMIS-style CSV extract: each patient's Bundle is committed on its own (a refused
-/// patient does not hold back the others) as the practice's system — the practice named in the
-/// extract, or `publisher` (an authenticated client) when given.
-pub async fn file_emis_extract(
+/// File a GP extract (`emis-csv` or `systmone-csv`): each patient's Bundle is committed on its
+/// own (a refused patient does not hold back the others) as the practice's GP system — the
+/// practice named in the extract, or `publisher` (an authenticated client) when given.
+pub async fn file_extract(
     fhir: &FhirService,
+    format: crate::translate::Format,
     files: &[crate::translate::emis::ExtractFile],
     maps: &crate::translate::codes::CodeMaps,
     publisher: Option<Requester>,
     channel: &'static str,
-) -> Result<ExtractReport, crate::translate::emis::EmisError> {
-    let translated = crate::translate::emis::translate(files, maps)?;
+) -> Result<ExtractReport, crate::translate::rows::ExtractError> {
+    let translated = crate::translate::translate_extract(format, files, maps)?;
     let mut report = ExtractReport { patients: translated.patients.len() + translated.refused.len(), ..ExtractReport::default() };
     report.refused.extend(translated.refused.iter().map(|(guid, error)| format!("patient {guid}: {error}")));
+    // Patients ready to file, grouped by who publishes them.
+    let mut ready: Vec<(crate::enforce::Permitted, Vec<crate::translate::emis::PatientBundle>)> = Vec::new();
     for patient in translated.patients {
         let place = format!("patient {}", patient.patient_guid);
         match filed_before(fhir, &patient.provenance_id, &patient.digest).await {
@@ -302,38 +325,53 @@ pub async fn file_emis_extract(
         }
         let requester = match (&publisher, patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok())) {
             (Some(publisher), _) => publisher.clone(),
-            (None, Some(ods)) => publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:emis:{ods}")),
+            (None, Some(ods)) => publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:{format}:{ods}")),
             (None, None) => {
                 report.refused.push(format!("{place}: the extract names no practice ODS code (Admin_Organisation) to publish as"));
                 continue;
             }
         };
-        let permit = match crate::enforce::authorize(requester, Interaction::Transaction, None) {
-            Ok(permit) => permit,
-            Err(error) => {
-                report.refused.push(format!("{place}: the publisher may not write: {error}"));
-                continue;
-            }
-        };
-        let body = match serde_json::to_vec(&patient.bundle) {
-            Ok(body) => body,
-            Err(error) => {
-                report.refused.push(format!("{place}: {error}"));
-                continue;
-            }
-        };
-        match crate::fhir::batch_or_transaction(fhir, &permit, body, crate::fhir::ReturnPreference::Minimal).await {
-            Ok(_) => {
-                report.filed += 1;
-                report.unmapped_codes += patient.unmapped_codes;
-            }
-            Err(error @ (ApiError::Unavailable(_) | ApiError::Conflict(_))) => {
-                tracing::warn!(%error, "an extract could not be filed now");
-                report.retry.push(format!("{place}: not filed now ({error}); run the ingest again"));
-            }
-            Err(error) => {
-                let reasons: Vec<String> = error.outcome().issue.iter().filter_map(|issue| issue.diagnostics.clone()).collect();
-                report.refused.push(format!("{place}: the translated records were refused by the store: {}", reasons.join("; ")));
+        match ready.iter_mut().find(|(permit, _)| *permit.requester() == requester) {
+            Some((_, patients)) => patients.push(patient),
+            None => match crate::enforce::authorize(requester, Interaction::Transaction, None) {
+                Ok(permit) => ready.push((permit, vec![patient])),
+                Err(error) => report.refused.push(format!("{place}: the publisher may not write: {error}")),
+            },
+        }
+    }
+    // Several patients per transaction (one commit, one fsync); a batch the store refuses is
+    // filed again patient by patient, so one bad record holds back nobody else.
+    for (permit, patients) in &ready {
+        for batch in patients.chunks(EXTRACT_BATCH_PATIENTS) {
+            let merged = crate::translate::transaction::merge_transactions(batch.iter().map(|patient| &patient.bundle));
+            // Two patients of a batch naming one record (a patient registered twice under one
+            // NHS number) must be filed one after the other, or both would create it.
+            let outcome = if names_a_record_twice(&merged) {
+                Err(Failure::Rejected(internal("a record is named twice in the batch")))
+            } else {
+                commit(fhir, permit, &merged).await
+            };
+            match outcome {
+                Ok(()) => {
+                    report.filed += batch.len();
+                    report.unmapped_codes += batch.iter().map(|patient| patient.unmapped_codes).sum::<usize>();
+                }
+                Err(Failure::Retry(_)) => {
+                    report.retry.extend(batch.iter().map(|p| format!("patient {}: not filed now; run the ingest again", p.patient_guid)));
+                }
+                Err(Failure::Rejected(_)) => {
+                    for patient in batch {
+                        let place = format!("patient {}", patient.patient_guid);
+                        match commit(fhir, permit, &patient.bundle).await {
+                            Ok(()) => {
+                                report.filed += 1;
+                                report.unmapped_codes += patient.unmapped_codes;
+                            }
+                            Err(Failure::Retry(_)) => report.retry.push(format!("{place}: not filed now; run the ingest again")),
+                            Err(Failure::Rejected(error)) => report.refused.push(format!("{place}: {}", error.reason)),
+                        }
+                    }
+                }
             }
         }
     }

@@ -307,15 +307,19 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
             .map_err(|error| anyhow::anyhow!("demo data was refused: {}", String::from_utf8_lossy(&error.outcome().to_json_bytes())))?;
         loaded += 1;
     }
-    // Each practice's GP record, as an EMIS-style extract filed through the extract ingest path.
+    // Each practice's GP record, as an extract filed through the extract ingest path.
     let maps = crate::translate::codes::CodeMaps::demo();
     for (number, practice) in crate::demo::PRACTICES.iter().enumerate() {
         let registered: Vec<usize> = (0..patients).filter(|index| index % crate::demo::PRACTICES.len() == number).collect();
         if registered.is_empty() {
             continue;
         }
-        let extract = crate::synthetic::emis_extract(practice, &registered, "20260301120000");
-        let report = crate::ingest::file_emis_extract(&application.state.fhir, &extract, &maps, None, "demo")
+        // Practices 1 and 3 run EMIS Web, practice 2 SystmOne.
+        let (format, extract) = match number % 2 {
+            0 => (crate::translate::Format::EmisCsv, crate::synthetic::emis_extract(practice, &registered, "20260301120000")),
+            _ => (crate::translate::Format::SystmOneCsv, crate::synthetic::systmone_extract(practice, &registered, "20260301120000")),
+        };
+        let report = crate::ingest::file_extract(&application.state.fhir, format, &extract, &maps, None, "demo")
             .await
             .map_err(|error| anyhow::anyhow!("the demo GP extract was refused: {error}"))?;
         anyhow::ensure!(

@@ -1,5 +1,5 @@
-//! Deterministic synthetic GP extracts (demo data, tests, load): an EMIS Web-style CSV extract
-//! of a practice's patients, the same people as the FHIR demo region (same test-range NHS
+//! Deterministic synthetic GP extracts (demo data, tests, load): EMIS Web-style and
+//! SystmOne-style CSV extracts of a practice's patients, the same people as the FHIR demo region (same test-range NHS
 //! numbers), with the features the translators must handle — Read codes with and without a
 //! SNOMED CT concept, an EMIS-local code that maps to nothing, numeric values with units,
 //! problems, allergies, immunisations, repeat medication with issues, a practice-confidential
@@ -415,6 +415,234 @@ pub fn emis_extract(practice: &Practice, patients: &[usize], extracted: &str) ->
         .into_iter()
         .map(|file| ExtractFile { name: format!("1_{}_{extracted}_{agreement}.csv", file.name), bytes: file.text.into_bytes() })
         .collect()
+}
+
+/// CTV3 / SNOMED CT codes the SystmOne extract uses: CTV3, CTV3 text, SNOMED (empty where the
+/// practice recorded none: the CTV3 map or nothing supplies it).
+const SYSTMONE_CODES: [(&str, &str, &str); 6] = [
+    ("H33..", "Asthma", "195967001"),
+    ("X40J5", "Type 2 diabetes mellitus", ""),
+    ("G20..", "Essential hypertension", "59621000"),
+    ("XaJQr", "Practice-defined code", ""),
+    ("2469.", "O/E - Systolic BP reading", "163030003"),
+    ("246A.", "O/E - Diastolic BP reading", "163031004"),
+];
+
+/// `dd MMM yyyy`, as SystmOne writes dates.
+fn tpp_date(year: u64, month: u64, day: u64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!("{day:02} {} {year}", MONTHS[(month - 1) as usize])
+}
+
+/// A SystmOne-style Strategic Reporting extract (`SR*.csv`, Windows-1252, `dd MMM yyyy`) of
+/// `patients` (demo region indexes) registered at `practice`, taken at `extracted`.
+pub fn systmone_extract(practice: &Practice, patients: &[usize], extracted: &str) -> Vec<ExtractFile> {
+    let mut sequence = Sequence::new(0x5450_5030 ^ practice.ods.bytes().fold(0u64, |hash, b| hash.wrapping_mul(31).wrapping_add(b as u64)));
+    let organisation_id = format!("{}", 10_000 + sequence.below(90_000));
+    let mut organisation = File::new("SROrganisation", &["RowIdentifier", "IDOrganisationVisibleTo", "OrganisationName", "NationalId"]);
+    organisation.row(&[&organisation_id, &organisation_id, practice.name, practice.ods]);
+    let common =
+        ["RowIdentifier", "IDOrganisationVisibleTo", "DateEventRecorded", "DateEvent", "IDPatient", "IDOrganisation", "RemovedData"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { common.iter().copied().chain(extra.iter().copied()).collect() };
+    let mut patient_file = File::new(
+        "SRPatient",
+        &[
+            "RowIdentifier",
+            "IDOrganisationVisibleTo",
+            "Title",
+            "FirstName",
+            "MiddleNames",
+            "Surname",
+            "PreviousSurname",
+            "NHSNumber",
+            "DateBirth",
+            "DateDeath",
+            "Gender",
+            "EmailAddress",
+            "TestPatient",
+            "RemovedData",
+        ],
+    );
+    let mut registrations = File::new("SRPatientRegistration", &with(&["DateRegistration", "DateDeRegistration", "RegistrationStatus"]));
+    let mut codes = File::new(
+        "SRCode",
+        &with(&["CTV3Code", "CTV3Text", "SNOMEDCode", "SNOMEDText", "NumericComparator", "IsNumeric", "NumericValue", "NumericUnit"]),
+    );
+    let mut problems = File::new("SRProblem", &with(&["CTV3Code", "DateEnd", "Severity", "IDCode"]));
+    let mut medication = File::new(
+        "SRPrimaryCareMedication",
+        &with(&[
+            "IDMultiLexDMD",
+            "NameOfMedication",
+            "DateMedicationStart",
+            "DateMedicationEnd",
+            "MedicationDosage",
+            "MedicationQuantity",
+            "IsRepeatMedication",
+        ]),
+    );
+    let mut immunisations = File::new(
+        "SRImmunisation",
+        &with(&["ImmsReadCode", "ImmsSNOMEDCode", "VaccinationName", "VaccBatchNumber", "VaccinationStatus", "DateExpiry"]),
+    );
+    let mut sensitivities = File::new("SRDrugSensitivity", &with(&["DateStarted", "DateEnded", "IDDrugCode"]));
+    let mut row_id = 500_000u64;
+    let mut next_id = || {
+        row_id += 1 + sequence.below(7);
+        row_id.to_string()
+    };
+    for &index in patients {
+        let who = person(index);
+        let patient = format!("{}", 7_000_000 + index);
+        let number = test_nhs_number(index as u64).to_string();
+        let part = |range: std::ops::Range<usize>| who.birth_date[range].parse::<u64>().expect("demo birth dates are yyyy-MM-dd");
+        let (year, month, day) = (part(0..4), part(5..7), part(8..10));
+        patient_file.row(&[
+            &patient,
+            &organisation_id,
+            if who.female { "Ms" } else { "Mr" },
+            who.given,
+            "",
+            who.family,
+            "",
+            &number,
+            &tpp_date(year, month, day),
+            "",
+            if who.female { "F" } else { "M" },
+            "",
+            "N",
+            "N",
+        ]);
+        let seen = format!("{} 10:{:02}:00", tpp_date(2025, 1 + index as u64 % 12, 1 + index as u64 % 28), index % 60);
+        registrations.row(&[
+            &next_id(),
+            &organisation_id,
+            &seen,
+            "01 Sep 2010",
+            &patient,
+            &organisation_id,
+            "N",
+            "01 Sep 2010",
+            "",
+            "Registered",
+        ]);
+        for (ctv3, text, snomed, value) in [
+            ("2469.", "O/E - Systolic BP reading", "163030003", 110 + index % 50),
+            ("246A.", "O/E - Diastolic BP reading", "163031004", 65 + index % 25),
+        ] {
+            codes.row(&[
+                &next_id(),
+                &organisation_id,
+                &seen,
+                &seen,
+                &patient,
+                &organisation_id,
+                "N",
+                ctv3,
+                text,
+                snomed,
+                text,
+                "",
+                "Y",
+                &value.to_string(),
+                "mmHg",
+            ]);
+        }
+        let (ctv3, text, snomed) = SYSTMONE_CODES[index % 3];
+        let problem_code = next_id();
+        codes.row(&[
+            &problem_code,
+            &organisation_id,
+            &seen,
+            "01 Jan 2015",
+            &patient,
+            &organisation_id,
+            "N",
+            ctv3,
+            text,
+            snomed,
+            if snomed.is_empty() { "" } else { text },
+            "",
+            "N",
+            "",
+            "",
+        ]);
+        problems.row(&[
+            &next_id(),
+            &organisation_id,
+            &seen,
+            "01 Jan 2015",
+            &patient,
+            &organisation_id,
+            "N",
+            ctv3,
+            "",
+            "Major",
+            &problem_code,
+        ]);
+        if index % 4 == 1 {
+            // A practice-defined code no table maps.
+            let (ctv3, text, _) = SYSTMONE_CODES[3];
+            codes.row(&[&next_id(), &organisation_id, &seen, &seen, &patient, &organisation_id, "N", ctv3, text, "", "", "", "N", "", ""]);
+        }
+        medication.row(&[
+            &next_id(),
+            &organisation_id,
+            &seen,
+            &seen,
+            &patient,
+            &organisation_id,
+            "N",
+            "319283006",
+            "Amlodipine 5mg tablets",
+            "10 Jan 2024",
+            "",
+            "One tablet daily",
+            "28 tablet",
+            "Y",
+        ]);
+        if index % 2 == 0 {
+            immunisations.row(&[
+                &next_id(),
+                &organisation_id,
+                "14 Oct 2025 10:00:00",
+                "14 Oct 2025",
+                &patient,
+                &organisation_id,
+                "N",
+                "65E..",
+                "86198006",
+                "Influenza vaccine",
+                "FLU2025-17",
+                "Given",
+                "30 Jun 2026",
+            ]);
+        }
+        if index % 3 == 0 {
+            sensitivities.row(&[
+                &next_id(),
+                &organisation_id,
+                &seen,
+                "01 Jun 2015",
+                &patient,
+                &organisation_id,
+                "N",
+                "01 Jun 2015",
+                "",
+                "88001",
+            ]);
+        }
+    }
+    [organisation, patient_file, registrations, codes, problems, medication, immunisations, sensitivities]
+        .into_iter()
+        .map(|file| ExtractFile { name: format!("{}_{extracted}.csv", file.name), bytes: windows_1252(&file.text) })
+        .collect()
+}
+
+/// Text as SystmOne writes it: Windows-1252 (characters outside it as `?`).
+fn windows_1252(text: &str) -> Vec<u8> {
+    let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(text);
+    bytes.into_owned()
 }
 
 #[cfg(test)]

@@ -249,8 +249,27 @@ async fn transaction(
     //    entries can be rewritten before anything is written.
     let mut identities: HashMap<String, String> = HashMap::new();
     let mut assigned: HashMap<usize, Assignment> = HashMap::new();
+    // What each entry changes, by identity and by condition: a transaction changes a resource
+    // once (two conditional creates of one record would otherwise make it twice).
+    let mut changed: HashMap<String, usize> = HashMap::new();
     for entry in &entries {
         let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
+        let condition = match (entry.method, &entry.if_none_exist, url.query) {
+            (Method::Post, Some(condition), _) => Some(format!("{}?{condition}", url.resource_type)),
+            (Method::Put, _, Some(query)) => Some(format!("{}?{query}", url.resource_type)),
+            _ => None,
+        };
+        if let Some(condition) = condition
+            && let Some(first) = changed.insert(condition.clone(), entry.index)
+        {
+            return Err(in_entry(
+                entry.index,
+                ApiError::invalid(
+                    IssueType::Duplicate,
+                    format!("entry {first} already names {condition}: a transaction changes each resource once"),
+                ),
+            ));
+        }
         let assignment = match entry.method {
             Method::Post => match &entry.if_none_exist {
                 Some(condition) => {
@@ -274,6 +293,17 @@ async fn transaction(
             _ => continue,
         };
         let local = format!("{}/{}", url.resource_type, assignment.id());
+        if !matches!(assignment, Assignment::Existing(_))
+            && let Some(first) = changed.insert(local.clone(), entry.index)
+        {
+            return Err(in_entry(
+                entry.index,
+                ApiError::invalid(
+                    IssueType::Duplicate,
+                    format!("entry {first} already changes {local}: a transaction changes each resource once"),
+                ),
+            ));
+        }
         if let Some(full_url) = &entry.full_url {
             identities.insert(full_url.clone(), local.clone());
         }

@@ -284,7 +284,7 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
         });
     }
     let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
-    if format != Format::Hl7v2 {
+    if format.is_extract() {
         return Err(ApiError::invalid(
             IssueType::NotSupported,
             format!(

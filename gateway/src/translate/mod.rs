@@ -12,6 +12,8 @@
 pub mod codes;
 pub mod emis;
 pub mod hl7v2;
+pub mod rows;
+pub mod systmone;
 pub mod transaction;
 
 use std::fmt;
@@ -22,15 +24,17 @@ use std::fmt;
 pub enum Format {
     Hl7v2,
     EmisCsv,
+    SystmOneCsv,
 }
 
 impl Format {
-    pub const ALL: [Self; 2] = [Self::Hl7v2, Self::EmisCsv];
+    pub const ALL: [Self; 3] = [Self::Hl7v2, Self::EmisCsv, Self::SystmOneCsv];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hl7v2 => "hl7v2",
             Self::EmisCsv => "emis-csv",
+            Self::SystmOneCsv => "systmone-csv",
         }
     }
 
@@ -38,10 +42,11 @@ impl Format {
         match text {
             "hl7v2" => Ok(Self::Hl7v2),
             "emis-csv" => Ok(Self::EmisCsv),
-            "emis-xml" | "systmone-csv" | "cda" | "itk3" | "fhir" => {
-                Err(format!("the {text} translator is not built yet; this gateway translates: hl7v2, emis-csv"))
+            "systmone-csv" => Ok(Self::SystmOneCsv),
+            "emis-xml" | "cda" | "itk3" | "fhir" => {
+                Err(format!("the {text} translator is not built yet; this gateway translates: hl7v2, emis-csv, systmone-csv"))
             }
-            other => Err(format!("unknown format {other:?}; this gateway translates: hl7v2, emis-csv")),
+            other => Err(format!("unknown format {other:?}; this gateway translates: hl7v2, emis-csv, systmone-csv")),
         }
     }
 }
@@ -49,6 +54,26 @@ impl Format {
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Translate a GP extract (several files) of `format` into a Bundle per patient.
+pub fn translate_extract(
+    format: Format,
+    files: &[emis::ExtractFile],
+    maps: &codes::CodeMaps,
+) -> Result<emis::Translated, rows::ExtractError> {
+    match format {
+        Format::EmisCsv => emis::translate(files, maps),
+        Format::SystmOneCsv => systmone::translate(files, maps),
+        Format::Hl7v2 => Err(rows::ExtractError::file("(extract)", "hl7v2 is a message format, not an extract")),
+    }
+}
+
+impl Format {
+    /// Whether an input is a set of files (an extract) rather than messages.
+    pub fn is_extract(&self) -> bool {
+        matches!(self, Self::EmisCsv | Self::SystmOneCsv)
     }
 }
 

@@ -106,6 +106,58 @@ impl TransactionBuilder {
     }
 }
 
+/// One transaction of several translators' Bundles (several patients of an extract), so they
+/// commit together. Entries that create the same shared record if it is missing (the practice's
+/// Organization, `POST` + `ifNoneExist`) are kept once, and references to the copies are pointed
+/// at the one kept: two creates of one record in one transaction would make it twice.
+pub fn merge_transactions<'a>(bundles: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut entries: Vec<Value> = Vec::new();
+    let mut kept: std::collections::HashMap<(String, String), String> = std::collections::HashMap::new();
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    for bundle in bundles {
+        for entry in bundle["entry"].as_array().into_iter().flatten() {
+            let request = &entry["request"];
+            if let (Some("POST"), Some(condition), Some(full_url)) =
+                (request["method"].as_str(), request["ifNoneExist"].as_str(), entry["fullUrl"].as_str())
+            {
+                let key = (request["url"].as_str().unwrap_or_default().to_owned(), condition.to_owned());
+                if let Some(first) = kept.get(&key) {
+                    aliases.push((full_url.to_owned(), first.clone()));
+                    continue;
+                }
+                kept.insert(key, full_url.to_owned());
+            }
+            entries.push(entry.clone());
+        }
+    }
+    if !aliases.is_empty() {
+        for entry in &mut entries {
+            repoint(entry, &aliases);
+        }
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// Replace every `reference` that names an alias with the placeholder it stands for.
+fn repoint(value: &mut Value, aliases: &[(String, String)]) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "reference"
+                    && let Value::String(reference) = child
+                    && let Some((_, to)) = aliases.iter().find(|(from, _)| from == reference)
+                {
+                    *reference = to.clone();
+                } else {
+                    repoint(child, aliases);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| repoint(item, aliases)),
+        _ => {}
+    }
+}
+
 /// A search-parameter value as it goes into a request URL: `%`, `&`, `#`, `+` and spaces are
 /// percent-encoded so the value survives the query string.
 pub fn query_value(text: &str) -> String {
@@ -132,6 +184,24 @@ pub fn content_digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_transactions_create_a_shared_record_once_and_point_at_it() {
+        let patient = |seed: &str, nhs: &str| {
+            let mut builder = TransactionBuilder::new(seed);
+            let org = builder.ensure(json!({"resourceType": "Organization", "name": "Practice"}), "identifier=ods|Y90001");
+            builder
+                .upsert(json!({"resourceType": "Patient", "generalPractitioner": [{"reference": org}]}), &format!("identifier=nhs|{nhs}"));
+            builder.finish()
+        };
+        let (first, second) = (patient("a", "1"), patient("b", "2"));
+        let merged = merge_transactions([&first, &second]);
+        let entries = merged["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 3, "one Organization, two Patients");
+        let organisation = entries[0]["fullUrl"].as_str().unwrap();
+        assert_eq!(entries[1]["resource"]["generalPractitioner"][0]["reference"], organisation);
+        assert_eq!(entries[2]["resource"]["generalPractitioner"][0]["reference"], organisation, "the copy's reference is repointed");
+    }
 
     #[test]
     fn placeholders_are_deterministic_and_distinct() {

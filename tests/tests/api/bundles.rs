@@ -129,3 +129,34 @@ async fn synthea_bundles_load_and_read_back() {
         &again.text[..500.min(again.text.len())]
     );
 }
+
+#[tokio::test]
+async fn a_transaction_that_changes_one_resource_twice_is_refused_whole() {
+    let app = TestApp::spawn().await;
+    let patient = |given: &str| {
+        let mut patient = tests::fixture("resources/Patient.json");
+        patient["name"][0]["given"] = json!([given]);
+        patient
+    };
+    let condition = "identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552";
+    // Two conditional updates of one record: both would create it.
+    let twice = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("First"), "request": {"method": "PUT", "url": format!("Patient?{condition}")}},
+        {"resource": patient("Second"), "request": {"method": "PUT", "url": format!("Patient?{condition}")}},
+    ]});
+    let answer = app.post(&app.trust, "", &twice).await;
+    answer.assert_status(400).assert_outcome();
+    assert!(answer.body.to_string().contains("a transaction changes each resource once"), "{}", answer.body);
+    // Two conditional creates of one record, and two updates of one id, likewise.
+    let created_twice = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("First"), "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}},
+        {"resource": patient("Second"), "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}},
+    ]});
+    app.post(&app.trust, "", &created_twice).await.assert_status(400).assert_outcome();
+    let updated_twice = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "same", "active": true}, "request": {"method": "PUT", "url": "Patient/same"}},
+        {"resource": {"resourceType": "Patient", "id": "same", "active": false}, "request": {"method": "PUT", "url": "Patient/same"}},
+    ]});
+    app.post(&app.trust, "", &updated_twice).await.assert_status(400).assert_outcome();
+    assert_eq!(app.get(&app.trust, "Patient?_summary=count").await.body["total"], 0, "nothing was written");
+}

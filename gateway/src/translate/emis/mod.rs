@@ -18,17 +18,15 @@
 //! practice used kept as a second coding; a code with no SNOMED concept keeps its Read coding,
 //! is flagged (`unmapped`) and counted.
 
-mod rows;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
 use super::codes::CodeMaps;
+use super::rows::{DateStyle, Row, Table};
 use super::transaction::{TransactionBuilder, content_digest, derived_id, query_value};
-use rows::{Row, Table};
 
-pub use rows::EmisError;
+pub use super::rows::ExtractError;
 
 use fhir_models::system::{NHS_NUMBER, ODS_ORGANIZATION_CODE, READ_V2, SNOMED_CT as SNOMED, V3_CONFIDENTIALITY as CONFIDENTIALITY};
 
@@ -63,7 +61,7 @@ pub struct PatientBundle {
 #[derive(Debug, Default)]
 pub struct Translated {
     pub patients: Vec<PatientBundle>,
-    pub refused: Vec<(String, EmisError)>,
+    pub refused: Vec<(String, ExtractError)>,
 }
 
 const PATIENT: &str = "Admin_Patient";
@@ -88,24 +86,24 @@ fn kind_of(name: &str) -> Option<&'static str> {
 
 /// The extract's time, from the `_yyyyMMddHHmmss_` token of its file names.
 fn extract_time(files: &[ExtractFile]) -> Option<String> {
-    files.iter().find_map(|file| file.name.split(['_', '.', '/', '\\']).find_map(rows::compact_instant))
+    files.iter().find_map(|file| file.name.split(['_', '.', '/', '\\']).find_map(super::rows::compact_instant))
 }
 
 /// Translate a whole extract. Fails whole only when the extract cannot be read at all (no
 /// patient file, a file without a column every row needs, bytes that are not CSV).
-pub fn translate(files: &[ExtractFile], maps: &CodeMaps) -> Result<Translated, EmisError> {
+pub fn translate(files: &[ExtractFile], maps: &CodeMaps) -> Result<Translated, ExtractError> {
     let mut tables: HashMap<&'static str, Table> = HashMap::new();
     for file in files {
         let Some(kind) = kind_of(&file.name) else { continue };
         if tables.contains_key(kind) {
-            return Err(EmisError::file(&file.name, format!("a second {kind} file in one extract")));
+            return Err(ExtractError::file(&file.name, format!("a second {kind} file in one extract")));
         }
-        tables.insert(kind, Table::read(&file.name, &file.bytes)?);
+        tables.insert(kind, Table::read(&file.name, &file.bytes, DateStyle::Iso)?);
     }
     let patients =
-        tables.remove(PATIENT).ok_or_else(|| EmisError::file("(extract)", "no Admin_Patient file: every extract carries one"))?;
+        tables.remove(PATIENT).ok_or_else(|| ExtractError::file("(extract)", "no Admin_Patient file: every extract carries one"))?;
     let recorded = extract_time(files).ok_or_else(|| {
-        EmisError::file("(extract)", "the file names carry no extract time (<n>_<Domain>_<File>_<yyyyMMddHHmmss>_<agreement>.csv)")
+        ExtractError::file("(extract)", "the file names carry no extract time (<n>_<Domain>_<File>_<yyyyMMddHHmmss>_<agreement>.csv)")
     })?;
     let agreement = files.iter().find_map(|file| agreement_of(&file.name)).unwrap_or_default();
     let empty = Table::default();
@@ -184,7 +182,7 @@ struct ClinicalCode {
 }
 
 impl CodeBook {
-    fn new(clinical: &Table, drugs: &Table, maps: &CodeMaps) -> Result<Self, EmisError> {
+    fn new(clinical: &Table, drugs: &Table, maps: &CodeMaps) -> Result<Self, ExtractError> {
         let mut book = Self { clinical: HashMap::new(), drugs: HashMap::new() };
         for row in clinical.rows() {
             let term_id = row.get("ReadTermId");
@@ -215,7 +213,7 @@ impl CodeBook {
     }
 
     /// The row's clinical code as a CodeableConcept, and whether it lacks a SNOMED concept.
-    fn clinical(&self, row: &Row, column: &str) -> Result<(Value, &ClinicalCode, bool), EmisError> {
+    fn clinical(&self, row: &Row, column: &str) -> Result<(Value, &ClinicalCode, bool), ExtractError> {
         let id = row.require(column)?;
         let code = self.clinical.get(id).ok_or_else(|| row.error(column, format!("code {id} is not in Coding_ClinicalCode")))?;
         let mut codings = Vec::new();
@@ -237,7 +235,7 @@ impl CodeBook {
         Ok((json!({"coding": codings, "text": code.term}), code, code.snomed.is_none()))
     }
 
-    fn drug(&self, row: &Row) -> Result<Value, EmisError> {
+    fn drug(&self, row: &Row) -> Result<Value, ExtractError> {
         let id = row.require("CodeId")?;
         let (term, dmd) = self.drugs.get(id).ok_or_else(|| row.error("CodeId", format!("drug code {id} is not in Coding_DrugCode")))?;
         let codings: Vec<Value> = dmd.iter().map(|dmd| json!({"system": SNOMED, "code": dmd, "display": term})).collect();
@@ -249,7 +247,7 @@ impl CodeBook {
 struct Organisations(HashMap<String, (Option<String>, String)>);
 
 impl Organisations {
-    fn new(table: &Table) -> Result<Self, EmisError> {
+    fn new(table: &Table) -> Result<Self, ExtractError> {
         let mut map = HashMap::new();
         for row in table.rows() {
             let ods = row.get("ODSCode").map(str::to_owned);
@@ -276,11 +274,11 @@ fn condition_on(kind: &str, value: &str) -> String {
     format!("identifier={}", query_value(&format!("urn:hie:emis:{kind}|{value}")))
 }
 
-fn security(row: &Row, column: &str, code: &str, display: &str) -> Result<Option<Value>, EmisError> {
+fn security(row: &Row, column: &str, code: &str, display: &str) -> Result<Option<Value>, ExtractError> {
     Ok(row.flag(column)?.then(|| json!({"system": CONFIDENTIALITY, "code": code, "display": display})))
 }
 
-fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str, &Row)]) -> Result<PatientBundle, EmisError> {
+fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str, &Row)]) -> Result<PatientBundle, ExtractError> {
     let guid = patient.require("PatientGuid")?;
     let organisation = context.organisations.get(patient.get("OrganisationGuid"));
     let ods = organisation.and_then(|(ods, _)| ods.clone());
@@ -574,7 +572,7 @@ fn label(resource: &mut Value, label: Option<Value>) {
     }
 }
 
-fn patient_resource(row: &Row, practice: Option<(&str, &str, &str)>) -> Result<Value, EmisError> {
+fn patient_resource(row: &Row, practice: Option<(&str, &str, &str)>) -> Result<Value, ExtractError> {
     let guid = row.require("PatientGuid")?;
     let mut identifiers = Vec::new();
     if let Some(number) = row.get("NhsNumber") {

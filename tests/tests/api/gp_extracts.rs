@@ -1,26 +1,30 @@
-//! EMIS Web-style CSV extracts: the synthetic generator's extract translates into resources
-//! every validator accepts, and files into the store patient by patient, idempotently, with its
-//! labels; a later extract's deleted rows delete.
+//! GP extracts, EMIS Web-style and SystmOne-style: the synthetic generator's extracts translate
+//! into resources every validator accepts, and file into the store patient by patient,
+//! idempotently, with their labels; a later extract's deleted rows delete.
 
 use gateway::demo::PRACTICES;
-use gateway::ingest::file_emis_extract;
-use gateway::synthetic::emis_extract;
+use gateway::ingest::file_extract;
+use gateway::synthetic::{emis_extract, systmone_extract};
+use gateway::translate::Format;
 use gateway::translate::codes::CodeMaps;
-use gateway::translate::emis::{ExtractFile, translate};
+use gateway::translate::emis::ExtractFile;
+use gateway::translate::translate_extract;
 use serde_json::Value;
 use tests::TestApp;
 
 #[test]
-fn a_synthetic_extract_translates_into_resources_every_validator_accepts() {
+fn synthetic_extracts_translate_into_resources_every_validator_accepts() {
     let indexes: Vec<usize> = (0..30).collect();
-    let translated = translate(&emis_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
-    assert!(translated.refused.is_empty(), "{:?}", translated.refused);
-    assert_eq!(translated.patients.len(), 30);
+    let emis = translate_extract(Format::EmisCsv, &emis_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
+    let systmone =
+        translate_extract(Format::SystmOneCsv, &systmone_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
+    assert!(emis.refused.is_empty() && systmone.refused.is_empty(), "{:?} {:?}", emis.refused, systmone.refused);
+    assert_eq!((emis.patients.len(), systmone.patients.len()), (30, 30));
     let validator = conformance::Validator::embedded().unwrap();
     let mut resources: Vec<(String, Value)> = Vec::new();
     let mut problems = Vec::new();
     let mut types = std::collections::BTreeMap::<String, usize>::new();
-    for patient in &translated.patients {
+    for patient in emis.patients.iter().chain(&systmone.patients) {
         for (index, entry) in patient.bundle["entry"].as_array().unwrap().iter().enumerate() {
             let resource = &entry["resource"];
             let type_name = resource["resourceType"].as_str().unwrap();
@@ -34,16 +38,16 @@ fn a_synthetic_extract_translates_into_resources_every_validator_accepts() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     for (type_name, at_least) in [
-        ("Patient", 30),
-        ("Organization", 30),
+        ("Patient", 60),
+        ("Organization", 60),
         ("Encounter", 30),
-        ("Observation", 60),
-        ("Condition", 30),
-        ("AllergyIntolerance", 10),
-        ("Immunization", 15),
-        ("MedicationStatement", 30),
+        ("Observation", 120),
+        ("Condition", 60),
+        ("AllergyIntolerance", 20),
+        ("Immunization", 30),
+        ("MedicationStatement", 60),
         ("MedicationRequest", 60),
-        ("Provenance", 30),
+        ("Provenance", 60),
     ] {
         assert!(types.get(type_name).copied().unwrap_or(0) >= at_least, "{type_name}: {types:?}");
     }
@@ -80,7 +84,7 @@ async fn an_extract_is_filed_patient_by_patient_and_filing_it_again_changes_noth
     let maps = CodeMaps::demo();
     let indexes: Vec<usize> = (0..10).collect();
     let extract = emis_extract(&PRACTICES[0], &indexes, "20260301120000");
-    let expected = translate(&extract, &maps).unwrap();
+    let expected = translate_extract(Format::EmisCsv, &extract, &maps).unwrap();
     let count = |type_name: &str| -> i64 {
         expected
             .patients
@@ -90,7 +94,7 @@ async fn an_extract_is_filed_patient_by_patient_and_filing_it_again_changes_noth
             .count() as i64
     };
 
-    let report = file_emis_extract(&app.fhir, &extract, &maps, None, "test").await.unwrap();
+    let report = file_extract(&app.fhir, Format::EmisCsv, &extract, &maps, None, "test").await.unwrap();
     assert_eq!((report.patients, report.filed, report.duplicates), (10, 10, 0), "{report:?}");
     assert!(report.refused.is_empty() && report.retry.is_empty(), "{report:?}");
     assert_eq!(report.unmapped_codes, 2, "the EMIS-local counselling code of patients 2 and 7");
@@ -125,7 +129,7 @@ async fn an_extract_is_filed_patient_by_patient_and_filing_it_again_changes_noth
     let version = patient["meta"]["versionId"].clone();
 
     // The same extract again: recognised patient by patient, nothing written.
-    let again = file_emis_extract(&app.fhir, &extract, &maps, None, "test").await.unwrap();
+    let again = file_extract(&app.fhir, Format::EmisCsv, &extract, &maps, None, "test").await.unwrap();
     assert_eq!((again.filed, again.duplicates), (0, 10), "{again:?}");
     assert_eq!(total(&app, "Observation").await, count("Observation"));
     let same = app.get(&app.trust, &format!("Patient/{}", patient["id"].as_str().unwrap())).await;
@@ -135,7 +139,7 @@ async fn an_extract_is_filed_patient_by_patient_and_filing_it_again_changes_noth
     let mut next = emis_extract(&PRACTICES[0], &indexes, "20260302120000");
     mark_deleted(&mut next, "Prescribing_DrugRecord", 2);
     mark_deleted(&mut next, "Prescribing_IssueRecord", 2);
-    let delta = file_emis_extract(&app.fhir, &next, &maps, None, "test").await.unwrap();
+    let delta = file_extract(&app.fhir, Format::EmisCsv, &next, &maps, None, "test").await.unwrap();
     assert_eq!((delta.filed, delta.duplicates), (10, 0), "{delta:?}");
     assert_eq!(total(&app, "MedicationStatement").await, count("MedicationStatement") - 1);
     assert_eq!(total(&app, "MedicationRequest").await, count("MedicationRequest") - 1);
@@ -154,7 +158,7 @@ async fn a_patient_with_a_bad_row_is_refused_with_its_place_and_the_others_are_f
     let broken = text.replacen(",1006,", ",9999,", 1);
     assert_ne!(broken, text);
     file.bytes = broken.into_bytes();
-    let report = file_emis_extract(&app.fhir, &extract, &CodeMaps::demo(), None, "test").await.unwrap();
+    let report = file_extract(&app.fhir, Format::EmisCsv, &extract, &CodeMaps::demo(), None, "test").await.unwrap();
     assert_eq!((report.patients, report.filed), (3, 2), "{report:?}");
     assert_eq!(report.refused.len(), 1);
     assert!(
@@ -164,4 +168,49 @@ async fn a_patient_with_a_bad_row_is_refused_with_its_place_and_the_others_are_f
         report.refused[0]
     );
     assert_eq!(total(&app, "Patient").await, 2, "the refused patient's record is not half-filed");
+}
+
+#[tokio::test]
+async fn a_systmone_extract_is_filed_once_with_ctv3_mapped_and_removed_rows_deleted() {
+    let app = TestApp::spawn().await;
+    let maps = CodeMaps::demo();
+    let indexes: Vec<usize> = (0..6).collect();
+    let extract = systmone_extract(&PRACTICES[1], &indexes, "20260301120000");
+    let report = file_extract(&app.fhir, Format::SystmOneCsv, &extract, &maps, None, "test").await.unwrap();
+    assert_eq!((report.patients, report.filed), (6, 6), "{report:?}");
+    assert_eq!(report.unmapped_codes, 2, "patients 1 and 5 have a practice-defined code");
+    assert_eq!(total(&app, "Patient").await, 6);
+    // Type 2 diabetes recorded in CTV3 only (patients 1 and 4) is found by its SNOMED concept.
+    assert_eq!(total(&app, "Condition?code=http://snomed.info/sct|44054006").await, 2);
+    assert_eq!(total(&app, "Condition?code=http://read.info/ctv3|X40J5").await, 2);
+    assert_eq!(total(&app, "Immunization").await, 3);
+    let again = file_extract(&app.fhir, Format::SystmOneCsv, &extract, &maps, None, "test").await.unwrap();
+    assert_eq!((again.filed, again.duplicates), (0, 6));
+
+    // The next extract marks patient 0's medication removed.
+    let mut next = systmone_extract(&PRACTICES[1], &indexes, "20260302120000");
+    let file = next.iter_mut().find(|f| f.name.starts_with("SRPrimaryCareMedication")).unwrap();
+    let text = String::from_utf8(file.bytes.clone()).unwrap();
+    let mut lines: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+    lines[1] = lines[1].replacen(",N,", ",Y,", 1);
+    file.bytes = lines.join("\r\n").into_bytes();
+    let before = total(&app, "MedicationStatement").await;
+    let delta = file_extract(&app.fhir, Format::SystmOneCsv, &next, &maps, None, "test").await.unwrap();
+    assert_eq!(delta.filed, 6, "{delta:?}");
+    assert_eq!(total(&app, "MedicationStatement").await, before - 1);
+    assert_eq!(total(&app, "Observation").await, 12 + 2, "updates, not duplicates: two BP readings each, two practice codes");
+}
+
+#[tokio::test]
+async fn a_patient_registered_twice_under_one_nhs_number_is_one_patient_not_two() {
+    let app = TestApp::spawn().await;
+    let mut extract = emis_extract(&PRACTICES[0], &[0, 1, 2], "20260301120000");
+    let file = extract.iter_mut().find(|f| f.name.contains("Admin_Patient")).unwrap();
+    let text = String::from_utf8(file.bytes.clone()).unwrap();
+    let (first, second) = (gateway::demo::test_nhs_number(0).to_string(), gateway::demo::test_nhs_number(1).to_string());
+    file.bytes = text.replacen(&second, &first, 1).into_bytes();
+    let report = file_extract(&app.fhir, Format::EmisCsv, &extract, &CodeMaps::demo(), None, "test").await.unwrap();
+    assert_eq!((report.filed, report.refused.len()), (3, 0), "{report:?}");
+    assert_eq!(total(&app, &format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{first}")).await, 1);
+    assert_eq!(total(&app, "Patient").await, 2);
 }

@@ -1,5 +1,6 @@
-//! Reading extract files: CSV with a header row (the `csv` crate), columns found by name, each
-//! row knowing its file and line so an error can say exactly where.
+//! Reading GP extract files (EMIS-style, SystmOne-style): CSV with a header row (the `csv`
+//! crate), columns found by name, each row knowing its file and line so an error can say exactly
+//! where.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,7 +10,7 @@ use time::{Date, Month, Time};
 
 /// What is wrong with an extract, and where: `file:line: column: reason`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmisError {
+pub struct ExtractError {
     pub file: String,
     /// 1-based, as an editor numbers lines; 0 for the file as a whole.
     pub line: u64,
@@ -17,13 +18,13 @@ pub struct EmisError {
     pub reason: String,
 }
 
-impl EmisError {
+impl ExtractError {
     pub fn file(file: &str, reason: impl Into<String>) -> Self {
         Self { file: file.to_owned(), line: 0, column: None, reason: reason.into() }
     }
 }
 
-impl fmt::Display for EmisError {
+impl fmt::Display for ExtractError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, &self.column) {
             (0, _) => write!(f, "{}: {}", self.file, self.reason),
@@ -33,7 +34,17 @@ impl fmt::Display for EmisError {
     }
 }
 
-impl std::error::Error for EmisError {}
+impl std::error::Error for ExtractError {}
+
+/// How a system writes dates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DateStyle {
+    /// `yyyy-MM-dd[ HH:mm:ss]` (EMIS).
+    #[default]
+    Iso,
+    /// `dd MMM yyyy[ HH:mm:ss]` (SystmOne: `05 Mar 2024 10:15:00`).
+    DayMonthName,
+}
 
 #[derive(Default)]
 pub struct Table {
@@ -45,21 +56,22 @@ pub struct Row {
     line: u64,
     columns: Arc<HashMap<String, usize>>,
     fields: Vec<String>,
+    dates: DateStyle,
 }
 
 impl Table {
-    /// Read one file. Text that is not UTF-8 is read as Windows-1252's Latin-1 subset, as older
-    /// extracts are written.
-    pub fn read(name: &str, bytes: &[u8]) -> Result<Self, EmisError> {
+    /// Read one file. Text that is not UTF-8 is read as Windows-1252, as SystmOne and older
+    /// EMIS extracts are written.
+    pub fn read(name: &str, bytes: &[u8], dates: DateStyle) -> Result<Self, ExtractError> {
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => std::borrow::Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+            Err(_) => encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0,
         };
         let text = text.trim_start_matches('\u{feff}');
         let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| EmisError::file(name, format!("the header row cannot be read: {e}")))?.clone();
+        let headers = reader.headers().map_err(|e| ExtractError::file(name, format!("the header row cannot be read: {e}")))?.clone();
         if headers.is_empty() {
-            return Err(EmisError::file(name, "the file has no header row"));
+            return Err(ExtractError::file(name, "the file has no header row"));
         }
         let columns: Arc<HashMap<String, usize>> = Arc::new(headers.iter().enumerate().map(|(i, h)| (h.trim().to_owned(), i)).collect());
         let file: Arc<str> = Arc::from(name);
@@ -81,10 +93,16 @@ impl Table {
         for record in reader.records() {
             let record = record.map_err(|e| {
                 let line = e.position().map(|p| line_at(p.byte())).unwrap_or(0);
-                EmisError { file: name.to_owned(), line, column: None, reason: format!("not a CSV row: {e}") }
+                ExtractError { file: name.to_owned(), line, column: None, reason: format!("not a CSV row: {e}") }
             })?;
             let line = record.position().map(|p| line_at(p.byte())).unwrap_or(0);
-            rows.push(Row { file: file.clone(), line, columns: columns.clone(), fields: record.iter().map(str::to_owned).collect() });
+            rows.push(Row {
+                file: file.clone(),
+                line,
+                columns: columns.clone(),
+                fields: record.iter().map(str::to_owned).collect(),
+                dates,
+            });
         }
         Ok(Self { rows })
     }
@@ -104,8 +122,8 @@ impl Row {
         self.fields.join("\u{1f}")
     }
 
-    pub fn error(&self, column: &str, reason: impl Into<String>) -> EmisError {
-        EmisError { file: self.file.to_string(), line: self.line, column: Some(column.to_owned()), reason: reason.into() }
+    pub fn error(&self, column: &str, reason: impl Into<String>) -> ExtractError {
+        ExtractError { file: self.file.to_string(), line: self.line, column: Some(column.to_owned()), reason: reason.into() }
     }
 
     /// A column's value, trimmed; an empty cell or a column the file lacks is `None`.
@@ -114,7 +132,7 @@ impl Row {
         self.fields.get(index).map(|value| value.trim()).filter(|value| !value.is_empty())
     }
 
-    pub fn require(&self, column: &str) -> Result<&str, EmisError> {
+    pub fn require(&self, column: &str) -> Result<&str, ExtractError> {
         if !self.columns.contains_key(column) {
             return Err(self.error(column, "the file has no such column"));
         }
@@ -122,7 +140,7 @@ impl Row {
     }
 
     /// `true`/`false` (EMIS), also `1`/`0`; empty is false.
-    pub fn flag(&self, column: &str) -> Result<bool, EmisError> {
+    pub fn flag(&self, column: &str) -> Result<bool, ExtractError> {
         match self.get(column).map(str::to_ascii_lowercase).as_deref() {
             None | Some("false" | "0" | "no" | "n") => Ok(false),
             Some("true" | "1" | "yes" | "y") => Ok(true),
@@ -130,7 +148,7 @@ impl Row {
         }
     }
 
-    pub fn number(&self, column: &str) -> Result<Option<serde_json::Number>, EmisError> {
+    pub fn number(&self, column: &str) -> Result<Option<serde_json::Number>, ExtractError> {
         let Some(text) = self.get(column) else { return Ok(None) };
         match text.parse::<f64>() {
             Ok(value) if value.is_finite() => Ok(serde_json::Number::from_f64(value)),
@@ -138,16 +156,28 @@ impl Row {
         }
     }
 
-    /// `yyyy-MM-dd` or `yyyy-MM-dd HH:mm:ss` as a FHIR date or dateTime (England's local time),
-    /// cut to `precision` (EMIS `EffectiveDatePrecision`: U, Y, YM, YMD, YMDT).
-    pub fn date_time(&self, column: &str, precision: Option<&str>) -> Result<Option<String>, EmisError> {
+    /// A date, or a date and time, in the file's style as a FHIR date or dateTime (England's
+    /// local time), cut to `precision` (EMIS `EffectiveDatePrecision`: U, Y, YM, YMD, YMDT).
+    pub fn date_time(&self, column: &str, precision: Option<&str>) -> Result<Option<String>, ExtractError> {
         let Some(text) = self.get(column) else { return Ok(None) };
-        let invalid = || self.error(column, format!("{text:?} is not a date (yyyy-MM-dd, optionally HH:mm:ss)"));
-        let (date_text, time_text) = match text.split_once([' ', 'T']) {
-            Some((date, time)) => (date, Some(time)),
-            None => (text, None),
+        let (date, time_text) = match self.dates {
+            DateStyle::Iso => {
+                let invalid = || self.error(column, format!("{text:?} is not a date (yyyy-MM-dd, optionally HH:mm:ss)"));
+                let (date_text, time_text) = match text.split_once([' ', 'T']) {
+                    Some((date, time)) => (date, Some(time)),
+                    None => (text, None),
+                };
+                (parse_date(date_text).ok_or_else(invalid)?, time_text)
+            }
+            DateStyle::DayMonthName => {
+                let invalid = || self.error(column, format!("{text:?} is not a date (dd MMM yyyy, optionally HH:mm:ss)"));
+                let mut parts = text.splitn(4, ' ');
+                let (day, month, year, time_text) = (parts.next(), parts.next(), parts.next(), parts.next());
+                let date = parse_day_month_name(day.unwrap_or(""), month.unwrap_or(""), year.unwrap_or("")).ok_or_else(invalid)?;
+                (date, time_text)
+            }
         };
-        let date = parse_date(date_text).ok_or_else(invalid)?;
+        let invalid = || self.error(column, format!("{text:?} has a time that is not HH:mm:ss"));
         let time = time_text.map(|t| parse_time(t).ok_or_else(invalid)).transpose()?;
         Ok(match precision.map(str::trim) {
             Some("U") => None,
@@ -161,6 +191,15 @@ impl Row {
             Some(other) => return Err(self.error("EffectiveDatePrecision", format!("{other:?} is not U, Y, YM, YMD or YMDT"))),
         })
     }
+}
+
+fn parse_day_month_name(day: &str, month: &str, year: &str) -> Option<Date> {
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let month = MONTHS.iter().position(|name| month.eq_ignore_ascii_case(name))? as u8 + 1;
+    if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) || day.is_empty() || day.len() > 2 {
+        return None;
+    }
+    Date::from_calendar_date(year.parse().ok()?, Month::try_from(month).ok()?, day.parse().ok()?).ok()
 }
 
 fn parse_date(text: &str) -> Option<Date> {
@@ -201,7 +240,7 @@ mod tests {
     use super::*;
 
     fn table(text: &str) -> Table {
-        Table::read("1_Admin_Patient_20240305101500.csv", text.as_bytes()).unwrap()
+        Table::read("1_Admin_Patient_20240305101500.csv", text.as_bytes(), DateStyle::Iso).unwrap()
     }
 
     #[test]
@@ -233,8 +272,22 @@ mod tests {
     }
 
     #[test]
-    fn latin_1_text_is_read() {
-        let t = Table::read("x.csv", b"Name\nRen\xe9e\n").unwrap();
-        assert_eq!(t.rows().next().unwrap().get("Name"), Some("Ren\u{e9}e"));
+    fn windows_1252_text_is_read() {
+        let t = Table::read("x.csv", b"Name\nRen\xe9e O\x92Neill\n", DateStyle::Iso).unwrap();
+        assert_eq!(t.rows().next().unwrap().get("Name"), Some("Ren\u{e9}e O\u{2019}Neill"));
+    }
+
+    #[test]
+    fn systmone_dates_are_read() {
+        let t = Table::read("SRCode.csv", b"When\n05 Mar 2024 10:15:00\n29 feb 2023\n", DateStyle::DayMonthName).unwrap();
+        let rows: Vec<&Row> = t.rows().collect();
+        assert_eq!(rows[0].date_time("When", None).unwrap().as_deref(), Some("2024-03-05T10:15:00+00:00"));
+        assert!(
+            rows[1]
+                .date_time("When", None)
+                .unwrap_err()
+                .to_string()
+                .ends_with("\"29 feb 2023\" is not a date (dd MMM yyyy, optionally HH:mm:ss)")
+        );
     }
 }
