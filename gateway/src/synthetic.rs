@@ -43,6 +43,73 @@ fn cell(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }
 
+/// One `CareRecord_Observation` row; cells not named are empty.
+struct Observed<'a> {
+    guid: &'a str,
+    patient: &'a str,
+    organisation: &'a str,
+    date: &'a str,
+    precision: &'a str,
+    entered: &'a str,
+    time: &'a str,
+    code: &'a str,
+    text: &'a str,
+    consultation: &'a str,
+    value: &'a str,
+    unit: &'a str,
+    kind: &'a str,
+    low: &'a str,
+    high: &'a str,
+    confidential: bool,
+}
+
+impl<'a> Observed<'a> {
+    fn new(patient: &'a str, organisation: &'a str) -> Self {
+        Self {
+            guid: "",
+            patient,
+            organisation,
+            date: "",
+            precision: "",
+            entered: "",
+            time: "",
+            code: "",
+            text: "",
+            consultation: "",
+            value: "",
+            unit: "",
+            kind: "",
+            low: "",
+            high: "",
+            confidential: false,
+        }
+    }
+
+    /// In the order of the file's header.
+    fn cells(&self) -> [&'a str; 18] {
+        [
+            self.guid,
+            self.patient,
+            self.organisation,
+            self.date,
+            self.precision,
+            self.entered,
+            self.time,
+            self.code,
+            "",
+            self.text,
+            self.consultation,
+            self.value,
+            self.unit,
+            self.kind,
+            self.low,
+            self.high,
+            "false",
+            if self.confidential { "true" } else { "false" },
+        ]
+    }
+}
+
 struct File {
     name: &'static str,
     text: String,
@@ -255,120 +322,95 @@ pub fn emis_extract(practice: &Practice, patients: &[usize], extracted: &str) ->
         ]);
         for (code, low, high, value) in [("1006", "90", "140", 110 + sequence.below(60)), ("1007", "60", "90", 65 + sequence.below(30))] {
             let observation = guid(&mut sequence);
-            observations.row(&[
-                &observation,
-                &patient,
-                &organisation_guid,
-                &day,
-                "YMD",
-                &day,
-                "09:30:00",
-                code,
-                "",
-                "",
-                &consultation,
-                &value.to_string(),
-                "mmHg",
-                "Value",
-                low,
-                high,
-                "false",
-                "false",
-            ]);
+            observations.row(
+                &Observed {
+                    guid: &observation,
+                    date: &day,
+                    precision: "YMD",
+                    entered: &day,
+                    time: "09:30:00",
+                    code,
+                    consultation: &consultation,
+                    value: &value.to_string(),
+                    unit: "mmHg",
+                    kind: "Value",
+                    low,
+                    high,
+                    ..Observed::new(&patient, &organisation_guid)
+                }
+                .cells(),
+            );
         }
         let problem_code = *sequence.pick(&PROBLEM_CODES);
         let problem = guid(&mut sequence);
         let onset = format!("{}", 2000 + sequence.below(24));
-        observations.row(&[
-            &problem,
-            &patient,
-            &organisation_guid,
-            &format!("{onset}-01-01"),
-            "Y",
-            &day,
-            "09:35:00",
-            problem_code,
-            "",
-            "",
-            &consultation,
-            "",
-            "",
-            "Problem",
-            "",
-            "",
-            "false",
-            "false",
-        ]);
+        observations.row(
+            &Observed {
+                guid: &problem,
+                date: &format!("{onset}-01-01"),
+                precision: "Y",
+                entered: &day,
+                time: "09:35:00",
+                code: problem_code,
+                consultation: &consultation,
+                kind: "Problem",
+                ..Observed::new(&patient, &organisation_guid)
+            }
+            .cells(),
+        );
         problems.row(&[&problem, &patient, &organisation_guid, "", "", "Active", "Significant Problem", "false"]);
         if index % 3 == 0 {
             let allergy = guid(&mut sequence);
-            observations.row(&[
-                &allergy,
-                &patient,
-                &organisation_guid,
-                "2015-06-01",
-                "YM",
-                "2015-06-20",
-                "11:00:00",
-                "1009",
-                "",
-                "Rash",
-                "",
-                "",
-                "",
-                "Allergy",
-                "",
-                "",
-                "false",
-                "false",
-            ]);
+            observations.row(
+                &Observed {
+                    guid: &allergy,
+                    date: "2015-06-01",
+                    precision: "YM",
+                    entered: "2015-06-20",
+                    time: "11:00:00",
+                    code: "1009",
+                    text: "Rash",
+                    kind: "Allergy",
+                    ..Observed::new(&patient, &organisation_guid)
+                }
+                .cells(),
+            );
         }
         if index % 2 == 0 {
             let vaccination = guid(&mut sequence);
-            observations.row(&[
-                &vaccination,
-                &patient,
-                &organisation_guid,
-                "2025-10-14",
-                "YMD",
-                "2025-10-14",
-                "10:00:00",
-                "1008",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "Immunisation",
-                "",
-                "",
-                "false",
-                "false",
-            ]);
+            observations.row(
+                &Observed {
+                    guid: &vaccination,
+                    date: "2025-10-14",
+                    precision: "YMD",
+                    entered: "2025-10-14",
+                    time: "10:00:00",
+                    code: "1008",
+                    kind: "Immunisation",
+                    ..Observed::new(&patient, &organisation_guid)
+                }
+                .cells(),
+            );
         }
         if index % 5 == 2 {
             // Practice-confidential: never leaves the practice.
             let counselling = guid(&mut sequence);
-            observations.row(&[
-                &counselling,
-                &patient,
-                &organisation_guid,
-                &day,
-                "YMD",
-                &day,
-                "09:40:00",
-                "1010",
-                "",
-                "Confidential counselling entry",
-                &consultation,
-                "",
-                "",
-                "Observation",
-                "",
-                "",
-                "false",
-                "true",
-            ]);
+            observations.row(
+                &Observed {
+                    guid: &counselling,
+                    date: &day,
+                    precision: "YMD",
+                    entered: &day,
+                    time: "09:40:00",
+                    code: "1010",
+                    text: "Confidential counselling entry",
+                    consultation: &consultation,
+                    kind: "Observation",
+                    confidential: true,
+                    ..Observed::new(&patient, &organisation_guid)
+                }
+                .cells(),
+            );
         }
         let drug_code = match problem_code {
             "1002" => "2001",

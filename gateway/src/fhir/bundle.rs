@@ -222,6 +222,17 @@ fn in_entry(index: usize, error: ApiError) -> ApiError {
     }
 }
 
+/// FHIR R4 transactions change a resource once; a second entry naming it is refused.
+fn changed_twice(index: usize, first: usize, target: &str) -> ApiError {
+    in_entry(
+        index,
+        ApiError::invalid(
+            IssueType::Duplicate,
+            format!("entry {first} already changes {target}: a transaction changes each resource once"),
+        ),
+    )
+}
+
 async fn transaction(
     service: &FhirService,
     permit: &Permitted,
@@ -262,13 +273,7 @@ async fn transaction(
         if let Some(condition) = condition
             && let Some(first) = changed.insert(condition.clone(), entry.index)
         {
-            return Err(in_entry(
-                entry.index,
-                ApiError::invalid(
-                    IssueType::Duplicate,
-                    format!("entry {first} already names {condition}: a transaction changes each resource once"),
-                ),
-            ));
+            return Err(changed_twice(entry.index, first, &condition));
         }
         let assignment = match entry.method {
             Method::Post => match &entry.if_none_exist {
@@ -296,13 +301,7 @@ async fn transaction(
         if !matches!(assignment, Assignment::Existing(_))
             && let Some(first) = changed.insert(local.clone(), entry.index)
         {
-            return Err(in_entry(
-                entry.index,
-                ApiError::invalid(
-                    IssueType::Duplicate,
-                    format!("entry {first} already changes {local}: a transaction changes each resource once"),
-                ),
-            ));
+            return Err(changed_twice(entry.index, first, &local));
         }
         if let Some(full_url) = &entry.full_url {
             identities.insert(full_url.clone(), local.clone());

@@ -11,6 +11,7 @@
 
 pub mod codes;
 pub mod emis;
+pub mod gp;
 pub mod hl7v2;
 pub mod rows;
 pub mod systmone;

@@ -46,6 +46,47 @@ pub enum DateStyle {
     DayMonthName,
 }
 
+/// One file of an extract: its name (for its kind, its time and error messages) and its bytes.
+pub struct ExtractFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An extract's files read by kind, its patient file taken out, and the extract's time.
+pub struct Extract {
+    pub tables: HashMap<&'static str, Table>,
+    pub patients: Table,
+    /// An instant, from the `yyyyMMddHHmmss` token of the file names.
+    pub recorded: String,
+}
+
+/// Read the files `kind_of` recognises (others are ignored; two of one kind are an error). The
+/// extract needs its `patient_kind` file and a time in its file names (`naming` says how).
+pub fn read_extract(
+    files: &[ExtractFile],
+    kind_of: fn(&str) -> Option<&'static str>,
+    dates: DateStyle,
+    patient_kind: &str,
+    naming: &str,
+) -> Result<Extract, ExtractError> {
+    let mut tables: HashMap<&'static str, Table> = HashMap::new();
+    for file in files {
+        let Some(kind) = kind_of(&file.name) else { continue };
+        if tables.contains_key(kind) {
+            return Err(ExtractError::file(&file.name, format!("a second {kind} file in one extract")));
+        }
+        tables.insert(kind, Table::read(&file.name, &file.bytes, dates)?);
+    }
+    let patients = tables
+        .remove(patient_kind)
+        .ok_or_else(|| ExtractError::file("(extract)", format!("no {patient_kind} file: every extract carries one")))?;
+    let recorded = files
+        .iter()
+        .find_map(|file| file.name.split(['_', '.', '/', '\\']).find_map(compact_instant))
+        .ok_or_else(|| ExtractError::file("(extract)", format!("the file names carry no extract time ({naming})")))?;
+    Ok(Extract { tables, patients, recorded })
+}
+
 #[derive(Default)]
 pub struct Table {
     rows: Vec<Row>,

@@ -17,13 +17,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use fhir_models::system::{CTV3, NHS_NUMBER, ODS_ORGANIZATION_CODE, SNOMED_CT};
+use fhir_models::system::{CTV3, SNOMED_CT};
 use serde_json::{Value, json};
 
 use super::codes::CodeMaps;
 use super::emis::{ExtractFile, PatientBundle, Translated, UNMAPPED_EXTENSION};
-use super::rows::{DateStyle, ExtractError, Row, Table, compact_instant};
-use super::transaction::{TransactionBuilder, content_digest, derived_id, query_value};
+use super::gp::{self, set};
+use super::rows::{DateStyle, Extract, ExtractError, Row, Table, read_extract};
+use super::transaction::{TransactionBuilder, derived_id, query_value};
 
 const PATIENT: &str = "SRPatient";
 const REGISTRATION: &str = "SRPatientRegistration";
@@ -42,6 +43,9 @@ fn kind_of(name: &str) -> Option<&'static str> {
     KINDS.into_iter().find(|kind| stem == *kind || stem.starts_with(&format!("{kind}_")))
 }
 
+const SYSTMONE_PATIENT: gp::PatientColumns =
+    gp::PatientColumns { nhs_number: "NHSNumber", given: "FirstName", gender: "Gender", birth: "DateBirth", death: "DateDeath" };
+
 fn identifier(kind: &str, value: &str) -> Value {
     json!({"system": format!("urn:hie:systmone:{kind}"), "value": value})
 }
@@ -52,19 +56,8 @@ fn condition_on(kind: &str, value: &str) -> String {
 
 /// Translate a whole extract; fails whole only when it cannot be read at all.
 pub fn translate(files: &[ExtractFile], maps: &CodeMaps) -> Result<Translated, ExtractError> {
-    let mut tables: HashMap<&'static str, Table> = HashMap::new();
-    for file in files {
-        let Some(kind) = kind_of(&file.name) else { continue };
-        if tables.contains_key(kind) {
-            return Err(ExtractError::file(&file.name, format!("a second {kind} file in one extract")));
-        }
-        tables.insert(kind, Table::read(&file.name, &file.bytes, DateStyle::DayMonthName)?);
-    }
-    let patients = tables.remove(PATIENT).ok_or_else(|| ExtractError::file("(extract)", "no SRPatient file: every extract carries one"))?;
-    let recorded = files
-        .iter()
-        .find_map(|file| file.name.split(['_', '.', '/', '\\']).find_map(compact_instant))
-        .ok_or_else(|| ExtractError::file("(extract)", "the file names carry no extract time (SRPatient_<yyyyMMddHHmmss>.csv)"))?;
+    let Extract { tables, patients, recorded } =
+        read_extract(files, kind_of, DateStyle::DayMonthName, PATIENT, "SRPatient_<yyyyMMddHHmmss>.csv")?;
     let empty = Table::default();
     let table = |kind: &str| tables.get(kind).unwrap_or(&empty);
     let organisations: HashMap<&str, (Option<&str>, &str)> = table(ORGANISATION)
@@ -159,84 +152,31 @@ fn translate_patient(
     recorded: &str,
 ) -> Result<PatientBundle, ExtractError> {
     let id = patient.require("RowIdentifier")?;
-    let mut digest_input = patient.raw();
-    for (_, row) in rows {
-        digest_input.push('\n');
-        digest_input.push_str(&row.raw());
-    }
-    let digest = content_digest(digest_input.as_bytes());
+    let digest = super::gp::rows_digest(patient, rows);
     let provenance_id = derived_id("systmone", &format!("{recorded}|{id}"));
     let mut bundle = TransactionBuilder::new(&provenance_id);
     let mut unmapped = 0;
 
     let practice_reference = match practice {
-        Some((_, Some(ods), name)) => {
-            let url = bundle.ensure(
-                json!({"resourceType": "Organization", "identifier": [{"system": ODS_ORGANIZATION_CODE, "value": ods}], "name": name, "active": true}),
-                &format!("identifier={}", query_value(&format!("{ODS_ORGANIZATION_CODE}|{ods}"))),
-            );
-            Some(json!({"reference": url, "identifier": {"system": ODS_ORGANIZATION_CODE, "value": ods}, "display": name}))
-        }
+        Some((_, Some(ods), name)) => Some(gp::practice(&mut bundle, ods, name)),
         Some((org, None, _)) => {
             Some(json!({"identifier": identifier("organisation", org), "display": format!("SystmOne organisation {org}")}))
         }
         None => None,
     };
-
-    let mut identifiers = Vec::new();
-    if let Some(number) = patient.get("NHSNumber") {
-        let parsed = fhir_models::NhsNumber::parse(number)
-            .map_err(|_| patient.error("NHSNumber", format!("{number:?} is not a valid NHS number (Modulus 11)")))?;
-        identifiers.push(json!({"system": NHS_NUMBER, "value": parsed.as_string()}));
-    }
-    identifiers.push(identifier("patient", id));
-    let mut resource = json!({
-        "resourceType": "Patient",
-        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]},
-        "identifier": identifiers,
-        "active": !patient.flag("RemovedData")?,
-    });
-    let mut name = json!({"use": "official"});
-    if let Some(family) = patient.get("Surname") {
-        name["family"] = json!(family);
-    }
-    let given: Vec<&str> =
-        [patient.get("FirstName"), patient.get("MiddleNames")].into_iter().flatten().flat_map(str::split_whitespace).collect();
-    if !given.is_empty() {
-        name["given"] = json!(given);
-    }
-    if let Some(title) = patient.get("Title") {
-        name["prefix"] = json!([title]);
-    }
-    let mut names = vec![name];
+    let mut resource = gp::patient(patient, &SYSTMONE_PATIENT, identifier("patient", id), !patient.flag("RemovedData")?)?;
     if let Some(previous) = patient.get("PreviousSurname") {
+        let mut names = resource["name"].as_array().cloned().unwrap_or_default();
         names.push(json!({"use": "old", "family": previous}));
+        resource["name"] = json!(names);
     }
-    resource["name"] = json!(names);
-    if let Some(gender) = patient.get("Gender") {
-        resource["gender"] = json!(match gender {
-            "M" => "male",
-            "F" => "female",
-            "I" => "other",
-            "U" => "unknown",
-            other => return Err(patient.error("Gender", format!("{other:?} is not M, F, I or U"))),
-        });
-    }
-    set(&mut resource, "birthDate", patient.date_time("DateBirth", Some("YMD"))?);
-    set(&mut resource, "deceasedDateTime", patient.date_time("DateDeath", None)?);
     if let Some(email) = patient.get("EmailAddress") {
         resource["telecom"] = json!([{"system": "email", "value": email, "use": "home"}]);
     }
     if let Some(practice) = &practice_reference {
         resource["generalPractitioner"] = json!([practice]);
     }
-    let patient_condition = match resource["identifier"][0]["system"].as_str() {
-        Some(NHS_NUMBER) => format!(
-            "identifier={}",
-            query_value(&format!("{NHS_NUMBER}|{}", resource["identifier"][0]["value"].as_str().unwrap_or_default()))
-        ),
-        _ => condition_on("patient", id),
-    };
+    let patient_condition = gp::patient_condition(&resource, condition_on("patient", id));
     let subject = bundle.upsert(resource, &patient_condition);
     let mut sources = vec![format!("{PATIENT} line {}", patient.line())];
 
@@ -261,18 +201,7 @@ fn translate_patient(
                 let (code, lacks) = concept(row, maps, "SNOMEDCode", "CTV3Code", ["SNOMEDText", "CTV3Text"])?;
                 unmapped += usize::from(lacks);
                 let problem = problems[row_id];
-                let ended = problem.date_time("DateEnd", None)?;
-                let mut condition = json!({
-                    "resourceType": "Condition",
-                    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": if ended.is_some() { "resolved" } else { "active" }}]},
-                    "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
-                    "code": code,
-                    "subject": {"reference": subject},
-                });
-                set(&mut condition, "onsetDateTime", event.clone());
-                set(&mut condition, "recordedDate", entered.clone());
-                set(&mut condition, "abatementDateTime", ended);
+                let mut condition = gp::problem(code, &subject, event.clone(), entered.clone(), problem.date_time("DateEnd", None)?);
                 if let Some(severity) = problem.get("Severity") {
                     condition["note"] = json!([{"text": format!("Severity: {severity}")}]);
                 }
@@ -368,26 +297,22 @@ fn translate_patient(
     }
 
     let targets = bundle.full_urls();
-    let who = practice.map(|(org, ods, name)| match ods {
-        Some(ods) => format!("{name} ({ods})"),
-        None => format!("SystmOne organisation {org}"),
-    });
-    bundle.put(json!({
-        "resourceType": "Provenance",
-        "id": provenance_id,
-        "target": targets.iter().map(|target| json!({"reference": target})).collect::<Vec<_>>(),
-        "recorded": recorded,
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
-            "who": {"display": who.unwrap_or_else(|| "SystmOne practice".into())},
-        }],
-        "entity": [
-            {"role": "source", "what": {"identifier": {"system": "urn:hie:systmone:extract", "value": format!("{recorded}|{id}")},
-                "display": format!("SystmOne extract of {recorded}: {}", sources.join(", "))}},
-            {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": digest}, "display": "SHA-256 of the patient's rows as received"}},
-        ],
-    }));
+    let author = match practice {
+        Some((_, Some(ods), name)) => format!("{name} ({ods})"),
+        Some((org, None, _)) => format!("SystmOne organisation {org}"),
+        None => "SystmOne practice".into(),
+    };
+    let key = format!("{recorded}|{id}");
+    let source = gp::PatientRows {
+        format: "SystmOne",
+        id: &provenance_id,
+        recorded,
+        author: &author,
+        key: &key,
+        sources: &sources,
+        digest: &digest,
+    };
+    bundle.put(gp::provenance(&source, &targets));
     Ok(PatientBundle {
         patient_guid: id.to_owned(),
         organisation: practice.and_then(|(_, ods, _)| ods.map(str::to_owned)),
@@ -396,12 +321,6 @@ fn translate_patient(
         digest,
         unmapped_codes: unmapped,
     })
-}
-
-fn set(resource: &mut Value, field: &str, value: Option<String>) {
-    if let Some(value) = value {
-        resource[field] = json!(value);
-    }
 }
 
 #[cfg(test)]

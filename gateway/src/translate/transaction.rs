@@ -106,6 +106,43 @@ impl TransactionBuilder {
     }
 }
 
+/// Where translated records came from, for their Provenance.
+pub struct Source<'a> {
+    /// The Provenance's id, derived from the input's key.
+    pub id: &'a str,
+    /// An instant.
+    pub recorded: &'a str,
+    /// Who sent it (a facility, a practice).
+    pub author: &'a str,
+    /// The input's key: `urn:hie:<format>:<kind>` and its value.
+    pub system: &'a str,
+    pub key: &'a str,
+    /// The input in words: a message type and id, or an extract's files and rows.
+    pub display: &'a str,
+    /// RFC 6920 digest of the input as received, and what was digested.
+    pub digest: &'a str,
+    pub digested: &'a str,
+}
+
+/// The Provenance of a translation: what it wrote (`targets`), from which input, when, by whom.
+pub fn provenance(source: &Source<'_>, targets: &[String]) -> Value {
+    json!({
+        "resourceType": "Provenance",
+        "id": source.id,
+        "target": targets.iter().map(|target| json!({"reference": target})).collect::<Vec<_>>(),
+        "recorded": source.recorded,
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+            "who": {"display": source.author},
+        }],
+        "entity": [
+            {"role": "source", "what": {"identifier": {"system": source.system, "value": source.key}, "display": source.display}},
+            {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source.digest}, "display": source.digested}},
+        ],
+    })
+}
+
 /// One transaction of several translators' Bundles (several patients of an extract), so they
 /// commit together. Entries that create the same shared record if it is missing (the practice's
 /// Organization, `POST` + `ifNoneExist`) are kept once, and references to the copies are pointed

@@ -76,6 +76,20 @@ fn start_provider(tools: &Path, dir: &Path, port: u16) -> PortalSetup {
     PortalSetup { provider, key_file }
 }
 
+/// A gateway on `port` whose portal signs people in at the test provider.
+async fn spawn_with_portal(setup: &PortalSetup, port: u16) -> TestApp {
+    let (issuer, entry, key_file) = (setup.provider.issuer.clone(), setup.provider.entry(IssuerKind::Patient), setup.key_file.clone());
+    TestApp::spawn_with(TestOptions {
+        backend: tests::Backend::from_env(),
+        database_url: None,
+        configure: Some(Box::new(move |settings| {
+            settings.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+            configure_portal(settings, &issuer, entry, &key_file);
+        })),
+    })
+    .await
+}
+
 fn observation(patient: &str, words: &str) -> Value {
     json!({"resourceType": "Observation", "status": "final", "subject": {"reference": format!("Patient/{patient}")},
            "code": {"text": words}, "effectiveDateTime": "2024-05-01", "valueQuantity": {"value": 131, "unit": "g/L"}})
@@ -88,16 +102,7 @@ async fn a_patient_signs_in_through_the_portal_in_a_browser_reads_only_their_rec
     let dir = tempfile::tempdir().unwrap();
     let port = reserve_port();
     let setup = start_provider(&tools, dir.path(), port);
-    let (issuer, entry, key_file) = (setup.provider.issuer.clone(), setup.provider.entry(IssuerKind::Patient), setup.key_file.clone());
-    let app = TestApp::spawn_with(TestOptions {
-        backend: tests::Backend::from_env(),
-        database_url: None,
-        configure: Some(Box::new(move |settings| {
-            settings.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-            configure_portal(settings, &issuer, entry, &key_file);
-        })),
-    })
-    .await;
+    let app = spawn_with_portal(&setup, port).await;
     let mine = app.create(&tests::fixture("resources/Patient.json")).await;
     let mut other = tests::fixture("resources/Patient.json");
     other["identifier"][0]["value"] = json!("9690937286");
@@ -233,16 +238,7 @@ async fn a_callback_the_browser_did_not_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let port = reserve_port();
     let setup = start_provider(&tools, dir.path(), port);
-    let (issuer, entry, key_file) = (setup.provider.issuer.clone(), setup.provider.entry(IssuerKind::Patient), setup.key_file.clone());
-    let app = TestApp::spawn_with(TestOptions {
-        backend: tests::Backend::from_env(),
-        database_url: None,
-        configure: Some(Box::new(move |settings| {
-            settings.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
-            configure_portal(settings, &issuer, entry, &key_file);
-        })),
-    })
-    .await;
+    let app = spawn_with_portal(&setup, port).await;
     let portal = app.base.replace("/fhir/r4", "/portal/");
     let browserless =
         reqwest::Client::builder().danger_accept_invalid_certs(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();

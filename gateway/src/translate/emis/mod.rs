@@ -23,23 +23,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{Value, json};
 
 use super::codes::CodeMaps;
-use super::rows::{DateStyle, Row, Table};
-use super::transaction::{TransactionBuilder, content_digest, derived_id, query_value};
+use super::gp::{self, set};
+use super::rows::{DateStyle, Extract, Row, Table, read_extract};
+use super::transaction::{TransactionBuilder, derived_id, query_value};
 
-pub use super::rows::ExtractError;
+pub use super::rows::{ExtractError, ExtractFile};
 
-use fhir_models::system::{NHS_NUMBER, ODS_ORGANIZATION_CODE, READ_V2, SNOMED_CT as SNOMED, V3_CONFIDENTIALITY as CONFIDENTIALITY};
+use fhir_models::system::{READ_V2, SNOMED_CT as SNOMED, V3_CONFIDENTIALITY as CONFIDENTIALITY};
 
 /// Marks a coding the translator could not map to SNOMED CT (kept as the practice sent it).
 pub const UNMAPPED_EXTENSION: &str = "urn:hie:translation:unmapped-code";
 /// EMIS's own codes (`ReadTermId` starting `EMIS`), which no national table maps.
 pub const EMIS_LOCAL_CODE: &str = "urn:hie:emis:clinical-code";
-
-/// One file of an extract: its name (for the kind and the error messages) and its bytes.
-pub struct ExtractFile {
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
 
 /// One patient's translated records.
 #[derive(Debug)]
@@ -84,27 +79,11 @@ fn kind_of(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The extract's time, from the `_yyyyMMddHHmmss_` token of its file names.
-fn extract_time(files: &[ExtractFile]) -> Option<String> {
-    files.iter().find_map(|file| file.name.split(['_', '.', '/', '\\']).find_map(super::rows::compact_instant))
-}
-
 /// Translate a whole extract. Fails whole only when the extract cannot be read at all (no
 /// patient file, a file without a column every row needs, bytes that are not CSV).
 pub fn translate(files: &[ExtractFile], maps: &CodeMaps) -> Result<Translated, ExtractError> {
-    let mut tables: HashMap<&'static str, Table> = HashMap::new();
-    for file in files {
-        let Some(kind) = kind_of(&file.name) else { continue };
-        if tables.contains_key(kind) {
-            return Err(ExtractError::file(&file.name, format!("a second {kind} file in one extract")));
-        }
-        tables.insert(kind, Table::read(&file.name, &file.bytes, DateStyle::Iso)?);
-    }
-    let patients =
-        tables.remove(PATIENT).ok_or_else(|| ExtractError::file("(extract)", "no Admin_Patient file: every extract carries one"))?;
-    let recorded = extract_time(files).ok_or_else(|| {
-        ExtractError::file("(extract)", "the file names carry no extract time (<n>_<Domain>_<File>_<yyyyMMddHHmmss>_<agreement>.csv)")
-    })?;
+    let Extract { tables, patients, recorded } =
+        read_extract(files, kind_of, DateStyle::Iso, PATIENT, "<n>_<Domain>_<File>_<yyyyMMddHHmmss>_<agreement>.csv")?;
     let agreement = files.iter().find_map(|file| agreement_of(&file.name)).unwrap_or_default();
     let empty = Table::default();
     let table = |kind: &str| tables.get(kind).unwrap_or(&empty);
@@ -156,6 +135,9 @@ fn agreement_of(name: &str) -> Option<String> {
     let last = base.rsplit('_').next()?;
     (last.len() == 36 && last.matches('-').count() == 4).then(|| last.to_owned())
 }
+
+const EMIS_PATIENT: gp::PatientColumns =
+    gp::PatientColumns { nhs_number: "NhsNumber", given: "GivenName", gender: "Sex", birth: "DateOfBirth", death: "DateOfDeath" };
 
 struct Context<'a> {
     codes: &'a CodeBook,
@@ -282,36 +264,17 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
     let guid = patient.require("PatientGuid")?;
     let organisation = context.organisations.get(patient.get("OrganisationGuid"));
     let ods = organisation.and_then(|(ods, _)| ods.clone());
-    let mut digest_input = patient.raw();
-    for (_, row) in rows {
-        digest_input.push('\n');
-        digest_input.push_str(&row.raw());
-    }
-    let digest = content_digest(digest_input.as_bytes());
+    let digest = gp::rows_digest(patient, rows);
     let provenance_id = derived_id("emis", &format!("{}|{}|{guid}", context.agreement, context.recorded));
     let mut bundle = TransactionBuilder::new(&provenance_id);
     let mut unmapped = 0;
 
     let practice = match organisation {
-        Some((Some(ods), name)) => {
-            let resource = json!({"resourceType": "Organization", "identifier": [{"system": ODS_ORGANIZATION_CODE, "value": ods}], "name": name, "active": true});
-            Some((
-                bundle.ensure(resource, &format!("identifier={}", query_value(&format!("{}|{ods}", ODS_ORGANIZATION_CODE)))),
-                ods.clone(),
-                name.clone(),
-            ))
-        }
+        Some((Some(ods), name)) => Some((gp::practice(&mut bundle, ods, name), format!("{name} ({ods})"))),
         _ => None,
     };
-    let patient_resource =
-        patient_resource(patient, practice.as_ref().map(|(url, ods, name)| (url.as_str(), ods.as_str(), name.as_str())))?;
-    let patient_condition = match patient_resource["identifier"][0]["system"].as_str() {
-        Some(NHS_NUMBER) => format!(
-            "identifier={}",
-            query_value(&format!("{}|{}", NHS_NUMBER, patient_resource["identifier"][0]["value"].as_str().unwrap_or_default()))
-        ),
-        _ => condition_on("patient-guid", guid),
-    };
+    let patient_resource = patient_resource(patient, practice.as_ref().map(|(reference, _)| reference))?;
+    let patient_condition = gp::patient_condition(&patient_resource, condition_on("patient-guid", guid));
     let subject = bundle.upsert(patient_resource, &patient_condition);
     let mut sources = vec![format!("{PATIENT} line {}", patient.line())];
 
@@ -337,9 +300,8 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
         if let Some(start) = row.date_time("EffectiveDate", None)? {
             encounter["period"] = json!({"start": start});
         }
-        if let Some((url, ods, name)) = &practice {
-            encounter["serviceProvider"] =
-                json!({"reference": url, "identifier": {"system": ODS_ORGANIZATION_CODE, "value": ods}, "display": name});
+        if let Some((reference, _)) = &practice {
+            encounter["serviceProvider"] = reference.clone();
         }
         label(&mut encounter, security(row, "IsConfidential", "V", "very restricted")?);
         consultations.insert(consultation, bundle.upsert(encounter, &condition_on("consultation-guid", consultation)));
@@ -375,22 +337,10 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
                     "Condition" => {
                         let problem = context.problem_rows.get(guid).copied();
                         let ended = problem.map(|p| p.date_time("EndDate", None)).transpose()?.flatten();
-                        let mut condition = json!({
-                            "resourceType": "Condition",
-                            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": if ended.is_some() { "resolved" } else { "active" }}]},
-                            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-                            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
-                            "code": code,
-                            "subject": {"reference": subject},
-                        });
-                        if let Some(ended) = ended {
-                            condition["abatementDateTime"] = json!(ended);
-                        }
+                        let mut condition = gp::problem(code, &subject, effective.clone(), entered.clone(), ended);
                         if let Some(significance) = problem.and_then(|p| p.get("SignificanceDescription")) {
                             condition["note"] = json!([{"text": significance}]);
                         }
-                        set(&mut condition, "onsetDateTime", effective.clone());
-                        set(&mut condition, "recordedDate", entered.clone());
                         condition
                     }
                     "AllergyIntolerance" => {
@@ -533,23 +483,18 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
     }
 
     let targets = bundle.full_urls();
-    let organisation_name = practice.as_ref().map(|(_, ods, name)| format!("{name} ({ods})")).unwrap_or_else(|| "EMIS practice".into());
-    bundle.put(json!({
-        "resourceType": "Provenance",
-        "id": provenance_id,
-        "target": targets.iter().map(|target| json!({"reference": target})).collect::<Vec<_>>(),
-        "recorded": context.recorded,
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
-            "who": {"display": organisation_name},
-        }],
-        "entity": [
-            {"role": "source", "what": {"identifier": {"system": "urn:hie:emis:extract", "value": format!("{}|{}|{guid}", context.agreement, context.recorded)},
-                "display": format!("EMIS extract of {}: {}", context.recorded, sources.join(", "))}},
-            {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": digest}, "display": "SHA-256 of the patient's rows as received"}},
-        ],
-    }));
+    let key = format!("{}|{}|{guid}", context.agreement, context.recorded);
+    let author = practice.map(|(_, author)| author).unwrap_or_else(|| "EMIS practice".into());
+    let rows = gp::PatientRows {
+        format: "EMIS",
+        id: &provenance_id,
+        recorded: context.recorded,
+        author: &author,
+        key: &key,
+        sources: &sources,
+        digest: &digest,
+    };
+    bundle.put(gp::provenance(&rows, &targets));
     Ok(PatientBundle {
         patient_guid: guid.to_owned(),
         organisation: ods,
@@ -560,59 +505,16 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
     })
 }
 
-fn set(resource: &mut Value, field: &str, value: Option<String>) {
-    if let Some(value) = value {
-        resource[field] = json!(value);
-    }
-}
-
 fn label(resource: &mut Value, label: Option<Value>) {
     if let Some(label) = label {
         resource["meta"] = json!({"security": [label]});
     }
 }
 
-fn patient_resource(row: &Row, practice: Option<(&str, &str, &str)>) -> Result<Value, ExtractError> {
+fn patient_resource(row: &Row, practice: Option<&Value>) -> Result<Value, ExtractError> {
     let guid = row.require("PatientGuid")?;
-    let mut identifiers = Vec::new();
-    if let Some(number) = row.get("NhsNumber") {
-        let parsed = fhir_models::NhsNumber::parse(number)
-            .map_err(|_| row.error("NhsNumber", format!("{number:?} is not a valid NHS number (Modulus 11)")))?;
-        identifiers.push(json!({"system": NHS_NUMBER, "value": parsed.as_string()}));
-    }
-    identifiers.push(identifier("patient-guid", guid));
-    let mut patient = json!({
-        "resourceType": "Patient",
-        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]},
-        "identifier": identifiers,
-        "active": !row.flag("Deleted")? && row.date_time("DateOfDeactivation", None)?.is_none(),
-    });
-    let mut name = json!({"use": "official"});
-    if let Some(family) = row.get("Surname") {
-        name["family"] = json!(family);
-    }
-    let given: Vec<&str> =
-        [row.get("GivenName"), row.get("MiddleNames")].into_iter().flatten().flat_map(|names| names.split_whitespace()).collect();
-    if !given.is_empty() {
-        name["given"] = json!(given);
-    }
-    if let Some(title) = row.get("Title") {
-        name["prefix"] = json!([title]);
-    }
-    if name.as_object().is_some_and(|n| n.len() > 1) {
-        patient["name"] = json!([name]);
-    }
-    if let Some(sex) = row.get("Sex") {
-        patient["gender"] = json!(match sex {
-            "M" => "male",
-            "F" => "female",
-            "I" => "other",
-            "U" => "unknown",
-            other => return Err(row.error("Sex", format!("{other:?} is not M, F, I or U"))),
-        });
-    }
-    set(&mut patient, "birthDate", row.date_time("DateOfBirth", Some("YMD"))?);
-    set(&mut patient, "deceasedDateTime", row.date_time("DateOfDeath", None)?);
+    let active = !row.flag("Deleted")? && row.date_time("DateOfDeactivation", None)?.is_none();
+    let mut patient = gp::patient(row, &EMIS_PATIENT, identifier("patient-guid", guid), active)?;
     let lines: Vec<&str> = ["HouseNameFlatNumber", "NumberAndStreet", "Village"].into_iter().filter_map(|column| row.get(column)).collect();
     let mut address = json!({"use": "home"});
     if !lines.is_empty() {
@@ -633,9 +535,8 @@ fn patient_resource(row: &Row, practice: Option<(&str, &str, &str)>) -> Result<V
     if !telecom.is_empty() {
         patient["telecom"] = json!(telecom);
     }
-    if let Some((url, ods, name)) = practice {
-        patient["generalPractitioner"] =
-            json!([{"reference": url, "identifier": {"system": ODS_ORGANIZATION_CODE, "value": ods}, "display": name}]);
+    if let Some(practice) = practice {
+        patient["generalPractitioner"] = json!([practice]);
     }
     let labels: Vec<Value> =
         [security(row, "SpineSensitive", "R", "restricted")?, security(row, "IsConfidential", "V", "very restricted")?]
@@ -650,6 +551,8 @@ fn patient_resource(row: &Row, practice: Option<(&str, &str, &str)>) -> Result<V
 
 #[cfg(test)]
 mod tests {
+    use fhir_models::system::NHS_NUMBER;
+
     use super::*;
     use crate::demo::PRACTICES;
     use crate::synthetic::emis_extract;

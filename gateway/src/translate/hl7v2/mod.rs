@@ -18,10 +18,10 @@ mod results;
 pub use error::{ErrorCode, Hl7Error, Location};
 pub use message::{Delimiters, Message};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use self::datatypes::{Timestamp, timestamp};
-use super::transaction::{TransactionBuilder, content_digest, derived_id};
+use super::transaction::{Source, TransactionBuilder, content_digest, derived_id};
 
 /// The versions whose segment layouts this module reads.
 pub const SUPPORTED_VERSIONS: [&str; 12] = ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"];
@@ -191,21 +191,18 @@ fn provenance(header: &Header, id: &str, recorded: &Timestamp, digest: &str, tar
     // `recorded` is an instant: a date-only MSH-7 is recorded at the start of its day.
     let recorded = recorded.instant().map(str::to_owned).unwrap_or_else(|| format!("{}T00:00:00+00:00", recorded.date()));
     let display = format!("HL7 v2 {}^{} {} from {}", header.message_code, header.trigger_event, header.control_id, header.sender());
-    json!({
-        "resourceType": "Provenance",
-        "id": id,
-        "target": targets.iter().map(|target| json!({"reference": target})).collect::<Vec<_>>(),
-        "recorded": recorded,
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
-            "who": {"display": header.sender()},
-        }],
-        "entity": [
-            {"role": "source", "what": {"identifier": {"system": "urn:hie:hl7v2:message", "value": format!("{}|{}", header.sender(), header.control_id)}, "display": display}},
-            {"role": "source", "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": digest}, "display": "SHA-256 of the message as received"}},
-        ],
-    })
+    let key = format!("{}|{}", header.sender(), header.control_id);
+    let source = Source {
+        id,
+        recorded: &recorded,
+        author: &header.sender(),
+        system: "urn:hie:hl7v2:message",
+        key: &key,
+        display: &display,
+        digest,
+        digested: "SHA-256 of the message as received",
+    };
+    super::transaction::provenance(&source, targets)
 }
 
 #[cfg(test)]
