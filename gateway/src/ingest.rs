@@ -260,18 +260,6 @@ async fn commit(fhir: &FhirService, permit: &crate::enforce::Permitted, bundle: 
     }
 }
 
-/// Whether two entries of a transaction update the same conditional URL.
-fn names_a_record_twice(bundle: &serde_json::Value) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|entry| entry["request"]["method"] != "POST")
-        .filter_map(|entry| entry["request"]["url"].as_str())
-        .any(|url| !seen.insert(url))
-}
-
 /// What became of an extract.
 #[derive(Debug, Default)]
 pub struct ExtractReport {
@@ -345,13 +333,9 @@ pub async fn file_extract(
         for batch in patients.chunks(EXTRACT_BATCH_PATIENTS) {
             let merged = crate::translate::transaction::merge_transactions(batch.iter().map(|patient| &patient.bundle));
             // Two patients of a batch naming one record (a patient registered twice under one
-            // NHS number) must be filed one after the other, or both would create it.
-            let outcome = if names_a_record_twice(&merged) {
-                Err(Failure::Rejected(internal("a record is named twice in the batch")))
-            } else {
-                commit(fhir, permit, &merged).await
-            };
-            match outcome {
+            // NHS number) make the transaction refuse itself (it changes a resource once), and
+            // the fallback below files them one after the other.
+            match commit(fhir, permit, &merged).await {
                 Ok(()) => {
                     report.filed += batch.len();
                     report.unmapped_codes += batch.iter().map(|patient| patient.unmapped_codes).sum::<usize>();
