@@ -249,6 +249,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let maps = Settings::load(cli.config.as_deref())?.translation.code_maps()?;
             translate_extract(from, &read_extract(&paths)?, &maps)
         }
+        Command::Translate { from, paths } if from.is_document() => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            translate_documents(from, &paths, &consent::SensitivityLabels::new(settings.labels.sensitive.clone()))
+        }
         Command::Translate { from, paths } => translate_files(from, &paths),
         Command::Synthetic { format, practice, patients, extracted, out } => {
             let practice = crate::demo::PRACTICES
@@ -257,10 +261,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("practice {practice} is not a demo practice (Y90001, Y90002, Y90003)"))?;
             std::fs::create_dir_all(&out)?;
             let indexes: Vec<usize> = (0..patients).collect();
+            if format.is_document() {
+                for (name, bytes) in crate::synthetic::discharge::discharge_summaries(format, &indexes) {
+                    std::fs::write(out.join(&name), &bytes)?;
+                }
+                println!("{patients} {format} discharge summaries from the demo trusts written to {}", out.display());
+                return Ok(());
+            }
             let files = match format {
                 crate::translate::Format::EmisCsv => crate::synthetic::emis_extract(practice, &indexes, &extracted),
                 crate::translate::Format::SystmOneCsv => crate::synthetic::systmone_extract(practice, &indexes, &extracted),
-                other => anyhow::bail!("synthetic extracts are made in emis-csv and systmone-csv; {other} is a message format"),
+                other => anyhow::bail!("synthetic data is made in emis-csv, systmone-csv, cda and itk3; not {other}"),
             };
             for file in files {
                 std::fs::write(out.join(&file.name), &file.bytes)?;
@@ -375,6 +386,7 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
                 }
             }
             Format::EmisCsv | Format::SystmOneCsv => unreachable!("an extract is read whole (read_extract)"),
+            Format::Cda | Format::Itk3 => unreachable!("a document is one file (read_documents)"),
         }
     }
     Ok(inputs)
@@ -411,6 +423,15 @@ fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyho
     Ok(())
 }
 
+/// One input to ingest: where it is from, and for a dead letter its row and the client
+/// organisation that posted it.
+struct Input {
+    place: String,
+    bytes: Vec<u8>,
+    dead_letter: Option<i64>,
+    publisher: Option<String>,
+}
+
 /// `hie-gateway ingest`: file every input, or replay the dead-letter store.
 async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
     use crate::ingest::{Hl7v2Ingest, Outcome};
@@ -438,6 +459,11 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
         labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
     });
+    if format.is_document() {
+        let result = ingest_documents(&fhir, &store, format, paths, replay).await;
+        store.close().await;
+        return result;
+    }
     if format.is_extract() {
         anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
         let maps = settings.translation.code_maps()?;
@@ -463,14 +489,6 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         return Ok(());
     }
     let ingest = Hl7v2Ingest::new(fhir, store.clone(), &settings.mllp, "cli");
-    /// One input: where it is from, and for a dead letter its row and the client organisation
-    /// that posted it.
-    struct Input {
-        place: String,
-        bytes: Vec<u8>,
-        dead_letter: Option<i64>,
-        publisher: Option<String>,
-    }
     let mut inputs: Vec<Input> = Vec::new();
     if replay {
         let mut kept = store.rejected_inputs(i64::MAX).await?;
@@ -527,6 +545,109 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
     }
     if !refused.is_empty() || !retry.is_empty() {
         anyhow::bail!("{} of {} messages were not filed", refused.len() + retry.len(), inputs.len());
+    }
+    Ok(())
+}
+
+/// Discharge documents: every file named, and every file in each directory named (sorted).
+fn read_documents(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut names = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.is_file())
+                .collect();
+            entries.sort();
+            names.extend(entries);
+        } else {
+            names.push(path.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            Ok((path.display().to_string(), bytes))
+        })
+        .collect()
+}
+
+/// `hie-gateway translate --from cda|itk3`: one Bundle per document, labelled as ingest would.
+fn translate_documents(format: crate::translate::Format, paths: &[PathBuf], labels: &consent::SensitivityLabels) -> anyhow::Result<()> {
+    use std::io::Write;
+    let documents = read_documents(paths)?;
+    anyhow::ensure!(
+        !documents.is_empty(),
+        "no document found in {}",
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let several = documents.len() > 1;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut rejected = 0;
+    for (place, bytes) in &documents {
+        match crate::translate::translate_document(format, bytes) {
+            Ok(mut translated) => {
+                crate::translate::discharge::label_documents(&mut translated.bundle, labels);
+                let text =
+                    if several { serde_json::to_string(&translated.bundle)? } else { serde_json::to_string_pretty(&translated.bundle)? };
+                writeln!(out, "{text}")?;
+            }
+            Err(error) => {
+                rejected += 1;
+                eprintln!("{place}: rejected: {error}");
+            }
+        }
+    }
+    if rejected > 0 {
+        anyhow::bail!("{rejected} of {} documents rejected", documents.len());
+    }
+    Ok(())
+}
+
+/// `hie-gateway ingest --from cda|itk3`: file each document, or replay the kept ones.
+async fn ingest_documents(
+    fhir: &crate::fhir::FhirService,
+    store: &crate::store::SqlStore,
+    format: crate::translate::Format,
+    paths: &[PathBuf],
+    replay: bool,
+) -> anyhow::Result<()> {
+    use crate::ingest::DocumentOutcome;
+    let mut inputs: Vec<Input> = Vec::new();
+    if replay {
+        let mut kept = store.rejected_inputs(i64::MAX).await?;
+        kept.reverse();
+        for input in kept.into_iter().filter(|input| input.format == format.as_str()) {
+            let place = format!("dead letter {} ({})", input.id.unwrap_or_default(), input.channel);
+            inputs.push(Input { place, bytes: input.content, dead_letter: input.id, publisher: input.publisher });
+        }
+    } else {
+        inputs.extend(read_documents(paths)?.into_iter().map(|(place, bytes)| Input { place, bytes, dead_letter: None, publisher: None }));
+    }
+    let (mut filed, mut duplicates, mut not_filed) = (0usize, 0usize, Vec::new());
+    for Input { place, bytes, dead_letter, publisher } in &inputs {
+        let publisher = publisher.as_deref().and_then(|ods| crate::ingest::replay_publisher("cli", ods));
+        let outcome = crate::ingest::file_document(fhir, store, format, bytes, publisher, "cli", dead_letter.is_none()).await;
+        let settled = matches!(outcome, DocumentOutcome::Filed(_) | DocumentOutcome::Duplicate(_));
+        match outcome {
+            DocumentOutcome::Filed(_) => filed += 1,
+            DocumentOutcome::Duplicate(_) => duplicates += 1,
+            DocumentOutcome::Rejected(error) => not_filed.push(format!("{place}: refused: {error}")),
+            DocumentOutcome::Retry(reason) => not_filed.push(format!("{place}: not filed now: {reason}")),
+        }
+        if let (Some(id), true) = (dead_letter, settled) {
+            store.delete_rejected(*id).await?;
+        }
+    }
+    println!("{} documents: {filed} filed, {duplicates} already filed (nothing changed), {} not filed", inputs.len(), not_filed.len());
+    for line in &not_filed {
+        println!("  {line}");
+    }
+    if !not_filed.is_empty() {
+        anyhow::bail!("{} of {} documents were not filed", not_filed.len(), inputs.len());
     }
     Ok(())
 }

@@ -153,9 +153,12 @@ impl Hl7v2Ingest {
     /// The publisher of a replayed input that an authenticated client sent: that client's
     /// organisation again, not the one MSH-4 claims.
     pub fn publisher_for(&self, ods: &str) -> Option<Requester> {
-        let ods = OdsCode::parse(ods).ok()?;
-        let subject = format!("{}:replay:{ods}", self.channel);
-        Some(self.system_requester(ods, subject))
+        replay_publisher(self.channel, ods)
+    }
+
+    /// The dead-letter store refused inputs are kept in.
+    pub fn dead_letters(&self) -> &SqlStore {
+        &self.store
     }
 
     fn system_requester(&self, ods: OdsCode, subject: String) -> Requester {
@@ -213,6 +216,13 @@ pub fn now_hl7() -> String {
 /// A fresh control id for an ACK (20 characters: v2.3's limit).
 pub fn ack_control_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
+}
+
+/// The publisher of a replayed input that an authenticated client (of organisation `ods`) sent.
+pub fn replay_publisher(channel: &str, ods: &str) -> Option<Requester> {
+    let ods = OdsCode::parse(ods).ok()?;
+    let subject = format!("{channel}:replay:{ods}");
+    Some(publishing_system(channel, ClientKind::Trust, ods, subject))
 }
 
 /// A publisher's system, as a registered client of `kind` for `ods` with a system token would be.
@@ -360,4 +370,107 @@ pub async fn file_extract(
         }
     }
     Ok(report)
+}
+
+/// What became of one discharge document.
+#[derive(Debug)]
+pub enum DocumentOutcome {
+    /// Committed; the document version in words.
+    Filed(String),
+    /// This version was filed before, byte for byte: nothing written.
+    Duplicate(String),
+    /// Refused, and kept in the dead-letter store (when asked to keep it).
+    Rejected(crate::translate::discharge::DocumentError),
+    /// Not filed now (the database is unavailable); send it again.
+    Retry(String),
+}
+
+/// File one discharge document (`cda` or `itk3`) as `publisher` (an authenticated client), or
+/// else as the trust the document names as its custodian. The document's Composition and
+/// DocumentReference carry the sensitivity labels of its entries. A refused document is kept
+/// with its reason when `keep_rejected` says so (a replay keeps the row it came from instead).
+pub async fn file_document(
+    fhir: &FhirService,
+    dead_letters: &SqlStore,
+    format: crate::translate::Format,
+    bytes: &[u8],
+    publisher: Option<Requester>,
+    channel: &'static str,
+    keep_rejected: bool,
+) -> DocumentOutcome {
+    use crate::translate::discharge::{DocumentError, label_documents};
+    let publisher_ods = publisher.as_ref().and_then(|requester| requester.client.as_ref()).map(|client| client.ods.to_string());
+    let refuse = |error: DocumentError, document: Option<String>| async move {
+        tracing::info!(format = %format, location = %error.location, "a discharge document was refused");
+        if keep_rejected {
+            let input = RejectedInput {
+                id: None,
+                received_at: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64,
+                channel: channel.into(),
+                format: format.as_str().into(),
+                publisher: publisher_ods.clone(),
+                sender: publisher_ods.clone(),
+                control_id: document,
+                location: Some(error.location.clone()),
+                reason: error.reason.clone(),
+                content: bytes.to_vec(),
+            };
+            if let Err(store_error) = dead_letters.record_rejected(&input).await {
+                tracing::error!(error = %store_error, "a refused document could not be kept in the dead-letter store");
+                return DocumentOutcome::Retry("the gateway cannot keep refused documents just now; send this document again later".into());
+            }
+        }
+        DocumentOutcome::Rejected(error)
+    };
+    let mut translated = match crate::translate::translate_document(format, bytes) {
+        Ok(translated) => translated,
+        Err(error) => return refuse(error, None).await,
+    };
+    label_documents(&mut translated.bundle, &fhir.labels);
+    let document = translated.document.clone();
+    match filed_before(fhir, &translated.provenance_id, &translated.digest).await {
+        Ok(None) => {}
+        Ok(Some(PriorFiling::Same)) => return DocumentOutcome::Duplicate(document),
+        Ok(Some(PriorFiling::Different)) => {
+            let error = DocumentError::new(
+                format.as_str(),
+                "document id",
+                format!("document {document} was already filed with different content; a changed document needs a new id or version"),
+            );
+            return refuse(error, Some(document)).await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "a discharge document could not be filed now");
+            return DocumentOutcome::Retry("the gateway cannot file documents just now; send this document again later".into());
+        }
+    }
+    let requester = match (publisher, translated.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok())) {
+        (Some(publisher), _) => publisher,
+        (None, Some(ods)) => publishing_system(channel, ClientKind::Trust, ods.clone(), format!("{channel}:{format}:{ods}")),
+        (None, None) => {
+            let error = DocumentError::new(
+                format.as_str(),
+                "custodian",
+                "the document names no custodian or author organisation by ODS code to publish it as",
+            );
+            return refuse(error, Some(document)).await;
+        }
+    };
+    let permit = match crate::enforce::authorize(requester, Interaction::Transaction, None) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return refuse(
+                DocumentError::new(format.as_str(), "publisher", format!("the publisher may not write: {error}")),
+                Some(document),
+            )
+            .await;
+        }
+    };
+    match commit(fhir, &permit, &translated.bundle).await {
+        Ok(()) => DocumentOutcome::Filed(document),
+        Err(Failure::Retry(error)) => DocumentOutcome::Retry(error.reason),
+        Err(Failure::Rejected(error)) => {
+            refuse(DocumentError::new(format.as_str(), "translated records", error.reason), Some(document)).await
+        }
+    }
 }

@@ -329,6 +329,23 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
             report.retry
         );
     }
-    tracing::info!(bundles = loaded, patients, gp_extracts = crate::demo::PRACTICES.len(), "demo data loaded");
+    // Each patient's discharge summary from their trust: even patients' as CDA, odd as ITK3.
+    for index in 0..patients {
+        let format = if index % 2 == 0 { crate::translate::Format::Cda } else { crate::translate::Format::Itk3 };
+        let (name, bytes) = crate::synthetic::discharge::discharge_summaries(format, &[index]).remove(0);
+        let state = &application.state;
+        match crate::ingest::file_document(&state.fhir, state.ingest.dead_letters(), format, &bytes, None, "demo", false).await {
+            crate::ingest::DocumentOutcome::Filed(_) | crate::ingest::DocumentOutcome::Duplicate(_) => {}
+            crate::ingest::DocumentOutcome::Rejected(error) => anyhow::bail!("the demo discharge summary {name} was refused: {error}"),
+            crate::ingest::DocumentOutcome::Retry(reason) => anyhow::bail!("the demo discharge summary {name} was not filed: {reason}"),
+        }
+    }
+    tracing::info!(
+        bundles = loaded,
+        patients,
+        gp_extracts = crate::demo::PRACTICES.len(),
+        discharge_summaries = patients,
+        "demo data loaded"
+    );
     Ok(())
 }

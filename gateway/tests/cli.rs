@@ -113,7 +113,7 @@ fn translate_prints_bundles_and_names_the_file_and_line_of_a_refused_message() {
     let stderr = String::from_utf8_lossy(&several.stderr);
     assert!(stderr.contains("two.hl7:2: rejected: PID-3.1: the NHS number \"9449305553\" is not valid"), "{stderr}");
 
-    let unknown = run(dir.path(), &["translate", "--from", "cda", "one.hl7"]);
+    let unknown = run(dir.path(), &["translate", "--from", "emis-xml", "one.hl7"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not built yet"));
 }
@@ -148,6 +148,43 @@ fn ingest_files_messages_keeps_refused_ones_and_replays_them_once_they_can_be_fi
     assert!(!replay.status.success());
     let replay = run(dir.path(), &["ingest", "--replay"]);
     assert!(String::from_utf8_lossy(&replay.stdout).starts_with("2 messages: 0 filed, 0 already filed (nothing changed), 2 refused"));
+}
+
+#[test]
+fn discharge_summaries_are_made_translated_filed_once_and_refused_ones_kept_for_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hie-gateway.toml"), "[database]\nurl = \"sqlite://hie.db\"\n").unwrap();
+    for format in ["cda", "itk3"] {
+        let made = run(dir.path(), &["synthetic", "--format", format, "--patients", "3", "--out", format]);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert_eq!(std::fs::read_dir(dir.path().join(format)).unwrap().count(), 3);
+        let translated = run(dir.path(), &["translate", "--from", format, format]);
+        assert!(translated.status.success(), "{}", String::from_utf8_lossy(&translated.stderr));
+        let bundles: Vec<serde_json::Value> =
+            std::str::from_utf8(&translated.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(bundles.len(), 3, "one Bundle per line per document");
+        assert!(bundles.iter().all(|b| b["entry"].as_array().unwrap().iter().any(|e| e["resource"]["resourceType"] == "Composition")));
+
+        let filed = run(dir.path(), &["ingest", "--from", format, format]);
+        assert!(filed.status.success(), "{}{}", String::from_utf8_lossy(&filed.stdout), String::from_utf8_lossy(&filed.stderr));
+        assert!(String::from_utf8_lossy(&filed.stdout).starts_with("3 documents: 3 filed, 0 already filed"));
+        let again = run(dir.path(), &["ingest", "--from", format, format]);
+        assert!(String::from_utf8_lossy(&again.stdout).starts_with("3 documents: 0 filed, 3 already filed (nothing changed), 0 not filed"));
+    }
+    // A document with a wrong NHS number: refused with its place, kept, refused again on replay.
+    let first = std::fs::read_dir(dir.path().join("cda")).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&first).unwrap();
+    let number = text.split("2.16.840.1.113883.2.1.4.1\" extension=\"").nth(1).unwrap()[..10].to_owned();
+    let wrong = format!("{}{}", &number[..9], (number.as_bytes()[9] - b'0' + 1) % 10);
+    std::fs::write(dir.path().join("bad.xml"), text.replace(&number, &wrong)).unwrap();
+    let refused = run(dir.path(), &["ingest", "--from", "cda", "bad.xml"]);
+    assert!(!refused.status.success());
+    let summary = String::from_utf8_lossy(&refused.stdout);
+    assert!(summary.contains("bad.xml: refused: cda document at line "), "{summary}");
+    assert!(summary.contains("/ClinicalDocument/recordTarget/patientRole/id): the NHS number is not valid"), "{summary}");
+    let replay = run(dir.path(), &["ingest", "--from", "cda", "--replay"]);
+    assert!(!replay.status.success());
+    assert!(String::from_utf8_lossy(&replay.stdout).starts_with("1 documents: 0 filed, 0 already filed (nothing changed), 1 not filed"));
 }
 
 #[test]

@@ -351,6 +351,20 @@ impl TestApp {
         }
     }
 
+    /// What the gateway keeps in its dead-letter store, newest first.
+    pub async fn rejected_inputs(&self) -> Vec<gateway::store::RejectedInput> {
+        let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
+            url: &self.database_url,
+            max_connections: Some(1),
+            acquire_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let kept = store.rejected_inputs(1_000).await.unwrap();
+        store.close().await;
+        kept
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") { path.to_owned() } else { format!("{}/{}", self.base, path.trim_start_matches('/')) }
     }

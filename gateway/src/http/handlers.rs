@@ -288,9 +288,12 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
         return Err(ApiError::invalid(
             IssueType::NotSupported,
             format!(
-                "{format} extracts are several files: file them with `hie-gateway ingest --from {format}`; over HTTP this gateway takes hl7v2"
+                "{format} extracts are several files: file them with `hie-gateway ingest --from {format}`; over HTTP this gateway takes hl7v2, cda and itk3"
             ),
         ));
+    }
+    if format.is_document() {
+        return ingest_document(&state, format, &bytes, permit.requester().clone()).await;
     }
     let text = hl7v2::message::decode(&bytes);
     let messages = split_hl7v2_messages(&text);
@@ -334,6 +337,37 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
     Ok(HttpResponse::build(status)
         .insert_header((CONTENT_TYPE, FHIR_JSON))
         .body(fhir_models::OperationOutcome::new(issues).to_json_bytes()))
+}
+
+/// One discharge document (`cda`, `itk3`) posted to `/ingest/{format}`: 200 when filed (or
+/// already), 422 naming where and why it was refused (it is kept), 503 when it cannot be filed now.
+async fn ingest_document(state: &AppState, format: crate::translate::Format, bytes: &[u8], publisher: consent::Requester) -> Result {
+    use crate::ingest::DocumentOutcome;
+    use actix_web::http::StatusCode;
+    use fhir_models::outcome::{Issue, IssueSeverity};
+    let (status, issue) =
+        match crate::ingest::file_document(&state.fhir, state.ingest.dead_letters(), format, bytes, Some(publisher), "http", true).await {
+            DocumentOutcome::Filed(document) => (
+                StatusCode::OK,
+                Issue::new(IssueSeverity::Information, IssueType::Informational, format!("{format} document {document} filed")),
+            ),
+            DocumentOutcome::Duplicate(document) => (
+                StatusCode::OK,
+                Issue::new(
+                    IssueSeverity::Information,
+                    IssueType::Informational,
+                    format!("{format} document {document} was already filed; nothing changed"),
+                ),
+            ),
+            DocumentOutcome::Rejected(error) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Issue::error(IssueType::Invalid, format!("refused at {}: {}", error.location, error.reason)),
+            ),
+            DocumentOutcome::Retry(reason) => (StatusCode::SERVICE_UNAVAILABLE, Issue::error(IssueType::Transient, reason)),
+        };
+    Ok(HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, FHIR_JSON))
+        .body(fhir_models::OperationOutcome::new(vec![issue]).to_json_bytes()))
 }
 
 async fn validate_common(

@@ -10,6 +10,7 @@
 //! so applying the same input twice changes nothing.
 
 pub mod codes;
+pub mod discharge;
 pub mod emis;
 pub mod gp;
 pub mod hl7v2;
@@ -26,16 +27,24 @@ pub enum Format {
     Hl7v2,
     EmisCsv,
     SystmOneCsv,
+    /// Legacy CDA discharge summaries (ITK eDischarge).
+    Cda,
+    /// ITK3 FHIR STU3 eDischarge Bundles.
+    Itk3,
 }
 
+const TRANSLATED: &str = "hl7v2, emis-csv, systmone-csv, cda, itk3";
+
 impl Format {
-    pub const ALL: [Self; 3] = [Self::Hl7v2, Self::EmisCsv, Self::SystmOneCsv];
+    pub const ALL: [Self; 5] = [Self::Hl7v2, Self::EmisCsv, Self::SystmOneCsv, Self::Cda, Self::Itk3];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hl7v2 => "hl7v2",
             Self::EmisCsv => "emis-csv",
             Self::SystmOneCsv => "systmone-csv",
+            Self::Cda => "cda",
+            Self::Itk3 => "itk3",
         }
     }
 
@@ -44,10 +53,10 @@ impl Format {
             "hl7v2" => Ok(Self::Hl7v2),
             "emis-csv" => Ok(Self::EmisCsv),
             "systmone-csv" => Ok(Self::SystmOneCsv),
-            "emis-xml" | "cda" | "itk3" | "fhir" => {
-                Err(format!("the {text} translator is not built yet; this gateway translates: hl7v2, emis-csv, systmone-csv"))
-            }
-            other => Err(format!("unknown format {other:?}; this gateway translates: hl7v2, emis-csv, systmone-csv")),
+            "cda" => Ok(Self::Cda),
+            "itk3" => Ok(Self::Itk3),
+            "emis-xml" | "fhir" => Err(format!("the {text} translator is not built yet; this gateway translates: {TRANSLATED}")),
+            other => Err(format!("unknown format {other:?}; this gateway translates: {TRANSLATED}")),
         }
     }
 }
@@ -67,7 +76,7 @@ pub fn translate_extract(
     match format {
         Format::EmisCsv => emis::translate(files, maps),
         Format::SystmOneCsv => systmone::translate(files, maps),
-        Format::Hl7v2 => Err(rows::ExtractError::file("(extract)", "hl7v2 is a message format, not an extract")),
+        Format::Hl7v2 | Format::Cda | Format::Itk3 => Err(rows::ExtractError::file("(extract)", format!("{format} is not an extract"))),
     }
 }
 
@@ -75,6 +84,20 @@ impl Format {
     /// Whether an input is a set of files (an extract) rather than messages.
     pub fn is_extract(&self) -> bool {
         matches!(self, Self::EmisCsv | Self::SystmOneCsv)
+    }
+
+    /// Whether an input is one whole document (a discharge summary) per file or request.
+    pub fn is_document(&self) -> bool {
+        matches!(self, Self::Cda | Self::Itk3)
+    }
+}
+
+/// Translate one discharge document of `format`.
+pub fn translate_document(format: Format, bytes: &[u8]) -> Result<discharge::Translated, discharge::DocumentError> {
+    match format {
+        Format::Cda => discharge::cda::translate(bytes),
+        Format::Itk3 => discharge::itk3::translate(bytes),
+        other => Err(discharge::DocumentError::new("document", "(input)", format!("{other} is not a document format"))),
     }
 }
 
@@ -135,7 +158,8 @@ mod tests {
     fn formats_not_built_say_so() {
         assert_eq!(Format::parse("hl7v2"), Ok(Format::Hl7v2));
         assert_eq!(Format::parse("emis-csv"), Ok(Format::EmisCsv));
-        assert!(Format::parse("cda").unwrap_err().contains("not built yet"));
+        assert_eq!(Format::parse("cda"), Ok(Format::Cda));
+        assert!(Format::parse("emis-xml").unwrap_err().contains("not built yet"));
         assert!(Format::parse("xml").unwrap_err().contains("unknown format"));
     }
 }

@@ -142,20 +142,6 @@ async fn total(app: &TestApp, query: &str) -> i64 {
     answer.body["total"].as_i64().unwrap()
 }
 
-/// What the gateway keeps in its dead-letter store, newest first.
-async fn rejected_inputs(app: &TestApp) -> Vec<gateway::store::RejectedInput> {
-    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
-        url: &app.database_url,
-        max_connections: Some(1),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    let kept = store.rejected_inputs(1_000).await.unwrap();
-    store.close().await;
-    kept
-}
-
 fn msa(ack: &str) -> Vec<String> {
     ack_segment(ack, "MSA").unwrap_or_else(|| panic!("no MSA in {ack:?}"))
 }
@@ -269,7 +255,7 @@ async fn bad_messages_get_an_error_naming_the_place_and_are_kept() {
 
     assert_eq!(total(&app, "Patient").await, 0, "nothing was half-filed");
     // Each refusal is in the dead-letter store with its reason and the bytes as received.
-    let kept = rejected_inputs(&app).await;
+    let kept = app.rejected_inputs().await;
     assert_eq!(kept.len(), 6, "{kept:?}");
     let garbage_kept = kept.iter().find(|k| k.content == garbage.as_bytes()).expect("the unreadable message is kept too");
     assert_eq!(garbage_kept.channel, "mllp");
@@ -370,6 +356,19 @@ async fn results_and_documents_become_reports_observations_and_document_referenc
     use base64::Engine;
     let text = base64::engine::general_purpose::STANDARD.decode(document["content"][0]["attachment"]["data"].as_str().unwrap()).unwrap();
     assert_eq!(String::from_utf8(text).unwrap(), "Admitted with chest pain.\nDischarged home on aspirin.");
+    // A discharge summary is an R4 document too, as CDA and ITK3 ones are.
+    let composition = app.get(&app.trust, document["context"]["related"][0]["reference"].as_str().unwrap()).await;
+    composition.assert_status(200);
+    let composition = &composition.body;
+    assert_eq!((composition["status"].as_str(), composition["identifier"]["value"].as_str()), (Some("final"), Some("DOC42")));
+    assert_eq!(composition["type"]["coding"][0]["code"], "373942005");
+    assert_eq!(composition["date"], "2024-03-09T14:30:00+00:00");
+    assert_eq!(composition["encounter"]["identifier"]["value"], "V100");
+    assert_eq!(composition["section"][0]["code"]["coding"][0]["code"], "887181000000106");
+    assert_eq!(
+        composition["section"][0]["text"]["div"],
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Admitted with chest pain.</p><p>Discharged home on aspirin.</p></div>"
+    );
 }
 
 /// Four senders at once, each on its own connection: every message ACKed AA, the store holds
@@ -481,14 +480,14 @@ async fn trusts_and_gp_systems_can_post_messages_over_https_too() {
 
     assert_eq!(post(&app.portal, good.clone()).await.unwrap().status(), 401, "a certificate alone publishes nothing");
     assert_eq!(post(&app.unregistered, good.clone()).await.unwrap().status(), 403);
-    let cda = app.trust.post(app.base.replace("/fhir/r4", "/ingest/cda")).body("<ClinicalDocument/>").send().await.unwrap();
-    assert_eq!(cda.status(), 400);
-    assert!(cda.text().await.unwrap().contains("not built yet"));
+    let emis_xml = app.trust.post(app.base.replace("/fhir/r4", "/ingest/emis-xml")).body("<MedicalRecord/>").send().await.unwrap();
+    assert_eq!(emis_xml.status(), 400);
+    assert!(emis_xml.text().await.unwrap().contains("not built yet"));
     let empty = post(&app.trust, "hello".into()).await.unwrap();
     assert_eq!(empty.status(), 422, "a body that is not HL7 v2 is refused and kept");
     // Kept with the organisation of the client that posted it, which a replay publishes as again
     // (whatever MSH-4 says).
-    let kept = rejected_inputs(&app).await;
+    let kept = app.rejected_inputs().await;
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.iter().all(|k| k.channel == "http" && k.publisher.as_deref() == Some(app.pki.trust.entry.ods.as_ref())), "{kept:?}");
 }

@@ -6,6 +6,7 @@ mod authentication;
 mod bundles;
 mod cache;
 mod crud;
+mod discharge;
 mod examples;
 mod faults;
 mod gp_extracts;

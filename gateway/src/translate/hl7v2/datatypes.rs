@@ -37,9 +37,12 @@ impl Timestamp {
 /// England (GMT, or BST between the last Sundays of March and October), which is what UK
 /// trusts' feeds send.
 pub fn timestamp(text: &str, location: &Location) -> Result<Timestamp, Hl7Error> {
-    let invalid = |why: &str| {
-        Hl7Error::new(ErrorCode::DataType, location.clone(), format!("{text:?} is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ]): {why}"))
-    };
+    parse_timestamp(text).map_err(|reason| Hl7Error::new(ErrorCode::DataType, location.clone(), reason))
+}
+
+/// [`timestamp`] for any HL7 format (a v2 DTM, a v3/CDA TS): the error says what is wrong.
+pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    let invalid = |why: &str| format!("{text:?} is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ]): {why}");
     let (body, offset) = match text.find(['+', '-']) {
         Some(at) => (&text[..at], Some(&text[at..])),
         None => (text, None),

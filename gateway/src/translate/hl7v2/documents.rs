@@ -11,6 +11,8 @@ use super::datatypes::{
 };
 use super::error::{ErrorCode, Hl7Error};
 use super::patient;
+use crate::translate::discharge::DISCHARGE_SUMMARY;
+use crate::translate::discharge::narrative::{paragraphs, plain};
 use crate::translate::transaction::{TransactionBuilder, query_value};
 
 const UKCORE_DOCUMENT_REFERENCE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference";
@@ -149,6 +151,85 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
     {
         document.insert("context".into(), json!({"encounter": [{"type": "Encounter", "identifier": visit.to_json()}]}));
     }
-    builder.upsert(Value::Object(document), &format!("identifier={}", query_value(&number.search_token())));
+    let condition = format!("identifier={}", query_value(&number.search_token()));
+    if is_discharge_summary(&document["type"]) {
+        let composition = discharge_composition(context, &document, &number.to_json(), &text_lines)?;
+        let composition_url = builder.upsert(composition, &condition);
+        let related = json!([{"reference": composition_url}]);
+        match document.get_mut("context") {
+            Some(Value::Object(context)) => {
+                context.insert("related".into(), related);
+            }
+            _ => {
+                document.insert("context".into(), json!({"related": related}));
+            }
+        }
+    }
+    builder.upsert(Value::Object(document), &condition);
     Ok(())
+}
+
+fn is_discharge_summary(document_type: &Value) -> bool {
+    document_type["coding"]
+        .as_array()
+        .is_some_and(|codings| codings.iter().any(|c| c["system"] == fhir_models::system::SNOMED_CT && c["code"] == DISCHARGE_SUMMARY.0))
+}
+
+/// A discharge summary (TXA-2 `DS`) is an R4 document too: a Composition of one PRSB
+/// "Clinical summary" section holding the text, which GP systems read like any other discharge
+/// summary (CDA, ITK3). Encapsulated content (a PDF) stays on the DocumentReference.
+fn discharge_composition(
+    context: &Context<'_, '_>,
+    document: &Map<String, Value>,
+    identifier: &Value,
+    text: &[String],
+) -> Result<Value, Hl7Error> {
+    let status = match document.get("docStatus").and_then(Value::as_str) {
+        Some("preliminary") => "preliminary",
+        _ if document.get("status").and_then(Value::as_str) == Some("entered-in-error") => "entered-in-error",
+        _ => "final",
+    };
+    let date = match document.get("content").and_then(|c| c[0]["attachment"]["creation"].as_str()) {
+        Some(date) => date.to_owned(),
+        None => {
+            let msh = context.message.msh();
+            let sent = msh.value(7).ok_or_else(|| {
+                Hl7Error::new(ErrorCode::RequiredFieldMissing, msh.locate(7), "a discharge summary needs a date: TXA-4 or MSH-7")
+            })?;
+            timestamp(&sent, &msh.locate(7))?.text
+        }
+    };
+    let authors = match (document.get("author"), document.get("custodian")) {
+        (Some(authors), _) => authors.clone(),
+        (None, Some(custodian)) => json!([custodian]),
+        (None, None) => json!([{"display": context.header.sender()}]),
+    };
+    let narrative = if text.is_empty() {
+        plain("The summary was sent as an attached document; it is on this document's DocumentReference as sent.")
+    } else {
+        paragraphs(text)
+    };
+    let mut composition = json!({
+        "resourceType": "Composition",
+        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Composition"]},
+        "identifier": identifier,
+        "status": status,
+        "type": document["type"],
+        "subject": document["subject"],
+        "date": date,
+        "author": authors,
+        "title": document["type"]["text"].as_str().unwrap_or(DISCHARGE_SUMMARY.1),
+        "section": [{
+            "title": "Clinical summary",
+            "code": {"coding": [{"system": fhir_models::system::SNOMED_CT, "code": "887181000000106", "display": "Clinical summary"}]},
+            "text": {"status": "additional", "div": narrative},
+        }],
+    });
+    if let Some(custodian) = document.get("custodian") {
+        composition["custodian"] = custodian.clone();
+    }
+    if let Some(encounter) = document.get("context").and_then(|c| c["encounter"].get(0)) {
+        composition["encounter"] = encounter.clone();
+    }
+    Ok(composition)
 }

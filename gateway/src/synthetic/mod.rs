@@ -4,6 +4,9 @@
 //! SNOMED CT concept, an EMIS-local code that maps to nothing, numeric values with units,
 //! problems, allergies, immunisations, repeat medication with issues, a practice-confidential
 //! entry and a restricted ("S-flag") patient. The same arguments give the same bytes.
+//! Discharge summaries from the demo trusts (CDA and ITK3) are in [`discharge`].
+
+pub mod discharge;
 
 use std::fmt::Write;
 

@@ -1,0 +1,16 @@
+//! Any bytes as a discharge document: the first byte picks CDA or ITK3, the rest is the
+//! document. Reading, translation and labelling must never panic, whatever comes in.
+#![no_main]
+
+use gateway::translate::{Format, discharge, translate_document};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, document)) = data.split_first() else { return };
+    let format = if selector % 2 == 0 { Format::Cda } else { Format::Itk3 };
+    if let Ok(mut translated) = translate_document(format, document) {
+        let labels = consent::SensitivityLabels::new(consent::SensitivityLabels::uk_default());
+        discharge::label_documents(&mut translated.bundle, &labels);
+        let _ = serde_json::to_vec(&translated.bundle).unwrap();
+    }
+});

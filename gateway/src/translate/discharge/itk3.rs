@@ -1,0 +1,427 @@
+//! ITK3 FHIR eDischarge (STU3, CareConnect): an `ITK-Message-Bundle-1` (a message Bundle whose
+//! MessageHeader points at the document) or the `ITK-Document-Bundle-1` itself. Its Composition,
+//! Patient, authors, Encounter and the section entries (Conditions, Procedures, Allergies and
+//! MedicationStatements, directly or through the Lists ITK3 puts in sections) are read into the
+//! shared model and rebuilt as R4 UK Core: STU3 status codes become R4 CodeableConcepts, section
+//! XHTML is rebuilt from an allow-list, and the STU3 original is attached as sent.
+
+use std::collections::HashMap;
+
+use fhir_models::system::{NHS_NUMBER, ODS_ORGANIZATION_CODE, SDS_USER_ID};
+use serde_json::{Value, json};
+
+use super::{DISCHARGE_SUMMARY, build, narrative};
+use super::{
+    Discharge, DocumentError, EncounterDetails, Entry, EntryKind, Identifier, Organisation, Party, PatientDetails, Section, Translated,
+};
+
+const FORMAT: &str = "itk3";
+
+/// Document types that are discharge summaries (SNOMED CT, and LOINC for the generic one).
+const DISCHARGE_CODES: &[&str] = &[DISCHARGE_SUMMARY.0, "163391000000107", "18842-5", "28655-9"];
+
+/// Translate an ITK3 eDischarge into the R4 transaction.
+pub fn translate(bytes: &[u8]) -> Result<Translated, DocumentError> {
+    build(read(bytes)?, bytes)
+}
+
+fn fail(location: impl Into<String>, reason: impl Into<String>) -> DocumentError {
+    DocumentError::new(FORMAT, location, reason)
+}
+
+/// The document's resources by every name a reference may use (`fullUrl`, `Type/id`), with
+/// where each is.
+struct Resources<'a> {
+    by_reference: HashMap<String, (String, &'a Value)>,
+}
+
+impl<'a> Resources<'a> {
+    fn new(entries: &'a [Value], base: &str) -> Self {
+        let mut by_reference = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let resource = &entry["resource"];
+            let place = format!("{base}.entry[{index}].resource");
+            if let Some(full_url) = entry["fullUrl"].as_str() {
+                by_reference.insert(full_url.to_owned(), (place.clone(), resource));
+            }
+            if let (Some(kind), Some(id)) = (resource["resourceType"].as_str(), resource["id"].as_str()) {
+                by_reference.insert(format!("{kind}/{id}"), (place.clone(), resource));
+                if let Some(full_url) = entry["fullUrl"].as_str()
+                    && let Some(base_url) = full_url.strip_suffix(&format!("{kind}/{id}"))
+                {
+                    by_reference.insert(format!("{base_url}{kind}/{id}"), (place, resource));
+                }
+            }
+        }
+        Self { by_reference }
+    }
+
+    /// The resource a Reference points at, if it is in the Bundle.
+    fn resolve(&self, reference: &Value) -> Option<&(String, &'a Value)> {
+        self.by_reference.get(reference["reference"].as_str()?)
+    }
+}
+
+/// Read an ITK3 eDischarge Bundle.
+pub fn read(bytes: &[u8]) -> Result<Discharge, DocumentError> {
+    let root: Value = serde_json::from_slice(bytes)
+        .map_err(|error| fail(format!("line {}, column {}", error.line(), error.column()), format!("not valid JSON: {error}")))?;
+    if root["resourceType"] != "Bundle" {
+        return Err(fail("resourceType", "an ITK3 eDischarge is a Bundle (an ITK message or an ITK document)"));
+    }
+    let (document, base) = match root["type"].as_str() {
+        Some("document") => (&root, "Bundle".to_owned()),
+        Some("message") => {
+            let entries = root["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+            match entries.iter().position(|e| e["resource"]["resourceType"] == "Bundle" && e["resource"]["type"] == "document") {
+                Some(index) => (&entries[index]["resource"], format!("Bundle.entry[{index}].resource")),
+                // ITK3 messages may carry the document's resources directly.
+                None => (&root, "Bundle".to_owned()),
+            }
+        }
+        other => return Err(fail("Bundle.type", format!("Bundle.type {other:?}: an ITK3 eDischarge is a message or a document Bundle"))),
+    };
+    let entries = document["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let resources = Resources::new(entries, &base);
+    let (composition_index, composition) = entries
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e["resource"]["resourceType"] == "Composition")
+        .map(|(index, e)| (index, &e["resource"]))
+        .ok_or_else(|| fail(format!("{base}.entry"), "the document has no Composition"))?;
+    let at = |field: &str| format!("{base}.entry[{composition_index}].resource.{field}");
+
+    let original_type = composition["type"]["coding"].as_array().cloned().unwrap_or_default();
+    let title = composition["title"].as_str().map(str::to_owned);
+    let is_discharge = original_type.iter().any(|c| c["code"].as_str().is_some_and(|code| DISCHARGE_CODES.contains(&code)))
+        || title.as_deref().is_some_and(|t| t.to_ascii_lowercase().contains("discharge"));
+    if !is_discharge {
+        let codes: Vec<&str> = original_type.iter().filter_map(|c| c["code"].as_str()).collect();
+        return Err(fail(at("type"), format!("this gateway files discharge summaries; a document of type {codes:?} is not one")));
+    }
+    let identifier = |value: &Value| match (value["system"].as_str(), value["value"].as_str()) {
+        (Some(system), Some(value)) if !system.is_empty() && !value.trim().is_empty() => Some(Identifier::new(system, value.trim())),
+        _ => None,
+    };
+    let set_id = identifier(&composition["identifier"]);
+    let id = identifier(&document["identifier"]).or_else(|| set_id.clone());
+    if id.is_none() {
+        return Err(fail(
+            at("identifier"),
+            "the document needs an identifier with system and value (Bundle.identifier or Composition.identifier)",
+        ));
+    }
+    let status = match composition["status"].as_str() {
+        Some("preliminary") => "preliminary",
+        Some("final") => "final",
+        Some("amended") => "amended",
+        Some("entered-in-error") => "entered-in-error",
+        other => return Err(fail(at("status"), format!("status {other:?} is not preliminary, final, amended or entered-in-error"))),
+    };
+    let date = composition["date"].as_str().ok_or_else(|| fail(at("date"), "the Composition has no date"))?;
+    check_date_time(date, &at("date"))?;
+    let confidentiality = match composition["confidentiality"].as_str() {
+        None => None,
+        Some(code @ ("U" | "L" | "M" | "N" | "R" | "V")) => Some(code.to_owned()),
+        Some(other) => return Err(fail(at("confidentiality"), format!("confidentiality {other:?} is not an HL7 v3 Confidentiality code"))),
+    };
+
+    let (patient_place, patient) =
+        resources.resolve(&composition["subject"]).ok_or_else(|| fail(at("subject"), "the subject is not a Patient in the Bundle"))?;
+    if patient["resourceType"] != "Patient" {
+        return Err(fail(at("subject"), "the subject is not a Patient"));
+    }
+    let patient = read_patient(patient, patient_place)?;
+
+    let mut authors = Vec::new();
+    for (index, author) in composition["author"].as_array().into_iter().flatten().enumerate() {
+        if let Some((_, resource)) = resources.resolve(author) {
+            authors.extend(read_party(resource, &resources));
+        } else if let Some(display) = author["display"].as_str() {
+            authors.push(Party { name: Some(json!({"text": display})), ..Party::default() });
+        } else {
+            return Err(fail(at(&format!("author[{index}]")), "the author is not in the Bundle"));
+        }
+    }
+    let custodian = resources.resolve(&composition["custodian"]).map(|(_, org)| read_organisation(org));
+    let encounter = match resources.resolve(&composition["encounter"]) {
+        Some((place, encounter)) => Some(read_encounter(encounter, place)?),
+        None => None,
+    };
+    let set_key = set_id.clone().or_else(|| id.clone()).map(|i| i.to_string()).unwrap_or_default();
+    let sections = composition["section"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, section)| read_section(section, &resources, &at(&format!("section[{index}]")), &set_key))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Discharge {
+        format: FORMAT,
+        id,
+        set_id,
+        version: None,
+        title: title.unwrap_or_else(|| DISCHARGE_SUMMARY.1.to_owned()),
+        date: date.to_owned(),
+        original_type,
+        status,
+        confidentiality,
+        patient: Some(patient),
+        authors,
+        custodian,
+        encounter,
+        sections,
+        original_content_type: "application/fhir+json",
+    })
+}
+
+fn check_date_time(text: &str, place: &str) -> Result<(), DocumentError> {
+    fhir_models::datetime::parse_range(text).map(|_| ()).ok_or_else(|| fail(place, format!("{text:?} is not a FHIR date or dateTime")))
+}
+
+fn optional_date_time(resource: &Value, field: &str, place: &str) -> Result<Option<String>, DocumentError> {
+    match resource[field].as_str() {
+        Some(text) => check_date_time(text, &format!("{place}.{field}")).map(|()| Some(text.to_owned())),
+        None => Ok(None),
+    }
+}
+
+fn identifier_with(resource: &Value, system: &str) -> Option<String> {
+    resource["identifier"].as_array()?.iter().find(|i| i["system"] == system)?["value"].as_str().map(|v| v.trim().to_owned())
+}
+
+fn read_patient(patient: &Value, place: &str) -> Result<PatientDetails, DocumentError> {
+    let (index, nhs) =
+        patient["identifier"].as_array().into_iter().flatten().enumerate().find(|(_, i)| i["system"] == NHS_NUMBER).ok_or_else(|| {
+            fail(format!("{place}.identifier"), "the patient has no NHS number; a discharge summary is filed against one")
+        })?;
+    let nhs_number = fhir_models::NhsNumber::parse(nhs["value"].as_str().unwrap_or_default())
+        .map_err(|error| fail(format!("{place}.identifier[{index}].value"), format!("the NHS number is not valid: {error}")))?;
+    let gender = match patient["gender"].as_str() {
+        None => None,
+        Some("male") => Some("male"),
+        Some("female") => Some("female"),
+        Some("other") => Some("other"),
+        Some("unknown") => Some("unknown"),
+        Some(other) => return Err(fail(format!("{place}.gender"), format!("gender {other:?} is not male, female, other or unknown"))),
+    };
+    let birth_date = match patient["birthDate"].as_str() {
+        Some(date) => {
+            check_date_time(date, &format!("{place}.birthDate"))?;
+            Some(date.to_owned())
+        }
+        None => None,
+    };
+    Ok(PatientDetails { nhs_number, name: patient["name"].get(0).map(human_name), gender, birth_date })
+}
+
+/// The parts of a HumanName R4 shares with STU3.
+fn human_name(name: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["use", "text", "family", "given", "prefix", "suffix"] {
+        if let Some(value) = name.get(key) {
+            out.insert(key.into(), value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn read_organisation(org: &Value) -> Organisation {
+    Organisation { ods: identifier_with(org, ODS_ORGANIZATION_CODE), name: org["name"].as_str().map(str::to_owned) }
+}
+
+/// An author: a Practitioner, a PractitionerRole (its practitioner and organisation), or an
+/// Organization.
+fn read_party(resource: &Value, resources: &Resources<'_>) -> Option<Party> {
+    let practitioner =
+        |p: &Value| Party { sds_user_id: identifier_with(p, SDS_USER_ID), name: p["name"].get(0).map(human_name), organisation: None };
+    match resource["resourceType"].as_str()? {
+        "Practitioner" => Some(practitioner(resource)),
+        "Organization" => Some(Party { organisation: Some(read_organisation(resource)), ..Party::default() }),
+        "PractitionerRole" => {
+            let mut party = resources.resolve(&resource["practitioner"]).map(|(_, p)| practitioner(p)).unwrap_or_default();
+            party.organisation = resources.resolve(&resource["organization"]).map(|(_, org)| read_organisation(org));
+            Some(party)
+        }
+        _ => None,
+    }
+}
+
+fn read_encounter(encounter: &Value, place: &str) -> Result<EncounterDetails, DocumentError> {
+    let identifier = encounter["identifier"].as_array().into_iter().flatten().find_map(|i| {
+        Some(Identifier::new(i["system"].as_str().filter(|s| !s.is_empty())?, i["value"].as_str().filter(|v| !v.trim().is_empty())?))
+    });
+    let period = &encounter["period"];
+    let start = optional_date_time(period, "start", &format!("{place}.period"))?;
+    let end = optional_date_time(period, "end", &format!("{place}.period"))?;
+    let class = encounter["class"].as_object().filter(|c| c.contains_key("code")).map(|c| Value::Object(c.clone()));
+    Ok(EncounterDetails { identifier, start, end, class })
+}
+
+fn read_section(section: &Value, resources: &Resources<'_>, place: &str, set_key: &str) -> Result<Section, DocumentError> {
+    let narrative = match section["text"]["div"].as_str() {
+        Some(div) => narrative::from_xhtml(div).map_err(|reason| fail(format!("{place}.text.div"), reason))?,
+        None => None,
+    };
+    let mut out = Section {
+        title: section["title"].as_str().map(str::to_owned),
+        codes: section["code"]["coding"].as_array().cloned().unwrap_or_default(),
+        narrative,
+        ..Section::default()
+    };
+    // Section entries, with ITK3's Lists opened up.
+    let mut targets: Vec<(String, &Value)> = Vec::new();
+    for (index, reference) in section["entry"].as_array().into_iter().flatten().enumerate() {
+        let Some((target_place, resource)) = resources.resolve(reference) else {
+            return Err(fail(format!("{place}.entry[{index}]"), "the entry is not in the Bundle"));
+        };
+        if resource["resourceType"] == "List" {
+            for (item_index, item) in resource["entry"].as_array().into_iter().flatten().enumerate() {
+                match resources.resolve(&item["item"]) {
+                    Some((item_place, item)) => targets.push((item_place.clone(), item)),
+                    None => return Err(fail(format!("{target_place}.entry[{item_index}].item"), "the List item is not in the Bundle")),
+                }
+            }
+        } else {
+            targets.push((target_place.clone(), resource));
+        }
+    }
+    for (number, (target_place, resource)) in targets.into_iter().enumerate() {
+        if let Some(entry) = read_entry(resource, &target_place, resources, &format!("{set_key}/{place}/{number}"))? {
+            out.entries.push(entry);
+        }
+    }
+    out.sections = section["section"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, child)| read_section(child, resources, &format!("{place}.section[{index}]"), set_key))
+        .collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// An STU3 status code checked against the R4 codes it maps to.
+fn status(resource: &Value, field: &str, place: &str, map: &[(&str, Option<&str>)]) -> Result<Option<String>, DocumentError> {
+    let Some(code) = resource[field].as_str() else { return Ok(None) };
+    match map.iter().find(|(stu3, _)| *stu3 == code) {
+        Some((_, r4)) => Ok(r4.map(str::to_owned)),
+        None => {
+            let known: Vec<&str> = map.iter().map(|(stu3, _)| *stu3).collect();
+            Err(fail(format!("{place}.{field}"), format!("{code:?} is not one of {}", known.join(", "))))
+        }
+    }
+}
+
+fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback_key: &str) -> Result<Option<Entry>, DocumentError> {
+    let kind = match resource["resourceType"].as_str() {
+        Some("Condition") => EntryKind::Condition,
+        Some("Procedure") => EntryKind::Procedure,
+        Some("AllergyIntolerance") => EntryKind::Allergy,
+        Some("MedicationStatement") => EntryKind::Medication,
+        // Others (Observations, Flags, Devices…) stay in the narrative and the original.
+        _ => return Ok(None),
+    };
+    let code = match kind {
+        EntryKind::Medication => match resource.get("medicationCodeableConcept") {
+            Some(code) => Some(code.clone()),
+            None => resources.resolve(&resource["medicationReference"]).map(|(_, medication)| medication["code"].clone()),
+        },
+        _ => resource.get("code").cloned(),
+    };
+    let Some(code) = code.filter(|c| c["coding"].as_array().is_some_and(|c| !c.is_empty()) || c["text"].is_string()) else {
+        return Ok(None);
+    };
+    let key = resource["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|i| {
+            Some(Identifier::new(i["system"].as_str().filter(|s| !s.is_empty())?, i["value"].as_str().filter(|v| !v.is_empty())?))
+        })
+        .unwrap_or_else(|| Identifier::new("urn:hie:itk3:entry", fallback_key));
+    let mut entry = Entry { kind, key, code, start: None, end: None, status: None, verification: None, text: None, reactions: Vec::new() };
+    match kind {
+        EntryKind::Condition => {
+            let clinical = [
+                ("active", Some("active")),
+                ("recurrence", Some("recurrence")),
+                ("inactive", Some("inactive")),
+                ("remission", Some("remission")),
+                ("resolved", Some("resolved")),
+            ];
+            entry.status = status(resource, "clinicalStatus", place, &clinical)?;
+            let verification = [
+                ("provisional", Some("provisional")),
+                ("differential", Some("differential")),
+                ("confirmed", Some("confirmed")),
+                ("refuted", Some("refuted")),
+                ("entered-in-error", Some("entered-in-error")),
+                ("unknown", None),
+            ];
+            entry.verification = status(resource, "verificationStatus", place, &verification)?;
+            entry.start = optional_date_time(resource, "onsetDateTime", place)?;
+            entry.end = optional_date_time(resource, "abatementDateTime", place)?;
+        }
+        EntryKind::Procedure => {
+            let map = [
+                ("preparation", Some("preparation")),
+                ("in-progress", Some("in-progress")),
+                ("suspended", Some("on-hold")),
+                ("aborted", Some("stopped")),
+                ("completed", Some("completed")),
+                ("entered-in-error", Some("entered-in-error")),
+                ("unknown", Some("unknown")),
+            ];
+            entry.status = status(resource, "status", place, &map)?;
+            entry.start = optional_date_time(resource, "performedDateTime", place)?;
+            if entry.start.is_none() {
+                entry.start = optional_date_time(&resource["performedPeriod"], "start", &format!("{place}.performedPeriod"))?;
+                entry.end = optional_date_time(&resource["performedPeriod"], "end", &format!("{place}.performedPeriod"))?;
+            }
+        }
+        EntryKind::Allergy => {
+            let clinical = [("active", Some("active")), ("inactive", Some("inactive")), ("resolved", Some("resolved"))];
+            entry.status = status(resource, "clinicalStatus", place, &clinical)?;
+            let verification = [
+                ("unconfirmed", Some("unconfirmed")),
+                ("confirmed", Some("confirmed")),
+                ("refuted", Some("refuted")),
+                ("entered-in-error", Some("entered-in-error")),
+            ];
+            entry.verification = status(resource, "verificationStatus", place, &verification)?;
+            if entry.verification.as_deref() == Some("entered-in-error") {
+                // R4 ait-2: no clinical status on an allergy entered in error.
+                entry.status = None;
+            }
+            entry.start = optional_date_time(resource, "onsetDateTime", place)?;
+            entry.reactions = resource["reaction"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["manifestation"].as_array().cloned().unwrap_or_default())
+                .collect();
+            entry.text = resource["note"].get(0).and_then(|n| n["text"].as_str()).map(str::to_owned);
+        }
+        EntryKind::Medication => {
+            let map = [
+                ("active", Some("active")),
+                ("completed", Some("completed")),
+                ("entered-in-error", Some("entered-in-error")),
+                ("intended", Some("intended")),
+                ("stopped", Some("stopped")),
+                ("on-hold", Some("on-hold")),
+            ];
+            entry.status = status(resource, "status", place, &map)?;
+            entry.start = optional_date_time(resource, "effectiveDateTime", place)?;
+            if entry.start.is_none() {
+                entry.start = optional_date_time(&resource["effectivePeriod"], "start", &format!("{place}.effectivePeriod"))?;
+                entry.end = optional_date_time(&resource["effectivePeriod"], "end", &format!("{place}.effectivePeriod"))?;
+            }
+            let doses: Vec<&str> = resource["dosage"].as_array().into_iter().flatten().filter_map(|d| d["text"].as_str()).collect();
+            entry.text = (!doses.is_empty()).then(|| doses.join("; "));
+        }
+    }
+    Ok(Some(entry))
+}
