@@ -2,7 +2,7 @@
 //! document. Reading, translation and labelling must never panic, whatever comes in.
 #![no_main]
 
-use gateway::translate::{Format, discharge, translate_document};
+use gateway::translate::{Format, translate_document};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let format = if selector % 2 == 0 { Format::Cda } else { Format::Itk3 };
     if let Ok(mut translated) = translate_document(format, document) {
         let labels = consent::SensitivityLabels::new(consent::SensitivityLabels::uk_default());
-        discharge::label_documents(&mut translated.bundle, &labels);
+        translated.label(&labels);
         let _ = serde_json::to_vec(&translated.bundle).unwrap();
     }
 });

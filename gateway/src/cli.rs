@@ -590,7 +590,7 @@ fn translate_documents(format: crate::translate::Format, paths: &[PathBuf], labe
     for (place, bytes) in &documents {
         match crate::translate::translate_document(format, bytes) {
             Ok(mut translated) => {
-                crate::translate::discharge::label_documents(&mut translated.bundle, labels);
+                translated.label(labels);
                 let text =
                     if several { serde_json::to_string(&translated.bundle)? } else { serde_json::to_string_pretty(&translated.bundle)? };
                 writeln!(out, "{text}")?;

@@ -398,7 +398,7 @@ pub async fn file_document(
     channel: &'static str,
     keep_rejected: bool,
 ) -> DocumentOutcome {
-    use crate::translate::discharge::{DocumentError, label_documents};
+    use crate::translate::discharge::DocumentError;
     let publisher_ods = publisher.as_ref().and_then(|requester| requester.client.as_ref()).map(|client| client.ods.to_string());
     let refuse = |error: DocumentError, document: Option<String>| async move {
         tracing::info!(format = %format, location = %error.location, "a discharge document was refused");
@@ -426,7 +426,7 @@ pub async fn file_document(
         Ok(translated) => translated,
         Err(error) => return refuse(error, None).await,
     };
-    label_documents(&mut translated.bundle, &fhir.labels);
+    translated.label(&fhir.labels);
     let document = translated.document.clone();
     match filed_before(fhir, &translated.provenance_id, &translated.digest).await {
         Ok(None) => {}

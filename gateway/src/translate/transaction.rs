@@ -203,6 +203,19 @@ pub fn query_value(text: &str) -> String {
     utf8_percent_encode(text, QUERY_VALUE).to_string()
 }
 
+/// A token search value with FHIR's search escapes (`\`, `,`, `|`, `$`), so a source's
+/// identifier containing them matches itself and never becomes an OR or a system separator.
+pub fn escape_search(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | ',' | '|' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A resource id derived from a name: `prefix-` and 40 hex digits of its SHA-256.
 pub fn derived_id(prefix: &str, name: &str) -> String {
     let hash = digest(&SHA256, name.as_bytes());

@@ -5,7 +5,6 @@
 //! kept.
 
 use gateway::synthetic::discharge::discharge_summaries;
-use gateway::translate::discharge::label_documents;
 use gateway::translate::{Format, translate_document};
 use serde_json::Value;
 use tests::TestApp;
@@ -29,7 +28,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     for format in [Format::Cda, Format::Itk3] {
         for (name, bytes) in discharge_summaries(format, &indexes) {
             let mut translated = translate_document(format, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-            label_documents(&mut translated.bundle, &labels);
+            translated.label(&labels);
             let bundle = &translated.bundle;
             for (index, entry) in bundle["entry"].as_array().unwrap().iter().enumerate() {
                 let resource = &entry["resource"];
@@ -106,7 +105,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     for format in [Format::Cda, Format::Itk3] {
         let (_, bytes) = &discharge_summaries(format, &[7])[0];
         let mut hiv = translate_document(format, bytes).unwrap();
-        label_documents(&mut hiv.bundle, &labels);
+        hiv.label(&labels);
         for kind in ["Composition", "DocumentReference"] {
             let security = &resources(&hiv.bundle, kind)[0]["meta"]["security"];
             assert!(security.as_array().unwrap().iter().any(|l| l["code"] == "HIV"), "{format} {kind}: {security}");
@@ -209,6 +208,27 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
     let versions = |list: &[Value]| list.iter().map(|c| (c["id"].clone(), c["meta"]["versionId"].clone())).collect::<Vec<_>>();
     assert_eq!(versions(&before), versions(&after));
     assert_eq!(search(&app, "DocumentReference?_count=50").await.len(), 2);
+
+    // Version 2 of the CDA summary (new id, same set id): the same Composition, DocumentReference
+    // and entries, updated; nothing duplicated.
+    let nhs = gateway::demo::test_nhs_number(0).as_string();
+    let v1 = String::from_utf8(cda.clone()).unwrap();
+    let v1_id = v1.split("<id root=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let v2 = v1
+        .replace(&v1_id, "6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
+        .replace("<versionNumber value=\"1\"/>", "<versionNumber value=\"2\"/>")
+        .replace("Recovered well", "Recovered well; reviewed again");
+    let (status, said) = post(&app, &app.trust, "cda", v2.into_bytes()).await;
+    assert_eq!(status, 200, "{said}");
+    let compositions = search(&app, &format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert_eq!(compositions.len(), 1, "a new version updates its document");
+    assert_eq!(compositions[0]["meta"]["versionId"], "2");
+    assert!(compositions[0]["section"][0]["text"]["div"].as_str().unwrap().contains("reviewed again"));
+    let references = search(&app, &format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert_eq!(references.len(), 1);
+    assert_eq!(references[0]["masterIdentifier"]["value"], "urn:uuid:6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b");
+    let conditions = search(&app, &format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert!(conditions.iter().all(|c| c["meta"]["versionId"] == "1"), "unchanged entries are unchanged: {conditions:?}");
 
     // The same document id with other content is refused, and kept with its reason.
     let changed = String::from_utf8(cda.clone()).unwrap().replace("Recovered well", "Recovered slowly").into_bytes();

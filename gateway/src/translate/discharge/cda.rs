@@ -35,9 +35,21 @@ const DISCHARGE_CODES: &[&str] = &[DISCHARGE_SUMMARY.0, "163391000000107", "1884
 /// memory a hostile one can take.
 const NODES_LIMIT: u32 = 2_000_000;
 
+/// Sections within sections: real documents use two or three levels; the bound keeps recursion
+/// (and the Composition) finite.
+const MAX_SECTION_DEPTH: usize = 8;
+
 /// Translate a CDA document into the R4 transaction.
 pub fn translate(bytes: &[u8]) -> Result<Translated, DocumentError> {
     build(read(bytes)?, bytes)
+}
+
+/// Every coded element's (system, code) under `node`: what the document's labels come from.
+fn codings_under(node: Node<'_, '_>) -> Vec<(String, String)> {
+    node.descendants()
+        .filter(|n| n.is_element())
+        .filter_map(|n| Some((system_for_oid(n.attribute("codeSystem")?.trim()), n.attribute("code")?.trim().to_owned())))
+        .collect()
 }
 
 fn fail(location: impl Into<String>, reason: impl Into<String>) -> DocumentError {
@@ -189,7 +201,10 @@ pub fn read(bytes: &[u8]) -> Result<Discharge, DocumentError> {
             ),
         ));
     };
-    read_clinical_document(clinical)
+    let mut read = read_clinical_document(clinical)?;
+    read.digested = text[clinical.range()].as_bytes().to_vec();
+    read.source_codings = codings_under(clinical);
+    Ok(read)
 }
 
 fn read_clinical_document(doc: Node<'_, '_>) -> Result<Discharge, DocumentError> {
@@ -290,7 +305,7 @@ fn read_clinical_document(doc: Node<'_, '_>) -> Result<Discharge, DocumentError>
         children(structured, "component")
             .filter_map(|component| child(component, "section"))
             .enumerate()
-            .map(|(index, section)| read_section(section, &set_key, &format!("{}", index + 1)))
+            .map(|(index, section)| read_section(section, &set_key, &format!("{}", index + 1), 1))
             .collect::<Result<Vec<_>, _>>()?
     } else if let Some(unstructured) = child(body, "nonXMLBody") {
         let media = child(unstructured, "text").and_then(|t| t.attribute("mediaType")).unwrap_or("text/plain");
@@ -322,14 +337,23 @@ fn read_clinical_document(doc: Node<'_, '_>) -> Result<Discharge, DocumentError>
         encounter,
         sections,
         original_content_type: "application/hl7-v3+xml",
+        source_codings: Vec::new(),
+        digested: Vec::new(),
     })
 }
 
-fn read_section(section: Node<'_, '_>, set_key: &str, number: &str) -> Result<Section, DocumentError> {
+fn read_section(section: Node<'_, '_>, set_key: &str, number: &str, depth: usize) -> Result<Section, DocumentError> {
+    if depth > MAX_SECTION_DEPTH {
+        return Err(fail(at(section), format!("sections nest more than {MAX_SECTION_DEPTH} deep")));
+    }
+    let narrative = match child(section, "text") {
+        Some(text) => narrative::from_node(text).map_err(|reason| fail(at(text), reason))?,
+        None => None,
+    };
     let mut out = Section {
         title: child(section, "title").and_then(text_of),
         codes: child(section, "code").and_then(concept).and_then(|c| c["coding"].as_array().cloned()).unwrap_or_default(),
-        narrative: child(section, "text").and_then(narrative::from_node),
+        narrative,
         ..Section::default()
     };
     let carries = out.heading().and_then(|heading| heading.carries);
@@ -341,7 +365,7 @@ fn read_section(section: Node<'_, '_>, set_key: &str, number: &str) -> Result<Se
     out.sections = children(section, "component")
         .filter_map(|component| child(component, "section"))
         .enumerate()
-        .map(|(index, child_section)| read_section(child_section, set_key, &format!("{number}.s{}", index + 1)))
+        .map(|(index, child_section)| read_section(child_section, set_key, &format!("{number}.s{}", index + 1), depth + 1))
         .collect::<Result<_, _>>()?;
     Ok(out)
 }
@@ -358,12 +382,24 @@ fn read_entry(entry: Node<'_, '_>, carries: Option<EntryKind>, set_key: &str, nu
         ("observation" | "act", Some(kind)) => kind,
         _ => return Ok(None),
     };
+    let is_concern = statement.tag_name().name() == "act";
     // A concern act wraps the observation that says what the concern is.
-    let clinical = if statement.tag_name().name() == "act" {
+    let clinical = if is_concern {
         children(statement, "entryRelationship").find_map(|r| child(r, "observation")).unwrap_or(statement)
     } else {
         statement
     };
+    // "No allergy to penicillin", a ruled-out diagnosis, a procedure not done: not facts to file
+    // as such. They stay in the narrative (and the original), never as a positive record.
+    if [statement, clinical].iter().any(|n| n.attribute("negationInd") == Some("true")) {
+        return Ok(None);
+    }
+    // Only what happened is a Condition, an allergy or a procedure; medicines on a discharge
+    // summary are intended (INT) as often as given (EVN).
+    let mood = clinical.attribute("moodCode").unwrap_or("EVN");
+    if kind != EntryKind::Medication && mood != "EVN" {
+        return Ok(None);
+    }
     let coded_value = || children(clinical, "value").find(|v| v.attribute("code").is_some());
     let code_node = match kind {
         EntryKind::Medication => {
@@ -384,31 +420,40 @@ fn read_entry(entry: Node<'_, '_>, carries: Option<EntryKind>, set_key: &str, nu
         Some(time) => interval(time)?,
         None => (None, None),
     };
+    // HL7 v3 ActStatus: new, active, held, suspended, completed, aborted, cancelled, nullified,
+    // obsolete. An observation's own `completed` says it was recorded, not that it is over:
+    // only a concern act's status speaks of the allergy.
     let status_code = child(statement, "statusCode").and_then(|s| s.attribute("code"));
     let status = match (kind, status_code) {
-        (EntryKind::Procedure, Some("completed")) | (EntryKind::Procedure, None) => Some("completed"),
+        (_, Some("nullified")) => Some("entered-in-error"),
+        (EntryKind::Procedure, Some("completed") | None) => Some("completed"),
         (EntryKind::Procedure, Some("active")) => Some("in-progress"),
+        (EntryKind::Procedure, Some("new")) => Some("preparation"),
+        (EntryKind::Procedure, Some("held" | "suspended")) => Some("on-hold"),
         (EntryKind::Procedure, Some("aborted")) => Some("stopped"),
         (EntryKind::Procedure, Some("cancelled")) => Some("not-done"),
-        (EntryKind::Medication, Some("active")) | (EntryKind::Medication, None) => Some("active"),
+        (EntryKind::Procedure, Some(_)) => Some("unknown"),
+        (EntryKind::Medication, Some("active" | "new") | None) => Some("active"),
         (EntryKind::Medication, Some("completed")) => Some("completed"),
-        (EntryKind::Medication, Some("aborted")) => Some("stopped"),
-        (EntryKind::Medication, Some("suspended")) => Some("on-hold"),
-        // Listed on a discharge summary: a current allergy (R4 ait-1 wants a clinical status).
-        (EntryKind::Allergy, Some("completed" | "aborted")) => Some("inactive"),
+        (EntryKind::Medication, Some("aborted" | "cancelled" | "obsolete")) => Some("stopped"),
+        (EntryKind::Medication, Some("held" | "suspended")) => Some("on-hold"),
+        (EntryKind::Medication, Some(_)) => Some("unknown"),
+        // Listed on a discharge summary: a current allergy (R4 ait-1 wants a clinical status),
+        // unless its concern is closed.
+        (EntryKind::Allergy, Some("completed" | "aborted")) if is_concern => Some("inactive"),
         (EntryKind::Allergy, _) => Some("active"),
-        (EntryKind::Procedure | EntryKind::Medication, Some(other)) => {
-            return Err(fail(
-                at(statement),
-                format!("statusCode {other:?} of a {} is not one this gateway knows", statement.tag_name().name()),
-            ));
-        }
-        _ => None,
+        (EntryKind::Condition, _) => None,
+    };
+    // A nullified diagnosis or allergy is entered in error, not a current one.
+    let (status, verification) = match (kind, status) {
+        (EntryKind::Condition | EntryKind::Allergy, Some("entered-in-error")) => (None, Some("entered-in-error".to_owned())),
+        (_, status) => (status, None),
     };
     let reactions = children(clinical, "entryRelationship")
         .filter(|r| r.attribute("typeCode") == Some("MFST"))
         .filter_map(|r| child(r, "observation"))
         .filter_map(|o| children(o, "value").find_map(concept).or_else(|| child(o, "code").and_then(concept)))
+        .map(|manifestation| json!({"manifestation": [manifestation]}))
         .collect();
     let key = child(statement, "id")
         .and_then(instance_identifier)
@@ -420,9 +465,10 @@ fn read_entry(entry: Node<'_, '_>, carries: Option<EntryKind>, set_key: &str, nu
         start,
         end,
         status: status.map(str::to_owned),
-        verification: None,
+        verification,
         text: child(statement, "text").and_then(text_of),
         reactions,
+        criticality: None,
     }))
 }
 
@@ -483,6 +529,59 @@ mod tests {
         assert_eq!(medicine.kind, EntryKind::Medication);
         assert_eq!(medicine.text.as_deref(), Some("500 mg three times a day"));
         assert_eq!(medicine.key.system, "urn:hie:cda:entry", "no id: keyed on the set id and its place");
+    }
+
+    #[test]
+    fn negations_plans_and_statuses_are_read_as_they_are_meant() {
+        let entry = |section: &str, statement: &str| {
+            format!(
+                r#"<structuredBody><component><section><code code="{section}" codeSystem="2.16.840.1.113883.2.1.3.2.4.15"/><title>x</title>{statement}</section></component></structuredBody>"#
+            )
+        };
+        let code = r#"<code code="91936005" codeSystem="2.16.840.1.113883.2.1.3.2.4.15"/>"#;
+        let entries = |body: String| read(document(NHS, &body).as_bytes()).unwrap().sections.remove(0).entries;
+        let negated = entries(entry(
+            "886921000000105",
+            &format!(r#"<entry><observation moodCode="EVN" negationInd="true">{code}</observation></entry>"#),
+        ));
+        assert!(negated.is_empty(), "\"no allergy to penicillin\" is not an allergy to penicillin");
+        let recorded = entries(entry(
+            "886921000000105",
+            &format!(r#"<entry><observation moodCode="EVN"><statusCode code="completed"/>{code}</observation></entry>"#),
+        ));
+        assert_eq!(recorded[0].status.as_deref(), Some("active"), "an observation completed is a current allergy recorded");
+        let closed = entries(entry(
+            "886921000000105",
+            &format!(
+                r#"<entry><act moodCode="EVN"><statusCode code="completed"/><entryRelationship><observation moodCode="EVN">{code}</observation></entryRelationship></act></entry>"#
+            ),
+        ));
+        assert_eq!(closed[0].status.as_deref(), Some("inactive"), "a closed concern is an inactive allergy");
+        let planned = entries(entry("887171000000109", &format!(r#"<entry><procedure moodCode="INT">{code}</procedure></entry>"#)));
+        assert!(planned.is_empty(), "a planned procedure was not done");
+        let nullified = entries(entry(
+            "887161000000102",
+            &format!(r#"<entry><observation moodCode="EVN"><statusCode code="nullified"/>{code}</observation></entry>"#),
+        ));
+        assert_eq!((nullified[0].status.as_deref(), nullified[0].verification.as_deref()), (None, Some("entered-in-error")));
+        let deep = format!(
+            "<structuredBody><component>{}<title>x</title>{}</component></structuredBody>",
+            "<section><component>".repeat(20),
+            "</component></section>".repeat(20)
+        );
+        assert!(read(document(NHS, &deep).as_bytes()).unwrap_err().reason.contains("nest more than 8 deep"));
+    }
+
+    #[test]
+    fn the_same_document_in_another_envelope_is_the_same_document() {
+        let bare = document(NHS, "<structuredBody/>");
+        let clinical = bare.split_once("?>\n").unwrap().1;
+        let wrapped = format!(
+            r#"<itk:DistributionEnvelope xmlns:itk="urn:nhs-itk:ns:201005"><itk:header trackingid="T1"/><itk:payloads count="1"><itk:payload id="P1">{clinical}</itk:payload></itk:payloads></itk:DistributionEnvelope>"#
+        );
+        let (one, two) = (translate(bare.as_bytes()).unwrap(), translate(wrapped.as_bytes()).unwrap());
+        assert_eq!(one.digest, two.digest);
+        assert_eq!(one.provenance_id, two.provenance_id);
     }
 
     #[test]

@@ -17,6 +17,9 @@ use super::{
 
 const FORMAT: &str = "itk3";
 
+/// Sections within sections (see the CDA reader).
+const MAX_SECTION_DEPTH: usize = 8;
+
 /// Document types that are discharge summaries (SNOMED CT, and LOINC for the generic one).
 const DISCHARGE_CODES: &[&str] = &[DISCHARGE_SUMMARY.0, "163391000000107", "18842-5", "28655-9"];
 
@@ -154,7 +157,7 @@ pub fn read(bytes: &[u8]) -> Result<Discharge, DocumentError> {
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(index, section)| read_section(section, &resources, &at(&format!("section[{index}]")), &set_key))
+        .map(|(index, section)| read_section(section, &resources, &at(&format!("section[{index}]")), &set_key, 1))
         .collect::<Result<Vec<_>, _>>()?;
 
     Ok(Discharge {
@@ -173,11 +176,36 @@ pub fn read(bytes: &[u8]) -> Result<Discharge, DocumentError> {
         encounter,
         sections,
         original_content_type: "application/fhir+json",
+        source_codings: fhir_models::json::codings(document).into_iter().map(|(s, c)| (s.to_owned(), c.to_owned())).collect(),
+        digested: serde_json::to_vec(document).expect("a parsed JSON value serialises"),
     })
 }
 
+/// An R4 `dateTime`: `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, or a full time with seconds and a zone.
 fn check_date_time(text: &str, place: &str) -> Result<(), DocumentError> {
-    fhir_models::datetime::parse_range(text).map(|_| ()).ok_or_else(|| fail(place, format!("{text:?} is not a FHIR date or dateTime")))
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| bytes.get(range).is_some_and(|part| part.iter().all(u8::is_ascii_digit));
+    let date_ok = match bytes.len() {
+        4 => digits(0..4),
+        7 => digits(0..4) && bytes[4] == b'-' && digits(5..7),
+        _ => digits(0..4) && bytes.get(4) == Some(&b'-') && digits(5..7) && bytes.get(7) == Some(&b'-') && digits(8..10),
+    };
+    let time_ok = bytes.len() <= 10 || {
+        let zone = &text[19.min(text.len())..];
+        let zone = zone.strip_prefix('.').map_or(zone, |fraction| fraction.trim_start_matches(|c: char| c.is_ascii_digit()));
+        bytes.get(10) == Some(&b'T')
+            && digits(11..13)
+            && bytes.get(13) == Some(&b':')
+            && digits(14..16)
+            && bytes.get(16) == Some(&b':')
+            && digits(17..19)
+            && (zone == "Z" || (zone.len() == 6 && zone.starts_with(['+', '-']) && zone.as_bytes()[3] == b':'))
+    };
+    if date_ok && time_ok && fhir_models::datetime::parse_range(text).is_some() {
+        Ok(())
+    } else {
+        Err(fail(place, format!("{text:?} is not an R4 dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with Z or ±hh:mm)")))
+    }
 }
 
 fn optional_date_time(resource: &Value, field: &str, place: &str) -> Result<Option<String>, DocumentError> {
@@ -255,11 +283,21 @@ fn read_encounter(encounter: &Value, place: &str) -> Result<EncounterDetails, Do
     let period = &encounter["period"];
     let start = optional_date_time(period, "start", &format!("{place}.period"))?;
     let end = optional_date_time(period, "end", &format!("{place}.period"))?;
-    let class = encounter["class"].as_object().filter(|c| c.contains_key("code")).map(|c| Value::Object(c.clone()));
+    let class = encounter["class"].as_object().filter(|c| c.contains_key("code")).map(|c| {
+        let mut class = Value::Object(c.clone());
+        // STU3 named v3 code systems under hl7.org/fhir/v3/; R4 under terminology.hl7.org.
+        if let Some(name) = class["system"].as_str().and_then(|s| s.strip_prefix("http://hl7.org/fhir/v3/")) {
+            class["system"] = json!(format!("http://terminology.hl7.org/CodeSystem/v3-{name}"));
+        }
+        class
+    });
     Ok(EncounterDetails { identifier, start, end, class })
 }
 
-fn read_section(section: &Value, resources: &Resources<'_>, place: &str, set_key: &str) -> Result<Section, DocumentError> {
+fn read_section(section: &Value, resources: &Resources<'_>, place: &str, set_key: &str, depth: usize) -> Result<Section, DocumentError> {
+    if depth > MAX_SECTION_DEPTH {
+        return Err(fail(place, format!("sections nest more than {MAX_SECTION_DEPTH} deep")));
+    }
     let narrative = match section["text"]["div"].as_str() {
         Some(div) => narrative::from_xhtml(div).map_err(|reason| fail(format!("{place}.text.div"), reason))?,
         None => None,
@@ -297,7 +335,7 @@ fn read_section(section: &Value, resources: &Resources<'_>, place: &str, set_key
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(index, child)| read_section(child, resources, &format!("{place}.section[{index}]"), set_key))
+        .map(|(index, child)| read_section(child, resources, &format!("{place}.section[{index}]"), set_key, depth + 1))
         .collect::<Result<_, _>>()?;
     Ok(out)
 }
@@ -341,7 +379,18 @@ fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback
             Some(Identifier::new(i["system"].as_str().filter(|s| !s.is_empty())?, i["value"].as_str().filter(|v| !v.is_empty())?))
         })
         .unwrap_or_else(|| Identifier::new("urn:hie:itk3:entry", fallback_key));
-    let mut entry = Entry { kind, key, code, start: None, end: None, status: None, verification: None, text: None, reactions: Vec::new() };
+    let mut entry = Entry {
+        kind,
+        key,
+        code,
+        start: None,
+        end: None,
+        status: None,
+        verification: None,
+        text: None,
+        reactions: Vec::new(),
+        criticality: None,
+    };
     match kind {
         EntryKind::Condition => {
             let clinical = [
@@ -375,6 +424,9 @@ fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback
                 ("unknown", Some("unknown")),
             ];
             entry.status = status(resource, "status", place, &map)?;
+            if resource["notDone"] == true {
+                entry.status = Some("not-done".into());
+            }
             entry.start = optional_date_time(resource, "performedDateTime", place)?;
             if entry.start.is_none() {
                 entry.start = optional_date_time(&resource["performedPeriod"], "start", &format!("{place}.performedPeriod"))?;
@@ -396,12 +448,27 @@ fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback
                 entry.status = None;
             }
             entry.start = optional_date_time(resource, "onsetDateTime", place)?;
-            entry.reactions = resource["reaction"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|r| r["manifestation"].as_array().cloned().unwrap_or_default())
-                .collect();
+            entry.criticality = status(
+                resource,
+                "criticality",
+                place,
+                &[("low", Some("low")), ("high", Some("high")), ("unable-to-assess", Some("unable-to-assess"))],
+            )?;
+            for (index, reaction) in resource["reaction"].as_array().into_iter().flatten().enumerate() {
+                let manifestation = reaction["manifestation"].as_array().cloned().unwrap_or_default();
+                if manifestation.is_empty() {
+                    continue;
+                }
+                let mut out = json!({"manifestation": manifestation});
+                let severity = [("mild", Some("mild")), ("moderate", Some("moderate")), ("severe", Some("severe"))];
+                if let Some(severity) = status(reaction, "severity", &format!("{place}.reaction[{index}]"), &severity)? {
+                    out["severity"] = json!(severity);
+                }
+                if let Some(substance) = reaction.get("substance") {
+                    out["substance"] = substance.clone();
+                }
+                entry.reactions.push(out);
+            }
             entry.text = resource["note"].get(0).and_then(|n| n["text"].as_str()).map(str::to_owned);
         }
         EntryKind::Medication => {
@@ -414,14 +481,120 @@ fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback
                 ("on-hold", Some("on-hold")),
             ];
             entry.status = status(resource, "status", place, &map)?;
+            // STU3 `taken`: `n` is a medicine not taken (R4 has it as a status).
+            if resource["taken"] == "n" {
+                entry.status = Some("not-taken".into());
+            }
             entry.start = optional_date_time(resource, "effectiveDateTime", place)?;
             if entry.start.is_none() {
                 entry.start = optional_date_time(&resource["effectivePeriod"], "start", &format!("{place}.effectivePeriod"))?;
                 entry.end = optional_date_time(&resource["effectivePeriod"], "end", &format!("{place}.effectivePeriod"))?;
             }
-            let doses: Vec<&str> = resource["dosage"].as_array().into_iter().flatten().filter_map(|d| d["text"].as_str()).collect();
+            let doses: Vec<String> = resource["dosage"].as_array().into_iter().flatten().filter_map(dosage_text).collect();
             entry.text = (!doses.is_empty()).then(|| doses.join("; "));
         }
     }
     Ok(Some(entry))
+}
+
+/// A dosage in words: its text, else what its structure says (dose, timing, route), so a dose
+/// sent only as structure is not lost.
+fn dosage_text(dosage: &Value) -> Option<String> {
+    if let Some(text) = dosage["text"].as_str().filter(|t| !t.trim().is_empty()) {
+        return Some(text.to_owned());
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let dose = &dosage["doseQuantity"];
+    if let Some(value) = dose["value"].as_f64().or_else(|| dose["value"].as_i64().map(|v| v as f64)) {
+        parts.push(format!("{value} {}", dose["unit"].as_str().or(dose["code"].as_str()).unwrap_or_default()).trim().to_owned());
+    }
+    let concept_text = |concept: &Value| concept["text"].as_str().or_else(|| concept["coding"][0]["display"].as_str()).map(str::to_owned);
+    parts.extend(concept_text(&dosage["timing"]["code"]));
+    let repeat = &dosage["timing"]["repeat"];
+    if let (Some(frequency), Some(period), Some(unit)) =
+        (repeat["frequency"].as_i64(), repeat["period"].as_f64(), repeat["periodUnit"].as_str())
+    {
+        parts.push(format!("{frequency} times every {period} {unit}"));
+    }
+    parts.extend(concept_text(&dosage["route"]));
+    parts.extend(dosage["patientInstruction"].as_str().map(str::to_owned));
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Value {
+        let (_, bytes) = crate::synthetic::discharge::discharge_summaries(crate::translate::Format::Itk3, &[3]).remove(0);
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn document_entry<'a>(message: &'a mut Value, kind: &str) -> &'a mut Value {
+        message["entry"][1]["resource"]["entry"].as_array_mut().unwrap().iter_mut().find(|e| e["resource"]["resourceType"] == kind).unwrap()
+    }
+
+    #[test]
+    fn stu3_codes_become_r4_ones() {
+        let mut message = summary();
+        document_entry(&mut message, "MedicationStatement")["resource"]["taken"] = json!("n");
+        let allergy = &mut document_entry(&mut message, "AllergyIntolerance")["resource"];
+        allergy["criticality"] = json!("high");
+        allergy["reaction"] = json!([{"manifestation": [{"text": "Rash"}], "severity": "severe"}]);
+        let read = read(&serde_json::to_vec(&message).unwrap()).unwrap();
+        let class = &read.encounter.as_ref().unwrap().class.as_ref().unwrap()["system"];
+        assert_eq!(class, "http://terminology.hl7.org/CodeSystem/v3-ActCode");
+        let entries: Vec<&Entry> = read.sections.iter().flat_map(|s| &s.entries).collect();
+        let medicine = entries.iter().find(|e| e.kind == EntryKind::Medication).unwrap();
+        assert_eq!(medicine.status.as_deref(), Some("not-taken"));
+        let allergy = entries.iter().find(|e| e.kind == EntryKind::Allergy).unwrap();
+        assert_eq!(allergy.criticality.as_deref(), Some("high"));
+        assert_eq!(allergy.reactions, [json!({"manifestation": [{"text": "Rash"}], "severity": "severe"})]);
+    }
+
+    #[test]
+    fn structured_doses_are_kept_in_words() {
+        let dosage = json!({"doseQuantity": {"value": 500, "unit": "mg"}, "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}}, "route": {"text": "Oral"}});
+        assert_eq!(dosage_text(&dosage).as_deref(), Some("500 mg, 3 times every 1 d, Oral"));
+        assert_eq!(dosage_text(&json!({})), None);
+    }
+
+    #[test]
+    fn date_times_must_be_r4_ones() {
+        for good in ["2026", "2026-03", "2026-03-01", "2026-03-01T14:30:00Z", "2026-03-01T14:30:00.5+01:00"] {
+            assert!(check_date_time(good, "x").is_ok(), "{good}");
+        }
+        for bad in ["2026-03-01T14:30", "2026-03-01T14:30:00", "2026-13-01", "26-03-01", "2026-03-01T14:30:00+0100", "yesterday"] {
+            assert!(check_date_time(bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_same_document_bare_or_in_a_message_is_the_same_document() {
+        let message = summary();
+        let bare = message["entry"][1]["resource"].clone();
+        let (one, two) =
+            (translate(&serde_json::to_vec(&message).unwrap()).unwrap(), translate(&serde_json::to_vec(&bare).unwrap()).unwrap());
+        assert_eq!((one.digest, one.provenance_id), (two.digest, two.provenance_id));
+    }
+
+    #[test]
+    fn errors_name_the_fhirpath_and_the_reason() {
+        let mut message = summary();
+        document_entry(&mut message, "Patient")["resource"]["identifier"][0]["value"] = json!("9449305553");
+        let error = read(&serde_json::to_vec(&message).unwrap()).unwrap_err();
+        assert!(
+            error.location.starts_with("Bundle.entry[1].resource.entry[") && error.location.ends_with("].resource.identifier[0].value"),
+            "{error}"
+        );
+        assert!(error.reason.contains("NHS number is not valid"), "{error}");
+        assert!(read(b"{\"resourceType\": \"Bundle\",\n \"type\": }").unwrap_err().location.starts_with("line 2, column"));
+        let mut deep = json!({"title": "x"});
+        for _ in 0..12 {
+            deep = json!({"title": "x", "section": [deep]});
+        }
+        let mut message = summary();
+        message["entry"][1]["resource"]["entry"][0]["resource"]["section"] = json!([deep]);
+        assert!(read(&serde_json::to_vec(&message).unwrap()).unwrap_err().reason.contains("nest more than 8 deep"));
+    }
 }

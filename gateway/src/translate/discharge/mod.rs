@@ -7,8 +7,10 @@
 //!
 //! Each format's reader fills a [`Discharge`]; one builder turns it into the transaction, so
 //! both formats make the same R4 shapes. Entries, the Composition and the DocumentReference are
-//! upserted on the document's own identifiers (the set id across versions, each entry's id), so
-//! a re-sent document changes nothing and a new version replaces the last.
+//! upserted on the document's own identifiers (the set id across versions, each entry's id) *for
+//! that patient* (a key never reaches another patient's records), so a re-sent document changes
+//! nothing and a new version updates the Composition, the DocumentReference and the entries it
+//! still carries.
 
 pub mod cda;
 pub mod itk3;
@@ -20,7 +22,7 @@ use fhir_models::NhsNumber;
 use fhir_models::system::{NHS_NUMBER, ODS_ORGANIZATION_CODE, SDS_USER_ID, SNOMED_CT, V3_CONFIDENTIALITY};
 use serde_json::{Map, Value, json};
 
-use super::transaction::{Source, TransactionBuilder, content_digest, derived_id, provenance, query_value};
+use super::transaction::{Source, TransactionBuilder, content_digest, derived_id, escape_search, provenance, query_value};
 
 /// SNOMED CT 373942005 |Discharge summary (record artifact)|: the type of every document made here.
 pub const DISCHARGE_SUMMARY: (&str, &str) = ("373942005", "Discharge summary");
@@ -63,6 +65,23 @@ pub struct Translated {
     pub digest: String,
     /// The ODS code of the organisation that holds the document (custodian, else author's).
     pub organisation: Option<String>,
+    /// Every coding anywhere in the source document, translated into a resource or not.
+    pub source_codings: Vec<(String, String)>,
+}
+
+impl Translated {
+    /// Label the document (Composition, DocumentReference) with the sensitivity labels of every
+    /// code the source carries — its entries, and what stays only in its narrative and the
+    /// attached original (an observation this gateway does not make a resource of) — since the
+    /// narrative and the original say what they say.
+    pub fn label(&mut self, labels: &consent::SensitivityLabels) {
+        let found: Vec<String> = labels
+            .labels_for(self.source_codings.iter().map(|(system, code)| (system.as_str(), code.as_str())))
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        label_documents(&mut self.bundle, labels, &found);
+    }
 }
 
 /// An identifier as FHIR writes it.
@@ -81,8 +100,13 @@ impl Identifier {
         json!({"system": self.system, "value": self.value})
     }
 
-    fn condition(&self) -> String {
-        format!("identifier={}|{}", query_value(&self.system), query_value(&self.value))
+    /// The conditional-update key: this identifier, on this patient's records only.
+    fn condition(&self, nhs_number: &str) -> String {
+        format!(
+            "identifier={}|{}&patient.identifier={NHS_NUMBER}|{nhs_number}",
+            query_value(&escape_search(&self.system)),
+            query_value(&escape_search(&self.value))
+        )
     }
 }
 
@@ -117,6 +141,12 @@ pub struct Discharge {
     pub sections: Vec<Section>,
     /// The document as received and its media type, attached to the DocumentReference.
     pub original_content_type: &'static str,
+    /// Every coding in the source (see [`Translated::source_codings`]).
+    pub source_codings: Vec<(String, String)>,
+    /// The document itself, without a transport envelope (an ITK distribution envelope, an ITK3
+    /// message): what the duplicate check digests, so the same document re-sent in another
+    /// envelope is the same document.
+    pub digested: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -187,8 +217,10 @@ pub struct Entry {
     pub verification: Option<String>,
     /// Free text: a dose, a comment.
     pub text: Option<String>,
-    /// Allergy reactions' manifestations (CodeableConcepts).
+    /// Allergy reactions, as R4 `AllergyIntolerance.reaction` elements.
     pub reactions: Vec<Value>,
+    /// Allergy criticality (`low`, `high`, `unable-to-assess`).
+    pub criticality: Option<String>,
 }
 
 /// A PRSB heading of the eDischarge standard: its SNOMED CT code, its name, the UK Core
@@ -256,12 +288,14 @@ pub fn system_for_oid(oid: &str) -> String {
         "2.16.840.1.113883.2.1.4.1" => NHS_NUMBER.to_owned(),
         "1.2.826.0.1285.0.2.0.65" => SDS_USER_ID.to_owned(),
         "2.16.840.1.113883.6.3" => "http://hl7.org/fhir/sid/icd-10".to_owned(),
-        "2.16.840.1.113883.2.1.3.2.4.18.17" | "2.16.840.1.113883.5.25" => V3_CONFIDENTIALITY.to_owned(),
+        "2.16.840.1.113883.6.1" => "http://loinc.org".to_owned(),
+        "2.16.840.1.113883.5.25" => V3_CONFIDENTIALITY.to_owned(),
         other => format!("urn:oid:{other}"),
     }
 }
 
-/// Build the R4 transaction for a document read by either reader.
+/// Build the R4 transaction for a document read by either reader; `original` is what was
+/// received (attached as sent).
 pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, DocumentError> {
     let format = document.format;
     let fail = |location: &str, reason: &str| DocumentError::new(format, location, reason);
@@ -329,9 +363,17 @@ pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, Documen
     }
     set(&mut encounter, "serviceProvider", custodian.clone());
     apply_security(&mut encounter, &security);
-    let encounter_url = bundle.upsert(encounter, &encounter_key.condition());
+    // The visit is owned by the trust's ADT feed when it has one: a document mentions it.
+    let encounter_url = bundle.ensure(encounter, &encounter_key.condition(&nhs));
 
-    let context = EntryContext { subject: &subject, encounter: &encounter_url, recorded: &document.date, security: &security };
+    let context = EntryContext {
+        subject: &subject,
+        nhs_number: &nhs,
+        encounter: &encounter_url,
+        recorded: &document.date,
+        security: &security,
+        retracted: document.status == "entered-in-error",
+    };
     let sections: Vec<Value> = document.sections.iter().map(|section| composition_section(&mut bundle, section, &context)).collect();
 
     let mut type_codings = vec![json!({"system": SNOMED_CT, "code": DISCHARGE_SUMMARY.0, "display": DISCHARGE_SUMMARY.1})];
@@ -353,7 +395,7 @@ pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, Documen
     set(&mut composition, "custodian", custodian.clone());
     apply_security(&mut composition, &security);
     let composition_authors = composition["author"].clone();
-    let composition_url = bundle.upsert(composition, &set_id.condition());
+    let composition_url = bundle.upsert(composition, &set_id.condition(&nhs));
 
     use base64::Engine;
     let mut attachment = json!({
@@ -395,9 +437,9 @@ pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, Documen
         reference["securityLabel"] = json!([{"coding": [{"system": V3_CONFIDENTIALITY, "code": code}]}]);
     }
     apply_security(&mut reference, &security);
-    bundle.upsert(reference, &set_id.condition());
+    bundle.upsert(reference, &set_id.condition(&nhs));
 
-    let digest = content_digest(original);
+    let digest = content_digest(&document.digested);
     let provenance_id = derived_id("doc", &format!("{format}:{version_key}"));
     let organisation = document
         .custodian
@@ -405,7 +447,7 @@ pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, Documen
         .and_then(|o| o.ods.clone())
         .or_else(|| document.authors.iter().find_map(|a| a.organisation.as_ref()?.ods.clone()));
     let targets = bundle.full_urls();
-    let recorded = instant(&document.date).unwrap_or_else(|| format!("{}T00:00:00Z", &document.date[..document.date.len().min(10)]));
+    let recorded = instant(&document.date).unwrap_or_else(|| start_of(&document.date));
     let display = format!(
         "{} discharge summary {:?}{}",
         format.to_uppercase(),
@@ -422,20 +464,24 @@ pub fn build(document: Discharge, original: &[u8]) -> Result<Translated, Documen
             key: &version_key,
             display: &display,
             digest: &digest,
-            digested: "the document as received",
+            digested: "the document as received, without its transport envelope",
         },
         &targets,
     );
     apply_security(&mut record, &security);
     bundle.put(record);
-    Ok(Translated { bundle: bundle.finish(), document: version_key, provenance_id, digest, organisation })
+    let source_codings = document.source_codings;
+    Ok(Translated { bundle: bundle.finish(), document: version_key, provenance_id, digest, organisation, source_codings })
 }
 
 struct EntryContext<'a> {
     subject: &'a str,
+    nhs_number: &'a str,
     encounter: &'a str,
     recorded: &'a str,
     security: &'a [Value],
+    /// The document is entered in error: so is everything it said.
+    retracted: bool,
 }
 
 fn composition_section(bundle: &mut TransactionBuilder, section: &Section, context: &EntryContext<'_>) -> Value {
@@ -502,10 +548,12 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
                 "encounter": encounter,
                 "recordedDate": context.recorded,
             });
-            if let Some(status) = &entry.status {
+            let verification = if context.retracted { Some("entered-in-error") } else { entry.verification.as_deref() };
+            // R4 con-5: no clinical status on a condition entered in error.
+            if let Some(status) = entry.status.as_deref().filter(|_| verification != Some("entered-in-error")) {
                 condition["clinicalStatus"] = concept("http://terminology.hl7.org/CodeSystem/condition-clinical", status);
             }
-            if let Some(status) = &entry.verification {
+            if let Some(status) = verification {
                 condition["verificationStatus"] = concept("http://terminology.hl7.org/CodeSystem/condition-ver-status", status);
             }
             set(&mut condition, "onsetDateTime", entry.start.clone().map(Value::String));
@@ -516,7 +564,7 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
             let mut procedure = json!({
                 "resourceType": "Procedure",
                 "meta": {"profile": [format!("{UKCORE}Procedure")]},
-                "status": entry.status.clone().unwrap_or_else(|| "completed".into()),
+                "status": if context.retracted { "entered-in-error".into() } else { entry.status.clone().unwrap_or_else(|| "completed".into()) },
                 "code": entry.code,
                 "subject": subject,
                 "encounter": encounter,
@@ -537,15 +585,18 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
                 "encounter": encounter,
                 "recordedDate": context.recorded,
             });
-            if let Some(status) = &entry.status {
+            let verification = if context.retracted { Some("entered-in-error") } else { entry.verification.as_deref() };
+            // R4 ait-2: no clinical status on an allergy entered in error.
+            if let Some(status) = entry.status.as_deref().filter(|_| verification != Some("entered-in-error")) {
                 allergy["clinicalStatus"] = concept("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", status);
             }
-            if let Some(status) = &entry.verification {
+            if let Some(status) = verification {
                 allergy["verificationStatus"] = concept("http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", status);
             }
             set(&mut allergy, "onsetDateTime", entry.start.clone().map(Value::String));
+            set(&mut allergy, "criticality", entry.criticality.clone().map(Value::String));
             if !entry.reactions.is_empty() {
-                allergy["reaction"] = json!(entry.reactions.iter().map(|m| json!({"manifestation": [m]})).collect::<Vec<_>>());
+                allergy["reaction"] = json!(entry.reactions);
             }
             if let Some(text) = &entry.text {
                 allergy["note"] = json!([{"text": text}]);
@@ -556,7 +607,7 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
             let mut medication = json!({
                 "resourceType": "MedicationStatement",
                 "meta": {"profile": [format!("{UKCORE}MedicationStatement")]},
-                "status": entry.status.clone().unwrap_or_else(|| "active".into()),
+                "status": if context.retracted { "entered-in-error".into() } else { entry.status.clone().unwrap_or_else(|| "active".into()) },
                 "medicationCodeableConcept": entry.code,
                 "subject": subject,
                 "context": encounter,
@@ -575,7 +626,7 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
     };
     resource["identifier"] = json!([entry.key.to_json()]);
     apply_security(&mut resource, context.security);
-    bundle.upsert(resource, &entry.key.condition())
+    bundle.upsert(resource, &entry.key.condition(context.nhs_number))
 }
 
 /// An Organization keyed on its ODS code (created if unknown); a display-only reference when
@@ -646,10 +697,11 @@ fn apply_security(resource: &mut Value, labels: &[Value]) {
     }
 }
 
-/// Copy the sensitivity labels of a document's entries (stamped at write time by their codes)
-/// onto its Composition and DocumentReference: the narrative and the attached original say what
-/// the entries say, so a document with an HIV diagnosis is as sensitive as the diagnosis.
-pub fn label_documents(bundle: &mut Value, labels: &consent::SensitivityLabels) {
+/// Copy the sensitivity labels of a document's entries (stamped at write time by their codes),
+/// and those `from_source` (codes the source carries outside any entry), onto its Composition
+/// and DocumentReference: the narrative and the attached original say what the entries say, so
+/// a document with an HIV diagnosis is as sensitive as the diagnosis.
+fn label_documents(bundle: &mut Value, labels: &consent::SensitivityLabels, from_source: &[String]) {
     use fhir_models::system::V3_ACT_CODE;
     let Some(entries) = bundle["entry"].as_array_mut() else { return };
     let found: Vec<String> = entries
@@ -657,6 +709,7 @@ pub fn label_documents(bundle: &mut Value, labels: &consent::SensitivityLabels) 
         .filter(|entry| !matches!(entry["resource"]["resourceType"].as_str(), Some("Composition" | "DocumentReference")))
         .flat_map(|entry| labels.labels_for(fhir_models::json::codings(&entry["resource"])))
         .map(str::to_owned)
+        .chain(from_source.iter().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -689,6 +742,16 @@ fn set(resource: &mut Value, field: &str, value: Option<Value>) {
     }
 }
 
+/// The first instant of a date, or of a year-month or a year (UTC).
+fn start_of(date: &str) -> String {
+    let day = match date.len() {
+        4 => format!("{date}-01-01"),
+        7 => format!("{date}-01"),
+        _ => date.get(..10).unwrap_or("1970-01-01").to_owned(),
+    };
+    format!("{day}T00:00:00Z")
+}
+
 /// A FHIR dateTime with a time and offset as an instant (seconds kept); `None` for a date.
 fn instant(date_time: &str) -> Option<String> {
     let has_time = date_time.len() > 10 && date_time.as_bytes().get(10) == Some(&b'T');
@@ -707,6 +770,22 @@ mod tests {
         let by_title = Section { title: Some(" allergies and adverse reactions ".into()), ..Section::default() };
         assert_eq!(by_title.heading().unwrap().carries, Some(EntryKind::Allergy));
         assert!(Section { title: Some("Ward notes".into()), ..Section::default() }.heading().is_none());
+    }
+
+    #[test]
+    fn partial_dates_start_at_their_first_instant() {
+        assert_eq!(start_of("2026"), "2026-01-01T00:00:00Z");
+        assert_eq!(start_of("2026-03"), "2026-03-01T00:00:00Z");
+        assert_eq!(start_of("2026-03-04"), "2026-03-04T00:00:00Z");
+    }
+
+    #[test]
+    fn keys_are_escaped_and_scoped_to_the_patient() {
+        let key = Identifier::new("urn:x", "a,b|c\\d$e");
+        assert_eq!(
+            key.condition("9449305552"),
+            "identifier=urn:x|a\\,b\\|c\\\\d\\$e&patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552"
+        );
     }
 
     #[test]

@@ -7,6 +7,10 @@ use roxmltree::{Node, NodeType};
 
 const XHTML: &str = "http://www.w3.org/1999/xhtml";
 
+/// Element nesting a narrative may have: far above any real one, and a bound on recursion (a
+/// hostile document nested a hundred thousand deep must be refused, not overflow the stack).
+pub const MAX_DEPTH: usize = 64;
+
 /// A div of one paragraph of text.
 pub fn plain(text: &str) -> String {
     format!("<div xmlns=\"{XHTML}\"><p>{}</p></div>", escape(text))
@@ -19,19 +23,19 @@ pub fn paragraphs(lines: &[String]) -> String {
 }
 
 /// The narrative of a CDA section's `<text>` (or any element whose children are narrative);
-/// `None` when it says nothing.
-pub fn from_node(node: Node<'_, '_>) -> Option<String> {
+/// `None` when it says nothing; an error when it nests deeper than [`MAX_DEPTH`].
+pub fn from_node(node: Node<'_, '_>) -> Result<Option<String>, String> {
     let mut body = String::new();
     for child in node.children() {
-        write(child, &mut body);
+        write(child, &mut body, 1)?;
     }
-    finish(body)
+    Ok(finish(body))
 }
 
 /// An STU3 `Narrative.div`, rebuilt; an error names why it cannot be read.
 pub fn from_xhtml(div: &str) -> Result<Option<String>, String> {
     let document = roxmltree::Document::parse(div).map_err(|error| format!("the narrative is not well-formed XHTML: {error}"))?;
-    Ok(from_node(document.root_element()))
+    from_node(document.root_element())
 }
 
 fn finish(body: String) -> Option<String> {
@@ -80,18 +84,27 @@ fn rendering(node: Node<'_, '_>) -> Rendering {
     }
 }
 
-fn write(node: Node<'_, '_>, out: &mut String) {
+fn write(node: Node<'_, '_>, out: &mut String, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("the narrative nests elements more than {MAX_DEPTH} deep"));
+    }
     match node.node_type() {
         NodeType::Text => out.push_str(&escape(node.text().unwrap_or_default())),
         NodeType::Element => match rendering(node) {
             Rendering::Dropped => {}
-            Rendering::Children => node.children().for_each(|child| write(child, out)),
+            Rendering::Children => {
+                for child in node.children() {
+                    write(child, out, depth + 1)?;
+                }
+            }
             Rendering::Element("br") => out.push_str("<br/>"),
             Rendering::Element(name) => {
                 out.push('<');
                 out.push_str(name);
                 out.push('>');
-                node.children().for_each(|child| write(child, out));
+                for child in node.children() {
+                    write(child, out, depth + 1)?;
+                }
                 out.push_str("</");
                 out.push_str(name);
                 out.push('>');
@@ -99,6 +112,7 @@ fn write(node: Node<'_, '_>, out: &mut String) {
         },
         _ => {}
     }
+    Ok(())
 }
 
 fn escape(text: &str) -> String {
@@ -125,7 +139,7 @@ mod tests {
         let xml = r#"<text xmlns="urn:hl7-org:v3"><paragraph ID="a" styleCode="x">Fell &amp; <content styleCode="Bold">broke</content> hip</paragraph><list listType="ordered"><item>one</item></list><table border="1"><caption>c</caption><tbody><tr><td>x</td></tr></tbody></table><renderMultiMedia referencedObject="i"/><linkHtml href="javascript:alert(1)">link</linkHtml></text>"#;
         let document = roxmltree::Document::parse(xml).unwrap();
         assert_eq!(
-            from_node(document.root_element()).unwrap(),
+            from_node(document.root_element()).unwrap().unwrap(),
             format!(
                 "<div xmlns=\"{XHTML}\"><p>Fell &amp; <b>broke</b> hip</p><ol><li>one</li></ol><table><caption>c</caption><tbody><tr><td>x</td></tr></tbody></table>link</div>"
             )
@@ -138,5 +152,7 @@ mod tests {
         assert_eq!(from_xhtml(div).unwrap().unwrap(), format!("<div xmlns=\"{XHTML}\"><p>Hi there</p></div>"));
         assert!(from_xhtml("<div><p>unclosed</div>").unwrap_err().contains("not well-formed"));
         assert_eq!(from_xhtml("<div xmlns=\"http://www.w3.org/1999/xhtml\">  <p> </p></div>").unwrap(), None);
+        let deep = format!("<div>{}x{}</div>", "<p>".repeat(100_000), "</p>".repeat(100_000));
+        assert!(from_xhtml(&deep).unwrap_err().contains("more than 64 deep"), "refused, not a stack overflow");
     }
 }

@@ -12,6 +12,7 @@ use time::{Date, Month, Time, Weekday};
 
 use super::error::{ErrorCode, Hl7Error, Location};
 use super::message::Repetition;
+use crate::translate::transaction::escape_search;
 
 /// A v2 time stamp as a FHIR `date` or `dateTime`, keeping its precision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,18 +205,6 @@ impl Identifier {
         identifier.insert("value".into(), Value::String(self.value.clone()));
         Value::Object(identifier)
     }
-}
-
-/// Search-parameter escaping (`\`, `,`, `|`, `$`), so a value is matched whole.
-fn escape_search(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | ',' | '|' | '$') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 pub fn identifier(

@@ -186,7 +186,8 @@ fn discharge_composition(
 ) -> Result<Value, Hl7Error> {
     let status = match document.get("docStatus").and_then(Value::as_str) {
         Some("preliminary") => "preliminary",
-        _ if document.get("status").and_then(Value::as_str) == Some("entered-in-error") => "entered-in-error",
+        // TXA-17 `CA`: the document was cancelled.
+        Some("entered-in-error") => "entered-in-error",
         _ => "final",
     };
     let date = match document.get("content").and_then(|c| c[0]["attachment"]["creation"].as_str()) {
