@@ -627,14 +627,15 @@ async fn ingest_documents(
     } else {
         inputs.extend(read_documents(paths)?.into_iter().map(|(place, bytes)| Input { place, bytes, dead_letter: None, publisher: None }));
     }
-    let (mut filed, mut duplicates, mut not_filed) = (0usize, 0usize, Vec::new());
+    let (mut filed, mut duplicates, mut superseded, mut not_filed) = (0usize, 0usize, 0usize, Vec::new());
     for Input { place, bytes, dead_letter, publisher } in &inputs {
         let publisher = publisher.as_deref().and_then(|ods| crate::ingest::replay_publisher("cli", ods));
         let outcome = crate::ingest::file_document(fhir, store, format, bytes, publisher, "cli", dead_letter.is_none()).await;
-        let settled = matches!(outcome, DocumentOutcome::Filed(_) | DocumentOutcome::Duplicate(_));
+        let settled = matches!(outcome, DocumentOutcome::Filed(_) | DocumentOutcome::Duplicate(_) | DocumentOutcome::Superseded(_));
         match outcome {
             DocumentOutcome::Filed(_) => filed += 1,
             DocumentOutcome::Duplicate(_) => duplicates += 1,
+            DocumentOutcome::Superseded(_) => superseded += 1,
             DocumentOutcome::Rejected(error) => not_filed.push(format!("{place}: refused: {error}")),
             DocumentOutcome::Retry(reason) => not_filed.push(format!("{place}: not filed now: {reason}")),
         }
@@ -642,7 +643,11 @@ async fn ingest_documents(
             store.delete_rejected(*id).await?;
         }
     }
-    println!("{} documents: {filed} filed, {duplicates} already filed (nothing changed), {} not filed", inputs.len(), not_filed.len());
+    println!(
+        "{} documents: {filed} filed, {duplicates} already filed (nothing changed), {} not filed, {superseded} older than the version filed (nothing changed)",
+        inputs.len(),
+        not_filed.len()
+    );
     for line in &not_filed {
         println!("  {line}");
     }

@@ -379,6 +379,8 @@ pub enum DocumentOutcome {
     Filed(String),
     /// This version was filed before, byte for byte: nothing written.
     Duplicate(String),
+    /// A later version of the document is filed (by its date): this one changes nothing.
+    Superseded(String),
     /// Refused, and kept in the dead-letter store (when asked to keep it).
     Rejected(crate::translate::discharge::DocumentError),
     /// Not filed now (the database is unavailable); send it again.
@@ -456,6 +458,23 @@ pub async fn file_document(
             return refuse(error, Some(document)).await;
         }
     };
+    let earlier = match previous_version(fhir, &requester, &translated.bundle).await {
+        Ok(PreviousVersion::None) => Vec::new(),
+        Ok(PreviousVersion::Later(date)) => return DocumentOutcome::Superseded(format!("{document} (the version filed is dated {date})")),
+        Ok(PreviousVersion::Earlier { dropped }) => dropped,
+        Err(error @ (ApiError::Forbidden { .. } | ApiError::Unauthenticated(_))) => {
+            let reason = format!("the publisher may not read the filed version of this document to compare: {error}");
+            return refuse(DocumentError::new(format.as_str(), "publisher", reason), Some(document)).await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "a discharge document could not be compared with its filed version");
+            return DocumentOutcome::Retry("the gateway cannot file documents just now; send this document again later".into());
+        }
+    };
+    // What the filed version said and this one no longer does goes with it.
+    if let Some(entries) = translated.bundle["entry"].as_array_mut() {
+        entries.extend(earlier.iter().map(|reference| serde_json::json!({"request": {"method": "DELETE", "url": reference}})));
+    }
     let permit = match crate::enforce::authorize(requester, Interaction::Transaction, None) {
         Ok(permit) => permit,
         Err(error) => {
@@ -472,5 +491,89 @@ pub async fn file_document(
         Err(Failure::Rejected(error)) => {
             refuse(DocumentError::new(format.as_str(), "translated records", error.reason), Some(document)).await
         }
+    }
+}
+
+/// The filed version of a document, seen from a new one.
+enum PreviousVersion {
+    /// None is filed.
+    None,
+    /// The filed version is dated later: the new one is older and must not replace it.
+    Later(String),
+    /// The filed version is earlier (or as old): the new one replaces it, and these entries of it
+    /// (`Type/id`) are in it no longer.
+    Earlier { dropped: Vec<String> },
+}
+
+/// Find the Composition a translated document replaces (its own conditional key: set id and
+/// patient), and compare: by date, and entry by entry on the entries' identifiers.
+async fn previous_version(fhir: &FhirService, publisher: &Requester, bundle: &serde_json::Value) -> Result<PreviousVersion, ApiError> {
+    use crate::fhir::{Body, Handling, SearchScope};
+    use serde_json::Value;
+    let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let Some(composition) = entries.iter().find(|entry| entry["resource"]["resourceType"] == "Composition") else {
+        return Ok(PreviousVersion::None);
+    };
+    let Some((_, query)) = composition["request"]["url"].as_str().and_then(|url| url.split_once('?')) else {
+        return Ok(PreviousVersion::None);
+    };
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()))
+        .collect();
+    let composition_type = ResourceType::parse("Composition").expect("an R4 type");
+    let permit = crate::enforce::authorize(publisher.clone(), Interaction::SearchType, Some(composition_type))?;
+    let response = crate::fhir::search(fhir, &permit, SearchScope::Type(composition_type), &params, Handling::Strict).await?;
+    let Body::Json(bytes) = response.body else { return Ok(PreviousVersion::None) };
+    let found: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.into()))?;
+    let Some(filed) = found["entry"].as_array().into_iter().flatten().find(|e| e["resource"]["resourceType"] == "Composition") else {
+        return Ok(PreviousVersion::None);
+    };
+    let filed = &filed["resource"];
+    let start = |date: &Value| date.as_str().and_then(fhir_models::datetime::parse_range).map(|(range, _)| range.low);
+    if let (Some(filed_at), Some(new_at)) = (start(&filed["date"]), start(&composition["resource"]["date"]))
+        && filed_at > new_at
+    {
+        return Ok(PreviousVersion::Later(filed["date"].as_str().unwrap_or_default().to_owned()));
+    }
+    // The entries the new version carries, by type and identifier.
+    let carried: Vec<(&str, &Value, &Value)> = entries
+        .iter()
+        .filter(|entry| entry["request"]["method"] == "PUT")
+        .flat_map(|entry| {
+            let resource = &entry["resource"];
+            resource["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |id| (resource["resourceType"].as_str().unwrap_or_default(), &id["system"], &id["value"]))
+        })
+        .collect();
+    let mut references = Vec::new();
+    collect_section_entries(&filed["section"], &mut references);
+    let mut dropped = Vec::new();
+    for reference in references {
+        let Some((type_name, id)) = reference.split_once('/') else { continue };
+        let Ok(resource_type) = ResourceType::parse(type_name) else { continue };
+        let Some(version) = fhir.store.read(resource_type, id).await?.filter(|version| !version.deleted) else { continue };
+        let Some(content) = version.content.as_ref() else { continue };
+        let resource: Value = serde_json::from_slice(content).map_err(|e| ApiError::Internal(e.into()))?;
+        let still_carried =
+            resource["identifier"].as_array().into_iter().flatten().any(|id| {
+                carried.iter().any(|(kind, system, value)| *kind == type_name && **system == id["system"] && **value == id["value"])
+            });
+        if !still_carried && !dropped.contains(&reference) {
+            dropped.push(reference);
+        }
+    }
+    Ok(PreviousVersion::Earlier { dropped })
+}
+
+/// Every `Type/id` a Composition's sections (and their sections) reference.
+fn collect_section_entries(sections: &serde_json::Value, out: &mut Vec<String>) {
+    for section in sections.as_array().into_iter().flatten() {
+        out.extend(section["entry"].as_array().into_iter().flatten().filter_map(|entry| entry["reference"].as_str().map(str::to_owned)));
+        collect_section_entries(&section["section"], out);
     }
 }

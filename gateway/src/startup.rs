@@ -335,7 +335,9 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
         let (name, bytes) = crate::synthetic::discharge::discharge_summaries(format, &[index]).remove(0);
         let state = &application.state;
         match crate::ingest::file_document(&state.fhir, state.ingest.dead_letters(), format, &bytes, None, "demo", false).await {
-            crate::ingest::DocumentOutcome::Filed(_) | crate::ingest::DocumentOutcome::Duplicate(_) => {}
+            crate::ingest::DocumentOutcome::Filed(_)
+            | crate::ingest::DocumentOutcome::Duplicate(_)
+            | crate::ingest::DocumentOutcome::Superseded(_) => {}
             crate::ingest::DocumentOutcome::Rejected(error) => anyhow::bail!("the demo discharge summary {name} was refused: {error}"),
             crate::ingest::DocumentOutcome::Retry(reason) => anyhow::bail!("the demo discharge summary {name} was not filed: {reason}"),
         }

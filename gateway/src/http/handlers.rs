@@ -359,6 +359,14 @@ async fn ingest_document(state: &AppState, format: crate::translate::Format, byt
                     format!("{format} document {document} was already filed; nothing changed"),
                 ),
             ),
+            DocumentOutcome::Superseded(document) => (
+                StatusCode::OK,
+                Issue::new(
+                    IssueSeverity::Information,
+                    IssueType::Informational,
+                    format!("{format} document {document}: a later version is filed; nothing changed"),
+                ),
+            ),
             DocumentOutcome::Rejected(error) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Issue::error(IssueType::Invalid, format!("refused at {}: {}", error.location, error.reason)),

@@ -214,7 +214,12 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
     let nhs = gateway::demo::test_nhs_number(0).as_string();
     let v1 = String::from_utf8(cda.clone()).unwrap();
     let v1_id = v1.split("<id root=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let v2 = v1
+    let medicines_before = search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert_eq!(medicines_before.len(), 2);
+    // Version 2 stops the second medicine.
+    let second_medicine = v1.match_indices("<entry><substanceAdministration").nth(1).unwrap().0;
+    let second_end = second_medicine + v1[second_medicine..].find("</entry>").unwrap() + "</entry>".len();
+    let v2 = format!("{}{}", &v1[..second_medicine], &v1[second_end..])
         .replace(&v1_id, "6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
         .replace("<versionNumber value=\"1\"/>", "<versionNumber value=\"2\"/>")
         .replace("Recovered well", "Recovered well; reviewed again");
@@ -229,6 +234,28 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
     assert_eq!(references[0]["masterIdentifier"]["value"], "urn:uuid:6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b");
     let conditions = search(&app, &format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert!(conditions.iter().all(|c| c["meta"]["versionId"] == "1"), "unchanged entries are unchanged: {conditions:?}");
+    let medicines = search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert_eq!(medicines.len(), 1, "the medicine version 2 no longer lists is gone with version 1");
+    let dropped: Vec<&Value> = medicines_before.iter().filter(|m| m["id"] != medicines[0]["id"]).collect();
+    assert_eq!(dropped.len(), 1, "the medicine kept is one of the two filed");
+    app.get(&app.gp, &format!("MedicationStatement/{}", dropped[0]["id"].as_str().unwrap())).await.assert_status(410);
+    // An older version arriving late (dated before the one filed) changes nothing.
+    let effective = v1.split("<effectiveTime value=\"").nth(1).unwrap()[..8].to_owned();
+    let v0 = v1
+        .replace(&v1_id, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+        .replace("<versionNumber value=\"1\"/>", "<versionNumber value=\"0\"/>")
+        .replacen(
+            &format!("<effectiveTime value=\"{effective}"),
+            &format!("<effectiveTime value=\"{}", &format!("{}01", &effective[..6])),
+            1,
+        );
+    assert!(effective[6..] != *"01", "the synthetic discharge day is never the 1st");
+    let (status, said) = post(&app, &app.trust, "cda", v0.into_bytes()).await;
+    assert_eq!(status, 200, "{said}");
+    assert!(said.contains("a later version is filed; nothing changed"), "{said}");
+    let compositions = search(&app, &format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    assert_eq!(compositions[0]["meta"]["versionId"], "2");
+    assert_eq!(search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await.len(), 1);
 
     // The same document id with other content is refused, and kept with its reason.
     let changed = String::from_utf8(cda.clone()).unwrap().replace("Recovered well", "Recovered slowly").into_bytes();
