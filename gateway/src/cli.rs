@@ -320,13 +320,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// An extract's files: every `*.csv` in each directory named, and every file named.
 fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis::ExtractFile>> {
+    let is_csv = |file: &std::path::Path| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("csv"));
+    Ok(read_files(paths, is_csv)?.into_iter().map(|(name, bytes)| crate::translate::emis::ExtractFile { name, bytes }).collect())
+}
+
+/// The files named, and in each directory named the files `wanted` picks (sorted): each with
+/// its name as given and its bytes.
+fn read_files(paths: &[PathBuf], wanted: impl Fn(&std::path::Path) -> bool) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut names = Vec::new();
     for path in paths {
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|file| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("csv")))
+                .filter(|file| file.is_file() && wanted(file))
                 .collect();
             entries.sort();
             names.extend(entries);
@@ -338,7 +345,7 @@ fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis:
         .into_iter()
         .map(|path| {
             let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-            Ok(crate::translate::emis::ExtractFile { name: path.display().to_string(), bytes })
+            Ok((path.display().to_string(), bytes))
         })
         .collect()
 }
@@ -551,27 +558,7 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
 
 /// Discharge documents: every file named, and every file in each directory named (sorted).
 fn read_documents(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut names = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|file| file.is_file())
-                .collect();
-            entries.sort();
-            names.extend(entries);
-        } else {
-            names.push(path.clone());
-        }
-    }
-    names
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-            Ok((path.display().to_string(), bytes))
-        })
-        .collect()
+    read_files(paths, |_| true)
 }
 
 /// `hie-gateway translate --from cda|itk3`: one Bundle per document, labelled as ingest would.
