@@ -401,18 +401,30 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
 
 /// `hie-gateway translate`: every input of every file, in order.
 fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<()> {
-    use crate::translate::hl7v2;
-    use std::io::Write;
     let inputs = read_inputs(format, paths)?;
+    print_bundles(&inputs, "input", paths, |input| crate::translate::hl7v2::translate(input).map(|t| t.bundle).map_err(|e| e.to_string()))
+}
+
+/// Print each input's Bundle — pretty for one input, one per line for several — and each
+/// refusal on stderr with its place; fails when there was no input or any was refused.
+fn print_bundles<T>(
+    inputs: &[(String, T)],
+    noun: &str,
+    paths: &[PathBuf],
+    translate: impl Fn(&T) -> Result<serde_json::Value, String>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    if inputs.is_empty() {
+        anyhow::bail!("no {noun} found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
     let several = inputs.len() > 1;
     let mut rejected = 0;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for (place, input) in &inputs {
-        match hl7v2::translate(input) {
-            Ok(translated) => {
-                let text =
-                    if several { serde_json::to_string(&translated.bundle)? } else { serde_json::to_string_pretty(&translated.bundle)? };
+    for (place, input) in inputs {
+        match translate(input) {
+            Ok(bundle) => {
+                let text = if several { serde_json::to_string(&bundle)? } else { serde_json::to_string_pretty(&bundle)? };
                 writeln!(out, "{text}")?;
             }
             Err(error) => {
@@ -421,11 +433,8 @@ fn translate_files(format: crate::translate::Format, paths: &[PathBuf]) -> anyho
             }
         }
     }
-    if inputs.is_empty() {
-        anyhow::bail!("no input found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    }
     if rejected > 0 {
-        anyhow::bail!("{rejected} of {} inputs rejected", inputs.len());
+        anyhow::bail!("{rejected} of {} {noun}s rejected", inputs.len());
     }
     Ok(())
 }
@@ -563,35 +572,12 @@ fn read_documents(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 /// `hie-gateway translate --from cda|itk3`: one Bundle per document, labelled as ingest would.
 fn translate_documents(format: crate::translate::Format, paths: &[PathBuf], labels: &consent::SensitivityLabels) -> anyhow::Result<()> {
-    use std::io::Write;
     let documents = read_documents(paths)?;
-    anyhow::ensure!(
-        !documents.is_empty(),
-        "no document found in {}",
-        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
-    let several = documents.len() > 1;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut rejected = 0;
-    for (place, bytes) in &documents {
-        match crate::translate::translate_document(format, bytes) {
-            Ok(mut translated) => {
-                translated.label(labels);
-                let text =
-                    if several { serde_json::to_string(&translated.bundle)? } else { serde_json::to_string_pretty(&translated.bundle)? };
-                writeln!(out, "{text}")?;
-            }
-            Err(error) => {
-                rejected += 1;
-                eprintln!("{place}: rejected: {error}");
-            }
-        }
-    }
-    if rejected > 0 {
-        anyhow::bail!("{rejected} of {} documents rejected", documents.len());
-    }
-    Ok(())
+    print_bundles(&documents, "document", paths, |bytes| {
+        let mut translated = crate::translate::translate_document(format, bytes).map_err(|e| e.to_string())?;
+        translated.label(labels);
+        Ok(translated.bundle)
+    })
 }
 
 /// `hie-gateway ingest --from cda|itk3`: file each document, or replay the kept ones.

@@ -460,7 +460,8 @@ pub async fn file_document(
     };
     let earlier = match previous_version(fhir, &requester, &translated.bundle).await {
         Ok(PreviousVersion::None) => Vec::new(),
-        Ok(PreviousVersion::Later(date)) => return DocumentOutcome::Superseded(format!("{document} (the version filed is dated {date})")),
+        // Said without the filed version's date: the answer tells the sender no more than it must.
+        Ok(PreviousVersion::Later) => return DocumentOutcome::Superseded(document),
         Ok(PreviousVersion::Earlier { dropped }) => dropped,
         Err(error @ (ApiError::Forbidden { .. } | ApiError::Unauthenticated(_))) => {
             let reason = format!("the publisher may not read the filed version of this document to compare: {error}");
@@ -499,7 +500,7 @@ enum PreviousVersion {
     /// None is filed.
     None,
     /// The filed version is dated later: the new one is older and must not replace it.
-    Later(String),
+    Later,
     /// The filed version is earlier (or as old): the new one replaces it, and these entries of it
     /// (`Type/id`) are in it no longer.
     Earlier { dropped: Vec<String> },
@@ -535,7 +536,7 @@ async fn previous_version(fhir: &FhirService, publisher: &Requester, bundle: &se
     if let (Some(filed_at), Some(new_at)) = (start(&filed["date"]), start(&composition["resource"]["date"]))
         && filed_at > new_at
     {
-        return Ok(PreviousVersion::Later(filed["date"].as_str().unwrap_or_default().to_owned()));
+        return Ok(PreviousVersion::Later);
     }
     // The entries the new version carries, by type and identifier.
     let carried: Vec<(&str, &Value, &Value)> = entries

@@ -74,13 +74,27 @@ impl Translated {
     /// code the source carries — its entries, and what stays only in its narrative and the
     /// attached original (an observation this gateway does not make a resource of) — since the
     /// narrative and the original say what they say.
+    ///
+    /// The entries are made from the source's own codes, so the source's codings cover them.
     pub fn label(&mut self, labels: &consent::SensitivityLabels) {
-        let found: Vec<String> = labels
-            .labels_for(self.source_codings.iter().map(|(system, code)| (system.as_str(), code.as_str())))
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        label_documents(&mut self.bundle, labels, &found);
+        use fhir_models::system::V3_ACT_CODE;
+        let found = labels.labels_for(self.source_codings.iter().map(|(system, code)| (system.as_str(), code.as_str())));
+        if found.is_empty() {
+            return;
+        }
+        for entry in self.bundle["entry"].as_array_mut().into_iter().flatten() {
+            let resource = &mut entry["resource"];
+            if !matches!(resource["resourceType"].as_str(), Some("Composition" | "DocumentReference")) {
+                continue;
+            }
+            let mut security = resource["meta"]["security"].as_array().cloned().unwrap_or_default();
+            for code in &found {
+                if !security.iter().any(|label| label["system"] == V3_ACT_CODE && label["code"] == *code) {
+                    security.push(json!({"system": V3_ACT_CODE, "code": code}));
+                }
+            }
+            resource["meta"]["security"] = json!(security);
+        }
     }
 }
 
@@ -697,41 +711,6 @@ fn apply_security(resource: &mut Value, labels: &[Value]) {
     }
 }
 
-/// Copy the sensitivity labels of a document's entries (stamped at write time by their codes),
-/// and those `from_source` (codes the source carries outside any entry), onto its Composition
-/// and DocumentReference: the narrative and the attached original say what the entries say, so
-/// a document with an HIV diagnosis is as sensitive as the diagnosis.
-fn label_documents(bundle: &mut Value, labels: &consent::SensitivityLabels, from_source: &[String]) {
-    use fhir_models::system::V3_ACT_CODE;
-    let Some(entries) = bundle["entry"].as_array_mut() else { return };
-    let found: Vec<String> = entries
-        .iter()
-        .filter(|entry| !matches!(entry["resource"]["resourceType"].as_str(), Some("Composition" | "DocumentReference")))
-        .flat_map(|entry| labels.labels_for(fhir_models::json::codings(&entry["resource"])))
-        .map(str::to_owned)
-        .chain(from_source.iter().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if found.is_empty() {
-        return;
-    }
-    for entry in entries.iter_mut() {
-        let resource = &mut entry["resource"];
-        if !matches!(resource["resourceType"].as_str(), Some("Composition" | "DocumentReference")) {
-            continue;
-        }
-        let security = resource["meta"]["security"].as_array().cloned().unwrap_or_default();
-        let mut security = security;
-        for code in &found {
-            if !security.iter().any(|label| label["system"] == V3_ACT_CODE && label["code"] == code.as_str()) {
-                security.push(json!({"system": V3_ACT_CODE, "code": code}));
-            }
-        }
-        resource["meta"]["security"] = json!(security);
-    }
-}
-
 fn concept(system: &str, code: &str) -> Value {
     json!({"coding": [{"system": system, "code": code}]})
 }
@@ -755,7 +734,8 @@ fn start_of(date: &str) -> String {
 /// A FHIR dateTime with a time and offset as an instant (seconds kept); `None` for a date.
 fn instant(date_time: &str) -> Option<String> {
     let has_time = date_time.len() > 10 && date_time.as_bytes().get(10) == Some(&b'T');
-    let has_zone = date_time.ends_with('Z') || date_time[date_time.len().saturating_sub(6)..].starts_with(['+', '-']);
+    let has_zone =
+        date_time.ends_with('Z') || date_time.get(date_time.len().saturating_sub(6)..).is_some_and(|zone| zone.starts_with(['+', '-']));
     (has_time && has_zone && date_time.len() >= 20).then(|| date_time.to_owned())
 }
 
