@@ -74,6 +74,14 @@ impl SensitivityLabels {
         ]
     }
 
+    /// Every label the sets stamp.
+    pub fn labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.sets.iter().map(|set| set.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+
     /// The labels the codings call for.
     pub fn labels_for<'a, 'c>(&'a self, codings: impl IntoIterator<Item = (&'c str, &'c str)>) -> BTreeSet<&'a str> {
         let mut labels = BTreeSet::new();

@@ -7,11 +7,15 @@
 //! allocation on the permit path of the common rules.
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod decision;
+pub mod directives;
 pub mod labels;
+pub mod relationships;
 mod requester;
 pub mod smart;
 
+pub use access::{AccessPolicy, PatientFacts, ResourceFacts, Scope, Viewer, Visibility, Withheld, decide, patient_gate};
 pub use decision::{Decision, DenyCode, Rule};
 pub use labels::{SensitiveCodeSet, SensitivityLabels};
 pub use requester::{ClientKind, Clinician, PatientUser, Principal, PurposeOfUse, RegisteredClient, Requester, SystemUser};
@@ -53,8 +57,17 @@ pub fn decide_interaction(requester: &Requester, interaction: Interaction, resou
     }
     match principal {
         Principal::Patient(patient, _) => {
-            let reads = matches!(interaction, Interaction::Read | Interaction::Vread | Interaction::SearchType);
-            if !patient.may_access_records() || !reads {
+            // A batch lets a patient read several things at once; its entries are each decided,
+            // and a patient's batch may only read (the bundle code refuses other entries).
+            let reads = matches!(
+                interaction,
+                Interaction::Read | Interaction::Vread | Interaction::SearchType | Interaction::HistoryInstance | Interaction::Batch
+            );
+            // Patients manage their own sharing wishes; which Consents are theirs is checked
+            // per resource when it is written.
+            let own_wishes = matches!(interaction, Interaction::Create | Interaction::Update | Interaction::Delete)
+                && resource_type.is_some_and(|t| t.as_str() == "Consent");
+            if !patient.may_access_records() || !(reads || own_wishes) {
                 return deny(Rule::PatientSelfAccess, AccessDenied);
             }
             Decision::Permit { rule: Rule::PatientSelfAccess }
@@ -90,6 +103,7 @@ mod tests {
                 organisation: OdsCode::parse(ods).unwrap(),
                 purpose,
                 reason: None,
+                self_claimed: false,
             },
             SmartScopes::parse_claim(scopes).unwrap(),
         )
@@ -198,6 +212,18 @@ mod tests {
         );
         assert_eq!(
             denied_by(decide_interaction(&p9, Interaction::HistoryType, ty("Observation"))),
+            Some((Rule::PatientSelfAccess, DenyCode::AccessDenied))
+        );
+        assert!(decide_interaction(&p9, Interaction::HistoryInstance, ty("Observation")).is_permit());
+        // Patients write their own sharing wishes, and nothing else, when their token allows it.
+        let wishes = Requester::anonymous().with_principal(Principal::Patient(
+            PatientUser { subject: "p1".into(), nhs_number: NhsNumber::parse("9449305552").unwrap(), proofing_level: "P9".into() },
+            SmartScopes::parse_claim("patient/*.rs patient/Consent.cud patient/Observation.c").unwrap(),
+        ));
+        assert!(decide_interaction(&wishes, Interaction::Create, ty("Consent")).is_permit());
+        assert!(decide_interaction(&wishes, Interaction::Delete, ty("Consent")).is_permit());
+        assert_eq!(
+            denied_by(decide_interaction(&wishes, Interaction::Create, ty("Observation"))),
             Some((Rule::PatientSelfAccess, DenyCode::AccessDenied))
         );
         let p5 = Requester::anonymous().with_principal(patient("P5"));

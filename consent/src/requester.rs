@@ -55,8 +55,11 @@ pub struct Clinician {
     /// `requesting_organization`: the ODS code the clinician acts for.
     pub organisation: OdsCode,
     pub purpose: PurposeOfUse,
-    /// `reason`: required for emergency access (ETREAT, BTG).
+    /// `reason`: required for emergency access (ETREAT, BTG) and for a self-claimed relationship.
     pub reason: Option<String>,
+    /// `legitimate_relationship: "self-claimed"`: the clinician asserts a relationship with the
+    /// patient a search names (allowed, always audited as an alert).
+    pub self_claimed: bool,
 }
 
 /// A patient, signed in through a patient issuer (NHS login-style).

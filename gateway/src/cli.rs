@@ -473,7 +473,7 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         limits: settings.limits.clone(),
         // Ingest writes no paging links.
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
-        labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
+        policy: settings.policy(),
     });
     if format.is_document() {
         let result = ingest_documents(&fhir, &store, format, paths, replay).await;

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 12] =
-    ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "portal", "translation"];
+const SECTIONS: [&str; 13] =
+    ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "consent", "portal", "translation"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub mllp: MllpSettings,
     pub labels: LabelSettings,
+    /// The access rules' parameters (docs/information-governance.md): shared reference types,
+    /// extra sensitive labels, relationship windows, release delays.
+    #[serde(default)]
+    pub consent: consent::AccessPolicy,
     pub portal: PortalSettings,
     pub translation: TranslationSettings,
     #[serde(default)]
@@ -106,6 +110,19 @@ impl Default for PortalSettings {
 #[serde(deny_unknown_fields)]
 pub struct LabelSettings {
     pub sensitive: Vec<consent::SensitiveCodeSet>,
+}
+
+impl Settings {
+    /// The FHIR layer's policy inputs: the sensitive code sets every write is labelled from, and
+    /// the access rules with the labels those sets stamp.
+    pub fn policy(&self) -> crate::fhir::Policy {
+        let labels = consent::SensitivityLabels::new(self.labels.sensitive.clone());
+        crate::fhir::Policy {
+            code_set_labels: labels.labels(),
+            labels: std::sync::Arc::new(labels),
+            access: std::sync::Arc::new(self.consent.clone()),
+        }
+    }
 }
 
 /// The HL7 v2 feed: MLLP over TCP. Keep it on loopback or a private network (it has no TLS
@@ -343,6 +360,7 @@ impl Default for Settings {
                 idle_timeout_secs: 600,
             },
             labels: LabelSettings { sensitive: consent::SensitivityLabels::uk_default() },
+            consent: consent::AccessPolicy::default(),
             portal: PortalSettings::default(),
             translation: TranslationSettings::default(),
             clients: Vec::new(),

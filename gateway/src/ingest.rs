@@ -428,7 +428,7 @@ pub async fn file_document(
         Ok(translated) => translated,
         Err(error) => return refuse(error, None).await,
     };
-    translated.label(&fhir.labels);
+    translated.label(&fhir.policy.labels);
     let document = translated.document.clone();
     match filed_before(fhir, &translated.provenance_id, &translated.digest).await {
         Ok(None) => {}
@@ -509,7 +509,7 @@ enum PreviousVersion {
 /// Find the Composition a translated document replaces (its own conditional key: set id and
 /// patient), and compare: by date, and entry by entry on the entries' identifiers.
 async fn previous_version(fhir: &FhirService, publisher: &Requester, bundle: &serde_json::Value) -> Result<PreviousVersion, ApiError> {
-    use crate::fhir::{Body, Handling, SearchScope};
+    use crate::fhir::Handling;
     use serde_json::Value;
     let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
     let Some(composition) = entries.iter().find(|entry| entry["resource"]["resourceType"] == "Composition") else {
@@ -524,14 +524,18 @@ async fn previous_version(fhir: &FhirService, publisher: &Requester, bundle: &se
         .map(|(name, value)| (name.to_owned(), percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()))
         .collect();
     let composition_type = ResourceType::parse("Composition").expect("an R4 type");
-    let permit = crate::enforce::authorize(publisher.clone(), Interaction::SearchType, Some(composition_type))?;
-    let response = crate::fhir::search(fhir, &permit, SearchScope::Type(composition_type), &params, Handling::Strict).await?;
-    let Body::Json(bytes) = response.body else { return Ok(PreviousVersion::None) };
-    let found: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.into()))?;
-    let Some(filed) = found["entry"].as_array().into_iter().flatten().find(|e| e["resource"]["resourceType"] == "Composition") else {
+    crate::enforce::authorize(publisher.clone(), Interaction::SearchType, Some(composition_type))?;
+    // The document's own key, looked up as the transaction's conditional upsert will look it up
+    // (the write path reads unscoped), but only among what this publisher filed: a publisher
+    // learns nothing of documents another organisation filed.
+    let query = crate::fhir::parse_search(composition_type, &params, &fhir.limits, Handling::Strict)?.query;
+    let organisation = publisher.client.as_ref().map(|client| client.ods.to_string());
+    let page = fhir.store.search(&query).await?;
+    let Some(filed) = page.matches.iter().find(|version| organisation.is_none() || version.source_org == organisation) else {
         return Ok(PreviousVersion::None);
     };
-    let filed = &filed["resource"];
+    let filed: Value = serde_json::from_slice(filed.content.as_deref().unwrap_or(b"{}")).map_err(|e| ApiError::Internal(e.into()))?;
+    let filed = &filed;
     let start = |date: &Value| date.as_str().and_then(fhir_models::datetime::parse_range).map(|(range, _)| range.low);
     if let (Some(filed_at), Some(new_at)) = (start(&filed["date"]), start(&composition["resource"]["date"]))
         && filed_at > new_at

@@ -72,7 +72,7 @@ impl Application {
             base_url: base_url.clone(),
             limits: settings.limits.clone(),
             paging: PagingKey::new(&paging_secret),
-            labels: Arc::new(consent::SensitivityLabels::new(settings.labels.sensitive.clone())),
+            policy: settings.policy(),
         };
         let authenticator = Arc::new(authenticator(&settings, &base_url)?);
         authenticator.load_keys().await;

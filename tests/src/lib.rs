@@ -100,6 +100,14 @@ impl TestPki {
     pub fn registered(&self) -> Vec<ClientEntry> {
         vec![self.gp.entry.clone(), self.trust.entry.clone(), self.portal.entry.clone()]
     }
+
+    /// Issue one more client certificate from the test CA. Register it by pushing its `entry`
+    /// to `settings.clients` (in `TestOptions::configure`) and spawn with
+    /// [`TestApp::spawn_with_pki`]. The name gets a unique suffix, as the built-in clients do.
+    pub fn issue_client(&self, name: &str, ods: &str, kind: ClientKind) -> ClientFiles {
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        issue(&self.pki, &format!("{name}-{suffix}"), ods, kind)
+    }
 }
 
 impl Default for TestPki {
@@ -309,10 +317,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: TestOptions) -> Self {
+        Self::spawn_with_pki(TestPki::new(), options).await
+    }
+
+    /// As [`TestApp::spawn_with`], with a PKI the test made first (to issue more clients).
+    pub async fn spawn_with_pki(pki: TestPki, options: TestOptions) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             gateway::telemetry::init(&gateway::configuration::LogSettings { format: "pretty".into(), level: "debug".into() });
         }
-        let pki = TestPki::new();
         let issuers = TestIssuers::new();
         let database_url = match (&options.database_url, options.backend) {
             (Some(url), _) => url.clone(),
@@ -415,6 +427,38 @@ impl TestApp {
         let answer = self.post(&self.trust, type_name, resource).await;
         answer.assert_status(201);
         answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Store the fixture patients' practice (`Organization/fixture-practice`, which
+    /// `resources/Patient.json` names as its general practitioner) as the GP system's own
+    /// organisation: the GP then has a legitimate relationship (registration) with them.
+    pub async fn register_fixture_patients_with_the_gp(&self) {
+        let practice = serde_json::json!({
+            "resourceType": "Organization",
+            "id": "fixture-practice",
+            "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": self.pki.gp.entry.ods.to_string()}],
+            "name": "The fixture practice"
+        });
+        let answer = self.put(&self.trust, "Organization/fixture-practice", &practice).await;
+        assert!(answer.status.is_success(), "the practice is stored: {}", answer.text);
+    }
+
+    /// What the store holds for a search (`Type?params`), read directly and unscoped: for tests
+    /// that check what a feed or an extract filed, not what some requester may see. Up to 1,000
+    /// resources, with the store's total.
+    pub async fn stored(&self, path: &str) -> (i64, Vec<Value>) {
+        let (type_name, query) = path.split_once('?').unwrap_or((path, ""));
+        let resource_type = fhir_models::ResourceType::parse(type_name).expect("a resource type");
+        let mut params = gateway::fhir::parse_query_string(query);
+        params.push(("_count".into(), "1000".into()));
+        params.push(("_total".into(), "accurate".into()));
+        let mut limits = self.fhir.limits.clone();
+        limits.max_count = limits.max_count.max(1000);
+        let parsed = gateway::fhir::parse_search(resource_type, &params, &limits, gateway::fhir::Handling::Strict).expect("a valid search");
+        let page = self.fhir.store.search(&parsed.query).await.expect("the store answers");
+        let resources =
+            page.matches.iter().map(|version| serde_json::from_slice(version.content.as_deref().unwrap_or(b"null")).unwrap()).collect();
+        (page.total.unwrap_or_default(), resources)
     }
 
     /// Every entry's resource of a searchset, following `next` links.

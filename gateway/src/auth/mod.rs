@@ -103,6 +103,7 @@ struct TokenClaims {
     requesting_practitioner_role: Option<String>,
     purpose_of_use: Option<String>,
     reason: Option<String>,
+    legitimate_relationship: Option<String>,
     nhs_number: Option<String>,
     identity_proofing_level: Option<String>,
     /// RFC 8705 certificate binding.
@@ -375,10 +376,26 @@ fn principal(kind: IssuerKind, claims: TokenClaims) -> Result<Principal, AuthErr
             if purpose.needs_reason() && reason.is_none() {
                 return Err(refused(format!("emergency access ({}) must give a reason in the reason claim", purpose.code())));
             }
+            let self_claimed = match claims.legitimate_relationship.as_deref() {
+                None => false,
+                Some("self-claimed") if kind == IssuerKind::Clinician => true,
+                Some("self-claimed") => return Err(refused("only a clinician may self-claim a legitimate relationship")),
+                Some(_) => return Err(invalid("the token's legitimate_relationship claim may only be \"self-claimed\"")),
+            };
+            if self_claimed && reason.is_none() {
+                return Err(refused("a self-claimed legitimate relationship must give a reason in the reason claim"));
+            }
             Ok(match kind {
                 IssuerKind::System => Principal::System(SystemUser { subject: claims.sub, organisation, purpose }, scopes),
                 _ => Principal::Clinician(
-                    Clinician { subject: claims.sub, role: claims.requesting_practitioner_role, organisation, purpose, reason },
+                    Clinician {
+                        subject: claims.sub,
+                        role: claims.requesting_practitioner_role,
+                        organisation,
+                        purpose,
+                        reason,
+                        self_claimed,
+                    },
                     scopes,
                 ),
             })

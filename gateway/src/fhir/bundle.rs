@@ -113,7 +113,9 @@ pub async fn batch_or_transaction(
         )));
     }
     let entries = raw_entries.iter().enumerate().map(|(index, raw)| parse_entry(index, raw)).collect::<Result<Vec<_>, _>>()?;
+    let is_patient = matches!(permit.requester().principal, Some(consent::Principal::Patient(..)));
     match bundle_type.as_str() {
+        "transaction" if is_patient => Err(patients_only_read()),
         "transaction" => {
             // Every entry must be permitted before anything is written.
             for entry in &entries {
@@ -128,6 +130,16 @@ pub async fn batch_or_transaction(
             "Bundle.type",
             format!("POST to the base takes a Bundle of type batch or transaction, not {other:?}"),
         )),
+    }
+}
+
+/// A patient's Bundle may only read: their sharing wishes are written one by one, where each is
+/// checked to be their own.
+fn patients_only_read() -> ApiError {
+    ApiError::Forbidden {
+        code: consent::DenyCode::AccessDenied,
+        rule: "patient-self-access",
+        message: "a patient's batch may only read; write Consents one at a time".into(),
     }
 }
 
@@ -526,6 +538,9 @@ async fn process_batch_entry(
     let now = service.now();
     if entry.method == Method::Get {
         return read_entry(service, permit, entry).await;
+    }
+    if matches!(permit.requester().principal, Some(consent::Principal::Patient(..))) {
+        return Err(patients_only_read());
     }
     let entry_permit = permit.reauthorize(entry_interaction(entry, &url), Some(url.resource_type))?;
     let context = &entry_permit.write_context();

@@ -54,6 +54,8 @@ pub async fn create(
     resource: Validated,
     if_none_exist: Option<&str>,
 ) -> Result<Created, ApiError> {
+    super::access::check_patient_write(service, permit, resource.resource_type, None, Some(&resource.value), if_none_exist.is_some())
+        .await?;
     let mut transaction = service.store.begin().await?;
     let created = create_in(service, transaction.as_mut(), &permit.write_context(), &resource, if_none_exist, service.now()).await?;
     transaction.commit().await?;

@@ -35,6 +35,7 @@ pub async fn delete_in(
             method: WriteMethod::Delete,
             content: None,
             index: None,
+            access: Default::default(),
             source_org: context.source_org.as_ref().map(|ods| ods.to_string()),
         })
         .await?;
@@ -43,6 +44,7 @@ pub async fn delete_in(
 
 /// DELETE `[type]/[id]`.
 pub async fn delete(service: &FhirService, permit: &Permitted, resource_type: ResourceType, id: &str) -> Result<Option<i64>, ApiError> {
+    super::access::check_patient_write(service, permit, resource_type, Some(id), None, false).await?;
     let mut transaction = service.store.begin().await?;
     let deleted = delete_in(transaction.as_mut(), &permit.write_context(), resource_type, id, service.now()).await?;
     transaction.commit().await?;
@@ -78,6 +80,7 @@ pub async fn conditional_delete(
     resource_type: ResourceType,
     condition: &str,
 ) -> Result<Option<i64>, ApiError> {
+    super::access::check_patient_write(service, permit, resource_type, None, None, true).await?;
     let mut transaction = service.store.begin().await?;
     let deleted =
         conditional_delete_in(service, transaction.as_mut(), &permit.write_context(), resource_type, condition, service.now()).await?;

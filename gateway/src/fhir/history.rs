@@ -6,10 +6,10 @@ use percent_encoding::utf8_percent_encode;
 
 use super::paging::PagingKey;
 use super::search::query_string;
-use super::{FhirResponse, FhirService, etag, instant};
+use super::{FhirResponse, FhirService, access, etag, instant};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
-use crate::store::{HistoryScope, Position, WriteMethod};
+use crate::store::{HistoryScope, Position, StoredVersion, WriteMethod};
 
 pub async fn history(
     service: &FhirService,
@@ -17,7 +17,6 @@ pub async fn history(
     scope: HistoryScope,
     params: &[(String, String)],
 ) -> Result<FhirResponse, ApiError> {
-    let _ = permit;
     let mut count = service.limits.default_count;
     let mut since = None;
     let mut cursor = None;
@@ -61,16 +60,35 @@ pub async fn history(
             })?),
             None => None,
         };
-    let mut versions = service.store.history(&scope, count, before, since).await?;
-    if let HistoryScope::Instance(resource_type, id) = &scope
-        && versions.is_empty()
-        && before.is_none()
-        && service.store.read(*resource_type, id).await?.is_none()
-    {
-        return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
-    }
+    // A resource's history is shown to those who may see the resource as it last stood, each
+    // version as they may see it; the history of a type or of the system holds only what the
+    // requester's organisation wrote.
+    let access_scope = access::scope(service, permit, &[]).await?;
+    let published_by = match (&scope, access_scope.org()) {
+        (HistoryScope::Instance(resource_type, id), _) => {
+            if super::read::last_content(service, &access_scope, *resource_type, id).await?.is_none() {
+                return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+            }
+            None
+        }
+        (_, Some(organisation)) => Some(organisation),
+        (_, None) => {
+            return Err(ApiError::Forbidden {
+                code: consent::DenyCode::AccessDenied,
+                rule: "history",
+                message: "the history of a type or of the system is kept for the organisations that wrote it".into(),
+            });
+        }
+    };
+    let mut versions = service.store.history(&scope, count, before, since, published_by).await?;
     let has_more = versions.len() > count;
     versions.truncate(count);
+    let versions: Vec<StoredVersion> = access::release(service, &access_scope, versions, false)
+        .await?
+        .into_iter()
+        .filter(|released| released.is_visible())
+        .map(|released| released.version)
+        .collect();
 
     let used_query = query_string(&used);
     let link = |extra: Option<String>| {

@@ -3,17 +3,18 @@
 //! The HTTP layer (`crate::http`) adapts actix-web requests to these functions, and batch and
 //! transaction Bundles call the same functions entry by entry.
 
+pub mod access;
 mod body;
 mod bundle;
 mod capabilities;
 mod create;
 mod delete;
+mod everything;
 mod history;
 mod paging;
 mod read;
 mod search;
 mod search_params;
-mod self_access;
 mod update;
 mod validate;
 mod write;
@@ -23,6 +24,7 @@ pub use bundle::batch_or_transaction;
 pub use capabilities::capability_statement;
 pub use create::{Created, create, parse_query_string};
 pub use delete::{conditional_delete, delete};
+pub use everything::everything;
 pub use history::history;
 pub use paging::PagingKey;
 pub use read::{read, vread};
@@ -49,8 +51,19 @@ pub struct FhirService {
     pub base_url: String,
     pub limits: Limits,
     pub paging: PagingKey,
+    /// Sensitive code sets and the access rules.
+    pub policy: Policy,
+}
+
+/// Policy as data: what writes are labelled with and what reads may see.
+#[derive(Clone)]
+pub struct Policy {
     /// Sensitive code sets: the labels every write stamps (`[[labels.sensitive]]`).
     pub labels: Arc<consent::SensitivityLabels>,
+    /// The labels those sets stamp, all withheld outside their source.
+    pub code_set_labels: Vec<String>,
+    /// `[consent]`.
+    pub access: Arc<consent::AccessPolicy>,
 }
 
 impl FhirService {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::paging::PagingKey;
 use super::search_params::{Handling, ParsedSearch, Summary, parse_search};
-use super::{FhirResponse, FhirService, instant};
+use super::{FhirResponse, FhirService, access, instant};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
 use crate::store::{Filter, Position, StoredVersion};
@@ -90,10 +90,7 @@ pub async fn search(
         }
         query.filters.push(Filter::PatientCompartment((*patient_id).to_owned()));
     }
-    super::self_access::check_search(permit, &query)?;
-    if let Some(filter) = super::self_access::filter(service, permit).await? {
-        query.filters.push(filter);
-    }
+    query.access = Some(scoped(service, permit, &query).await?);
     let path = scope.path();
     let canonical = PagingKey::canonical(&format!("search {path}"), &used);
     if let Some(cursor) = &cursor {
@@ -102,7 +99,10 @@ pub async fn search(
         })?;
         query.position = Some(position);
     }
-    let page = service.store.search(&query).await?;
+    let mut page = service.store.search(&query).await?;
+    let scope = query.access.as_deref().expect("every search is scoped");
+    page.matches = released(service, scope, std::mem::take(&mut page.matches)).await?;
+    page.included = released(service, scope, std::mem::take(&mut page.included)).await?;
 
     let base = format!("{}/{path}", service.base_url);
     let used_query = query_string(&used);
@@ -171,6 +171,32 @@ pub async fn search(
         writer.entry(EntryParts { resource: Some(&outcome), search_mode: Some("outcome"), ..Default::default() });
     }
     Ok(FhirResponse::ok(writer.finish()))
+}
+
+/// The scope a search runs in; a clinician's search that names one patient is first answered
+/// for that patient (no relationship, dissent).
+async fn scoped(
+    service: &FhirService,
+    permit: &Permitted,
+    query: &crate::store::SearchQuery,
+) -> Result<std::sync::Arc<consent::Scope>, ApiError> {
+    let is_clinician = matches!(permit.requester().principal, Some(consent::Principal::Clinician(..)));
+    let targets = if is_clinician { access::targets(query) } else { Vec::new() };
+    let mut resolved = Vec::with_capacity(targets.len());
+    for target in &targets {
+        resolved.push(access::resolve(service, target).await?);
+    }
+    let named: Vec<String> = resolved.iter().flatten().cloned().collect();
+    let scope = access::scope(service, permit, &named).await?;
+    for patients in &resolved {
+        access::gate(service, &scope, patients).await?;
+    }
+    Ok(scope)
+}
+
+/// What leaves of a page, each resource decided again.
+async fn released(service: &FhirService, scope: &consent::Scope, versions: Vec<StoredVersion>) -> Result<Vec<StoredVersion>, ApiError> {
+    Ok(access::release(service, scope, versions, true).await?.into_iter().filter(|r| r.is_visible()).map(|r| r.version).collect())
 }
 
 /// `_summary` and `_elements`: which top-level elements of each resource to return.

@@ -92,6 +92,7 @@ pub async fn update(
     resource: Validated,
     if_match: Option<&str>,
 ) -> Result<Updated, ApiError> {
+    super::access::check_patient_write(service, permit, resource_type, Some(id), Some(&resource.value), false).await?;
     let mut transaction = service.store.begin().await?;
     let updated = update_in(transaction.as_mut(), &permit.write_context(), resource_type, id, &resource, if_match, service.now()).await?;
     transaction.commit().await?;
@@ -142,6 +143,7 @@ pub async fn conditional_update(
     resource: Validated,
     condition: &str,
 ) -> Result<Updated, ApiError> {
+    super::access::check_patient_write(service, permit, resource.resource_type, None, None, true).await?;
     let mut transaction = service.store.begin().await?;
     let updated =
         conditional_update_in(service, transaction.as_mut(), &permit.write_context(), &resource, condition, service.now()).await?;

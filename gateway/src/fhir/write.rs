@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::body::ParsedResource;
 use super::{FhirService, WriteContext, instant};
 use crate::error::ApiError;
-use crate::store::{NewVersion, StoreTransaction, StoredVersion, WriteMethod};
+use crate::store::{AccessRows, NewVersion, StoreTransaction, StoredVersion, WriteMethod};
 
 /// A resource that passed the schema and the UK Core rules: the only kind the write
 /// interactions take.
@@ -36,13 +36,16 @@ const BLOCKING_THRESHOLD: usize = 128 * 1024;
 /// named), before any transaction takes a lock.
 pub async fn prepare(service: &FhirService, bytes: Vec<u8>, expected: Option<ResourceType>) -> Result<Validated, ApiError> {
     let validator = service.validator.clone();
-    let labels = service.labels.clone();
+    let labels = service.policy.labels.clone();
     let large = bytes.len() > BLOCKING_THRESHOLD;
     let work = move || {
         let resource = ParsedResource::parse(bytes, expected)?;
         let report = validator.validate(resource.resource_type, &resource.value);
         if !report.is_acceptable() {
             return Err(ApiError::Unprocessable(report.into_outcome()));
+        }
+        if resource.resource_type.as_str() == "Consent" && consent::directives::is_privacy_consent(&resource.value) {
+            consent::directives::consent_patient(&resource.value).map_err(directive_error)?;
         }
         Ok(Validated(label(&labels, resource)?))
     };
@@ -97,6 +100,7 @@ pub async fn persist(
     let last_updated = fhir_models::datetime::to_micros(write.now);
     let content = stamp(write.resource, write.id, write.version_id, last_updated)?;
     let index = extract(write.resource.resource_type, write.id, &write.resource.value);
+    let access = access_rows(write.resource.resource_type, write.id, &write.resource.value)?;
     transaction
         .write(NewVersion {
             resource_type: write.resource.resource_type,
@@ -106,6 +110,7 @@ pub async fn persist(
             method: write.method,
             content: Some(content.clone()),
             index: Some(index),
+            access,
             source_org: context.source_org.as_ref().map(|ods| ods.to_string()),
         })
         .await?;
@@ -119,7 +124,27 @@ pub async fn persist(
         method: write.method,
         content: Some(bytes::Bytes::from(content)),
         sequence: 0,
+        source_org: context.source_org.as_ref().map(|ods| ods.to_string()),
     })
+}
+
+/// What the access rules read of a version: the relationships a care record gives and the
+/// sharing wishes a Consent holds (docs/information-governance.md).
+pub fn access_rows(resource_type: ResourceType, id: &str, resource: &serde_json::Value) -> Result<AccessRows, ApiError> {
+    let directives = match resource_type.as_str() {
+        "Consent" => consent::directives::directive_rows(resource).map_err(directive_error)?,
+        _ => Vec::new(),
+    };
+    Ok(AccessRows {
+        relationships: consent::relationships::relationship_rows(resource_type.as_str(), id, resource),
+        directives,
+        security_context: consent::access::security_context(resource_type.as_str(), resource),
+    })
+}
+
+fn directive_error(error: consent::directives::DirectiveError) -> ApiError {
+    use fhir_models::outcome::Issue;
+    ApiError::Unprocessable(fhir_models::OperationOutcome::single(Issue::error(IssueType::Required, error.reason).at(error.path)))
 }
 
 /// A fresh server-assigned id.

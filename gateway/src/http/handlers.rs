@@ -196,6 +196,24 @@ pub async fn search_compartment(
     Ok(to_http(fhir::search(&state.fhir, &permit, scope, &params, handling(&request)).await?))
 }
 
+/// GET `Patient/{id}/$everything`: what the requester may see of one patient's record.
+pub async fn everything(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
+    let (type_name, id) = path.into_inner();
+    if type_name != "Patient" {
+        return Err(ApiError::NotFound(format!("{type_name}/{id}/$everything: this gateway has Patient/[id]/$everything only")));
+    }
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    // Every type of the compartment: the token needs a wildcard search scope.
+    let permit = authorize(requester.0, Interaction::SearchType, None)?;
+    Ok(to_http(fhir::everything(&state.fhir, &permit, &id, &params).await?))
+}
+
 /// POST `[type]/_search`: parameters in an `application/x-www-form-urlencoded` body (and the
 /// query string).
 pub async fn search_post(

@@ -110,6 +110,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .default_service(web::to(handlers::method_not_allowed)),
             )
             .service(
+                web::resource("/{type}/{id}/$everything")
+                    .route(web::get().to(handlers::everything))
+                    .default_service(web::to(handlers::method_not_allowed)),
+            )
+            .service(
                 web::resource("/{type}/{id}/{compartmentType}")
                     .route(web::get().to(handlers::search_compartment))
                     .default_service(web::to(handlers::method_not_allowed)),

@@ -127,12 +127,29 @@ impl FhirStore for CachedStore {
         count: usize,
         before_sequence: Option<i64>,
         since: Option<i64>,
+        published_by: Option<&str>,
     ) -> Result<Vec<StoredVersion>, StoreError> {
-        self.inner.history(scope, count, before_sequence, since).await
+        self.inner.history(scope, count, before_sequence, since, published_by).await
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         self.inner.search(query).await
+    }
+
+    async fn compartment(
+        &self,
+        query: &super::CompartmentQuery,
+        with_total: bool,
+    ) -> Result<(Vec<StoredVersion>, Option<i64>), StoreError> {
+        self.inner.compartment(query, with_total).await
+    }
+
+    async fn patient_facts(&self, patient_ids: &[String]) -> Result<Vec<consent::PatientFacts>, StoreError> {
+        self.inner.patient_facts(patient_ids).await
+    }
+
+    async fn published_for(&self, patient_ids: &[String], org: &str) -> Result<bool, StoreError> {
+        self.inner.published_for(patient_ids, org).await
     }
 
     async fn begin(&self) -> Result<Box<dyn StoreTransaction>, StoreError> {
@@ -197,6 +214,7 @@ mod tests {
             method: WriteMethod::Create,
             content: Some(bytes::Bytes::from_static(b"{}")),
             sequence: 0,
+            source_org: None,
         }
     }
 

@@ -11,6 +11,7 @@ use super::query::{Dialect, SortType, SortValue};
 pub enum Bind<'a> {
     Text(&'a str),
     OptText(Option<&'a str>),
+    OptInt(Option<i64>),
     Owned(String),
     Int(i64),
     Real(f64),
@@ -23,7 +24,7 @@ impl Bind<'_> {
     /// The PostgreSQL array type of a column of these values.
     pub fn array_type(&self) -> &'static str {
         match self {
-            Self::Int(_) => "bigint[]",
+            Self::Int(_) | Self::OptInt(_) => "bigint[]",
             Self::Real(_) => "float8[]",
             Self::Bool(_) => "bool[]",
             _ => "text[]",
@@ -44,6 +45,8 @@ pub struct VersionRow {
     pub content: Option<String>,
     #[sqlx(default)]
     pub sequence: i64,
+    #[sqlx(default)]
+    pub source_org: Option<String>,
     /// Sort values of a sorted search page (`SearchQuery::compile_page` names them).
     #[sqlx(default)]
     pub sort_0_int: Option<i64>,
@@ -82,6 +85,32 @@ impl VersionRow {
     }
 }
 
+/// A row of `care_relationships`, with the ODS code of the Organization an `org_id` names.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RelationshipRecord {
+    pub patient_id: String,
+    pub kind: String,
+    pub org_ods: Option<String>,
+    pub org_id: Option<String>,
+    pub ends: Option<i64>,
+}
+
+/// A row of `consent_directives`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DirectiveRecord {
+    pub res_key: i64,
+    pub patient_id: String,
+    pub rule: i64,
+    pub effect: String,
+    pub recipient: Option<String>,
+    pub source: Option<String>,
+    pub class: Option<String>,
+    pub label: Option<String>,
+    pub purpose: Option<String>,
+    pub starts: Option<i64>,
+    pub ends: Option<i64>,
+}
+
 #[async_trait]
 pub trait SqlConn: Send {
     fn dialect(&self) -> Dialect;
@@ -92,6 +121,10 @@ pub trait SqlConn: Send {
     async fn fetch_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<String>, sqlx::Error>;
     /// Rows of `(res_key, resource_type, id)`, as `INSERT … RETURNING` gives them.
     async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error>;
+    /// Rows of two text columns.
+    async fn fetch_pairs(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(String, String)>, sqlx::Error>;
+    async fn fetch_relationships(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<RelationshipRecord>, sqlx::Error>;
+    async fn fetch_directives(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<DirectiveRecord>, sqlx::Error>;
 }
 
 macro_rules! bind_all {
@@ -103,6 +136,7 @@ macro_rules! bind_all {
                 Bind::OptText(value) => query.bind(*value),
                 Bind::Owned(value) => query.bind(value.as_str()),
                 Bind::Int(value) => query.bind(*value),
+                Bind::OptInt(value) => query.bind(*value),
                 Bind::Real(value) => query.bind(*value),
                 Bind::Bool(value) => query.bind(*value),
                 Bind::Array(items) => $bind_array!(query, items),
@@ -117,6 +151,16 @@ macro_rules! pg_array {
     ($query:expr, $items:expr) => {
         match $items.first() {
             Some(Bind::Int(_)) => $query.bind($items.iter().map(|b| if let Bind::Int(v) = b { *v } else { 0 }).collect::<Vec<i64>>()),
+            Some(Bind::OptInt(_)) => $query.bind(
+                $items
+                    .iter()
+                    .map(|b| match b {
+                        Bind::OptInt(v) => *v,
+                        Bind::Int(v) => Some(*v),
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<i64>>>(),
+            ),
             Some(Bind::Real(_)) => $query.bind($items.iter().map(|b| if let Bind::Real(v) = b { *v } else { 0.0 }).collect::<Vec<f64>>()),
             Some(Bind::Bool(_)) => $query.bind($items.iter().map(|b| matches!(b, Bind::Bool(true))).collect::<Vec<bool>>()),
             _ => $query.bind(
@@ -160,6 +204,18 @@ macro_rules! impl_sql_conn {
 
             async fn fetch_keys(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
                 bind_all!(sqlx::query_as::<$database, (i64, String, String)>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_pairs(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(String, String)>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, (String, String)>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_relationships(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<RelationshipRecord>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, RelationshipRecord>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_directives(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<DirectiveRecord>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, DirectiveRecord>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
             }
 
             async fn fetch_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<String>, sqlx::Error> {

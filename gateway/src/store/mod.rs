@@ -4,6 +4,7 @@
 //! SQLite (the embedded default) and PostgreSQL, with a migration set per dialect; this module
 //! and its children are the only place SQL appears.
 
+mod access_sql;
 pub mod cache;
 mod connection;
 mod nodelay;
@@ -11,7 +12,9 @@ pub mod query;
 pub mod sql_store;
 
 pub use cache::{CachedStore, ReadCache};
-pub use query::{Condition, Filter, HistoryScope, Include, IndexTable, Position, SearchQuery, SortBy, SortKey, SortValue, TotalMode};
+pub use query::{
+    CompartmentQuery, Condition, Filter, HistoryScope, Include, IndexTable, Position, SearchQuery, SortBy, SortKey, SortValue, TotalMode,
+};
 pub use sql_store::{RejectedInput, SqlStore};
 
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub struct StoredVersion {
     pub content: Option<bytes::Bytes>,
     /// Position in the store's history, for paging `_history`.
     pub sequence: i64,
+    /// ODS code of the organisation that published this version, when known.
+    pub source_org: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +80,19 @@ pub struct NewVersion {
     /// `None` writes a deletion.
     pub content: Option<String>,
     pub index: Option<IndexEntries>,
+    /// What the access rules read of this version (relationships, sharing wishes).
+    pub access: AccessRows,
     /// ODS code of the organisation that published this version.
     pub source_org: Option<String>,
+}
+
+/// The rows a version gives the access rules, written and replaced with its index rows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessRows {
+    pub relationships: Vec<consent::relationships::RelationshipRow>,
+    pub directives: Vec<consent::directives::DirectiveRow>,
+    /// A Binary's `securityContext` (`Some(None)`: one that names no stored resource).
+    pub security_context: Option<Option<(String, String)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,16 +156,28 @@ pub trait FhirStore: Send + Sync + 'static {
     async fn vread(&self, resource_type: ResourceType, id: &str, version_id: i64) -> Result<Option<StoredVersion>, StoreError>;
 
     /// Versions newest first, `count + 1` at most (the extra one tells the caller a next page
-    /// exists), starting below `before_sequence` when paging.
+    /// exists), starting below `before_sequence` when paging; only those `published_by` an
+    /// organisation when it is given.
     async fn history(
         &self,
         scope: &HistoryScope,
         count: usize,
         before_sequence: Option<i64>,
         since: Option<i64>,
+        published_by: Option<&str>,
     ) -> Result<Vec<StoredVersion>, StoreError>;
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// A page of one patient's compartment (`$everything`) and, when asked, the number of matches.
+    async fn compartment(&self, query: &CompartmentQuery, with_total: bool) -> Result<(Vec<StoredVersion>, Option<i64>), StoreError>;
+
+    /// What the access rules read of these patients: relationships (with the ODS codes of the
+    /// Organizations they name) and sharing wishes. Every id gets an entry, known or not.
+    async fn patient_facts(&self, patient_ids: &[String]) -> Result<Vec<consent::PatientFacts>, StoreError>;
+
+    /// Whether `org` published any current resource in these patients' compartments.
+    async fn published_for(&self, patient_ids: &[String], org: &str) -> Result<bool, StoreError>;
 
     /// Start a write transaction. Everything written through it commits atomically or not at all.
     async fn begin(&self) -> Result<Box<dyn StoreTransaction>, StoreError>;

@@ -31,12 +31,45 @@ pub struct SearchQuery {
     pub total: TotalMode,
     /// `_include` and `_revinclude`, applied to the page.
     pub includes: Vec<Include>,
+    /// What the requester may see: compiled into every level of the query (matches, chains,
+    /// `_has`, includes, counts), so nothing withheld is matched, counted or paged over.
+    pub access: Option<std::sync::Arc<consent::Scope>>,
 }
 
 impl SearchQuery {
     pub fn new(resource_type: ResourceType, count: usize) -> Self {
-        Self { resource_type, filters: Vec::new(), sort: Vec::new(), count, position: None, total: TotalMode::None, includes: Vec::new() }
+        Self {
+            resource_type,
+            filters: Vec::new(),
+            sort: Vec::new(),
+            count,
+            position: None,
+            total: TotalMode::None,
+            includes: Vec::new(),
+            access: None,
+        }
     }
+
+    /// Whether the search reaches Patients through elements a restricted patient's record
+    /// hides from others (at the top level: filters and sort keys).
+    fn top_level_uses_redacted(&self) -> bool {
+        self.resource_type.as_str() == "Patient"
+            && (uses_redacted(&self.filters)
+                || self.sort.iter().any(|key| matches!(&key.by, SortBy::Param { param, .. } if is_redacted(param))))
+    }
+}
+
+fn is_redacted(param: &str) -> bool {
+    consent::access::REDACTED_PARAMS.contains(&param)
+}
+
+/// Whether a level's filters test a Patient's redacted elements.
+fn uses_redacted(filters: &[Filter]) -> bool {
+    filters.iter().any(|filter| match filter {
+        Filter::Match { param, .. } | Filter::Missing { param, .. } | Filter::Chain { param, .. } => is_redacted(param),
+        Filter::AnyOf(filters) => uses_redacted(filters),
+        _ => false,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,11 +310,19 @@ pub struct CompiledQuery<'q> {
     dialect: Dialect,
     /// Nesting depth of resource aliases (`r`, `r1`, `r2`… for chains and `_has`).
     depth: usize,
+    /// The consent scope every resource level of the query is held to.
+    access: Option<&'q consent::Scope>,
 }
 
 impl<'q> CompiledQuery<'q> {
     pub fn new(dialect: Dialect) -> Self {
-        Self { sql: String::with_capacity(256), binds: Vec::new(), dialect, depth: 0 }
+        Self { sql: String::with_capacity(256), binds: Vec::new(), dialect, depth: 0, access: None }
+    }
+
+    /// Hold every resource level compiled from now on to `scope`.
+    pub fn with_access(mut self, scope: Option<&'q consent::Scope>) -> Self {
+        self.access = scope;
+        self
     }
 
     pub fn push(&mut self, sql: &str) -> &mut Self {
@@ -310,6 +351,14 @@ impl<'q> CompiledQuery<'q> {
         debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')), "{name:?}");
         self.sql.push('\'');
         self.sql.push_str(&name.replace('\'', "''"));
+        self.sql.push('\'');
+        self
+    }
+
+    /// A constant of the server's (a code system URI) as a quoted literal.
+    pub fn push_name_text(&mut self, text: &str) -> &mut Self {
+        self.sql.push('\'');
+        self.sql.push_str(&text.replace('\'', "''"));
         self.sql.push('\'');
         self
     }
@@ -343,12 +392,13 @@ impl<'q> CompiledQuery<'q> {
     }
 }
 
-pub const VERSION_COLUMNS: &str = "r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content";
+pub const VERSION_COLUMNS: &str =
+    "r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content, r.source_org";
 
 /// Columns and source of a version row: a superseded version holds its own JSON; the current one
 /// (NULL content, not a deletion) reads it from `resources`.
 pub const HISTORY_COLUMNS: &str = "r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, \
-     CASE WHEN r.deleted THEN NULL ELSE COALESCE(r.content, c.content) END AS content, r.sequence \
+     CASE WHEN r.deleted THEN NULL ELSE COALESCE(r.content, c.content) END AS content, r.sequence, r.source_org \
      FROM resource_versions r JOIN resources c ON c.res_key = r.res_key";
 
 fn alias(depth: usize) -> String {
@@ -389,7 +439,7 @@ impl SearchQuery {
     /// The page: `count + 1` rows in sort order (reversed when reading backward), each with its
     /// sort values as `sort_{i}_{int|real|text}` columns.
     pub fn compile_page(&self, dialect: Dialect) -> CompiledQuery<'_> {
-        let mut query = CompiledQuery::new(dialect);
+        let mut query = CompiledQuery::new(dialect).with_access(self.access.as_deref());
         let backward = self.position.as_ref().is_some_and(|p| p.backward);
         let key_order = if backward { " DESC" } else { "" };
         if self.sort.is_empty() {
@@ -470,10 +520,11 @@ impl SearchQuery {
     /// undeleted resources of their own type, so the distinct keys of the driving filter's
     /// index rows, narrowed by the others, are the matches (an index-only scan on PostgreSQL).
     pub fn compile_count(&self, dialect: Dialect) -> CompiledQuery<'_> {
-        let mut query = CompiledQuery::new(dialect);
+        let mut query = CompiledQuery::new(dialect).with_access(self.access.as_deref());
         let driver = self.filters.iter().position(|f| matches!(f, Filter::Match { negate: false, .. }));
         match driver {
-            Some(index) if self.filters.iter().all(tests_only_the_key) => {
+            // The consent scope reads the resource row (source, type), so a scoped count joins it.
+            Some(index) if self.access.is_none() && self.filters.iter().all(tests_only_the_key) => {
                 let Filter::Match { table, param, any_of, .. } = &self.filters[index] else { unreachable!("a driving Match filter") };
                 query.push("SELECT COUNT(*) FROM (SELECT DISTINCT x.res_key FROM ").push(table.name()).push(" x WHERE x.resource_type = ");
                 query.push_name(self.resource_type.as_str()).push(" AND x.param = ").push_name(param);
@@ -501,7 +552,7 @@ impl SearchQuery {
     }
 
     fn push_conditions<'q>(&'q self, query: &mut CompiledQuery<'q>) {
-        push_resource_conditions(query, self.resource_type, &self.filters);
+        push_resource_conditions(query, self.resource_type, &self.filters, self.top_level_uses_redacted());
     }
 }
 
@@ -545,14 +596,29 @@ fn push_sort_value<'q>(query: &mut CompiledQuery<'q>, value: &'q SortValue) {
     };
 }
 
-/// `alias.resource_type = T AND NOT deleted AND filters…` for the alias at the query's depth.
-fn push_resource_conditions<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, filters: &'q [Filter]) {
+/// `alias.resource_type = T AND NOT deleted AND filters… AND access` for the alias at the
+/// query's depth. `reached_through_redacted`: this level is a Patient matched through elements a
+/// restricted patient hides from others.
+fn push_resource_conditions<'q>(
+    query: &mut CompiledQuery<'q>,
+    resource_type: ResourceType,
+    filters: &'q [Filter],
+    reached_through_redacted: bool,
+) {
     let me = alias(query.depth);
     query.push(&me).push(".resource_type = ").push_name(resource_type.as_str());
     query.push(" AND ").push(&me).push(".deleted = FALSE");
     for filter in filters {
         query.push(" AND ");
         push_filter(query, resource_type, filter);
+    }
+    if let Some(scope) = query.access {
+        query.push(" AND ");
+        super::access_sql::push_access(query, &me, scope);
+        if resource_type.as_str() == "Patient" && (reached_through_redacted || uses_redacted(filters)) {
+            query.push(" AND ");
+            super::access_sql::push_restricted_guard(query, &me, scope);
+        }
     }
 }
 
@@ -597,7 +663,7 @@ fn push_filter<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, f
             query.depth += 1;
             let inner = alias(query.depth);
             query.push(&format!(" AND x.target_id IN (SELECT {inner}.id FROM resources {inner} WHERE "));
-            push_resource_conditions(query, *target_type, std::slice::from_ref(filter));
+            push_resource_conditions(query, *target_type, std::slice::from_ref(filter), false);
             query.depth -= 1;
             query.push("))");
         }
@@ -608,7 +674,8 @@ fn push_filter<'q>(query: &mut CompiledQuery<'q>, resource_type: ResourceType, f
             query.depth += 1;
             let inner = alias(query.depth);
             query.push(&format!(" AND x.res_key IN (SELECT {inner}.res_key FROM resources {inner} WHERE "));
-            push_resource_conditions(query, *source_type, std::slice::from_ref(filter));
+            let through_redacted = source_type.as_str() == "Patient" && is_redacted(param);
+            push_resource_conditions(query, *source_type, std::slice::from_ref(filter), through_redacted);
             query.depth -= 1;
             query.push("))");
         }
@@ -808,9 +875,21 @@ pub struct Include {
 
 impl Include {
     /// Current resources this include adds for `keys` (store keys of already selected resources).
-    pub fn compile<'q>(&'q self, dialect: Dialect, keys: &[i64]) -> CompiledQuery<'q> {
-        let mut query = CompiledQuery::new(dialect);
+    pub fn compile<'q>(&'q self, dialect: Dialect, keys: &[i64], access: Option<&'q consent::Scope>) -> CompiledQuery<'q> {
+        let mut query = CompiledQuery::new(dialect).with_access(access);
         query.push("SELECT ").push(VERSION_COLUMNS).push(" FROM resources r WHERE r.deleted = FALSE AND ");
+        // A restricted Patient's practice is not included through it, nor it through its practice.
+        let through_redacted = self.source_type.as_str() == "Patient"
+            && self.param.as_deref().is_none_or(is_redacted)
+            && access.is_some_and(|s| s.org().is_some());
+        if let Some(scope) = access {
+            super::access_sql::push_access(&mut query, "r", scope);
+            if through_redacted && self.reverse {
+                query.push(" AND ");
+                super::access_sql::push_restricted_guard(&mut query, "r", scope);
+            }
+            query.push(" AND ");
+        }
         if self.reverse {
             // Resources of source_type whose param refers to one of the keys' resources.
             query.push("r.resource_type = ").push_name(self.source_type.as_str());
@@ -823,7 +902,14 @@ impl Include {
             query.push("(r.resource_type, r.id) IN (SELECT x.target_type, x.target_id FROM reference_index x WHERE x.resource_type = ");
             query.push_name(self.source_type.as_str());
             self.push_param(&mut query);
-            query.push(" AND x.res_key IN (").push_list(keys.iter().map(|k| Bind::Int(*k))).push("))");
+            query.push(" AND x.res_key IN (").push_list(keys.iter().map(|k| Bind::Int(*k))).push(")");
+            if let (true, Some(scope)) = (through_redacted, access) {
+                query.push(" AND x.res_key IN (SELECT g.res_key FROM resources g WHERE g.res_key IN (");
+                query.push_list(keys.iter().map(|k| Bind::Int(*k))).push(") AND ");
+                super::access_sql::push_restricted_guard(&mut query, "g", scope);
+                query.push(")");
+            }
+            query.push(")");
         }
         query.push(" ORDER BY r.res_key");
         query
@@ -839,9 +925,59 @@ impl Include {
     }
 }
 
+/// `Patient/{id}/$everything`: one patient's compartment, every type (or those listed), held to
+/// the access scope, in store-key order after a keyset position.
+#[derive(Clone, Debug)]
+pub struct CompartmentQuery {
+    pub patient_id: String,
+    pub types: Vec<ResourceType>,
+    pub count: usize,
+    pub after: Option<i64>,
+    pub access: std::sync::Arc<consent::Scope>,
+}
+
+impl CompartmentQuery {
+    /// `count + 1` rows, or the number of matches.
+    pub fn compile(&self, dialect: Dialect, counting: bool) -> CompiledQuery<'_> {
+        let mut query = CompiledQuery::new(dialect).with_access(Some(&self.access));
+        query.push(if counting { "SELECT COUNT(*)" } else { "SELECT " });
+        if !counting {
+            query.push(VERSION_COLUMNS);
+        }
+        query.push(
+            " FROM resources r WHERE r.deleted = FALSE AND r.res_key IN (SELECT c.res_key FROM patient_compartment c WHERE c.patient_id = ",
+        );
+        query.push_bind(Bind::Text(&self.patient_id)).push(")");
+        if !self.types.is_empty() {
+            query.push(" AND r.resource_type IN (");
+            for (index, resource_type) in self.types.iter().enumerate() {
+                query.push(if index > 0 { ", " } else { "" }).push_name(resource_type.as_str());
+            }
+            query.push(")");
+        }
+        query.push(" AND ");
+        super::access_sql::push_access(&mut query, "r", &self.access);
+        if counting {
+            return query;
+        }
+        if let Some(after) = self.after {
+            query.push(" AND r.res_key > ").push_bind(Bind::Int(after));
+        }
+        query.push(" ORDER BY r.res_key LIMIT ").push_bind(Bind::Int(self.count as i64 + 1));
+        query
+    }
+}
+
 impl HistoryScope {
     /// Versions newest first, `limit` rows, optionally below a sequence and since a time.
-    pub fn compile(&self, dialect: Dialect, limit: usize, before_sequence: Option<i64>, since: Option<i64>) -> CompiledQuery<'_> {
+    pub fn compile<'q>(
+        &'q self,
+        dialect: Dialect,
+        limit: usize,
+        before_sequence: Option<i64>,
+        since: Option<i64>,
+        published_by: Option<&'q str>,
+    ) -> CompiledQuery<'q> {
         let mut query = CompiledQuery::new(dialect);
         query.push("SELECT ").push(HISTORY_COLUMNS).push(" WHERE TRUE");
         match self {
@@ -859,6 +995,9 @@ impl HistoryScope {
         }
         if let Some(since) = since {
             query.push(" AND r.last_updated >= ").push_bind(Bind::Int(since));
+        }
+        if let Some(organisation) = published_by {
+            query.push(" AND r.source_org = ").push_bind(Bind::Text(organisation));
         }
         query.push(" ORDER BY r.sequence DESC LIMIT ").push_bind(Bind::Int(limit as i64));
         query
@@ -889,7 +1028,7 @@ mod tests {
         let compiled = query.compile_page(Dialect::Postgres);
         assert_eq!(
             compiled.sql,
-            "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content FROM resources r \
+            "SELECT r.res_key, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.method, r.content, r.source_org FROM resources r \
              WHERE r.resource_type = 'Patient' AND r.deleted = FALSE AND r.res_key IN (SELECT x.res_key FROM token_index x \
              WHERE x.resource_type = 'Patient' AND x.param = 'identifier' AND ((x.code = $1 AND x.system = $2))) AND r.res_key > $3 \
              ORDER BY r.res_key LIMIT $4",
@@ -917,6 +1056,61 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn the_access_scope_compiles_into_every_level_for_every_viewer() {
+        use consent::{AccessPolicy, PurposeOfUse, Scope, Viewer};
+        let viewers = [
+            Viewer::Patient { own: vec!["p1".into()] },
+            Viewer::Patient { own: vec![] },
+            Viewer::System { org: "RXA".into() },
+            Viewer::Clinician { org: "A81001".into(), purpose: PurposeOfUse::Treatment, claimed: vec!["p1".into()] },
+            Viewer::Clinician { org: "A81001".into(), purpose: PurposeOfUse::EmergencyTreatment, claimed: vec![] },
+        ];
+        for viewer in viewers {
+            let mut query = SearchQuery::new(patient(), 10);
+            query.filters.push(Filter::Match {
+                table: IndexTable::String,
+                param: "address-city".into(),
+                any_of: vec![Condition::String { mode: StringMatch::StartsWith, value: "leeds".into() }],
+                negate: false,
+            });
+            query.filters.push(Filter::Has {
+                source_type: ResourceType::parse("Observation").unwrap(),
+                param: "patient".into(),
+                filter: Box::new(Filter::Ids(vec!["o1".into()])),
+            });
+            query.access = Some(std::sync::Arc::new(Scope::new(&AccessPolicy::default(), &[], viewer.clone(), 0)));
+            query.includes.push(Include {
+                source_type: patient(),
+                param: Some("general-practitioner".into()),
+                target_type: None,
+                reverse: false,
+                iterate: false,
+            });
+            for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+                for (sql, has_level) in [
+                    (query.compile_page(dialect).sql, true),
+                    (query.compile_count(dialect).sql, true),
+                    (query.includes[0].compile(dialect, &[1, 2], query.access.as_deref()).sql, false),
+                ] {
+                    let depth = sql.chars().try_fold(0i32, |depth, c| {
+                        let depth = depth + i32::from(c == '(') - i32::from(c == ')');
+                        (depth >= 0).then_some(depth)
+                    });
+                    assert_eq!(depth, Some(0), "{viewer:?}: unbalanced parentheses in {sql}");
+                    assert!(!has_level || sql.contains("r1_c"), "the _has level is scoped: {sql}");
+                }
+            }
+            let sql = query.compile_page(Dialect::Postgres).sql;
+            let staff = !matches!(viewer, Viewer::Patient { .. });
+            assert_eq!(
+                sql.contains("r_g.kind = 'registered'"),
+                staff,
+                "restricted patients are guarded from staff searching addresses: {sql}"
+            );
+        }
     }
 
     #[test]

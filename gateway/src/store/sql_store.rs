@@ -168,9 +168,24 @@ impl SqlStore {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.pools {
-            Pools::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await.context("failed to migrate the SQLite database"),
-            Pools::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await.context("failed to migrate the PostgreSQL database"),
+            Pools::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await.context("failed to migrate the SQLite database")?,
+            Pools::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await.context("failed to migrate the PostgreSQL database")?,
         }
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                let mut transaction = writer.begin_with("BEGIN IMMEDIATE").await?;
+                backfill_access_rows(&mut *transaction).await?;
+                transaction.commit().await?;
+            }
+            Pools::Postgres(pool) => {
+                let mut transaction = pool.begin().await?;
+                // One instance fills them in; the others wait and find the marker.
+                sqlx::query("LOCK TABLE store_markers IN EXCLUSIVE MODE").execute(&mut *transaction).await?;
+                backfill_access_rows(&mut *transaction).await?;
+                transaction.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     /// PostgreSQL's plan for a search page, with sequential scans priced out so that the plan
@@ -316,6 +331,7 @@ fn to_version(row: VersionRow) -> Result<StoredVersion, StoreError> {
         method: WriteMethod::from_code(&row.method),
         content: row.content.map(bytes::Bytes::from),
         sequence: row.sequence,
+        source_org: row.source_org,
     })
 }
 
@@ -376,8 +392,8 @@ async fn search(conn: &mut dyn SqlConn, query: &SearchQuery) -> Result<SearchPag
 }
 
 /// `_include` and `_revinclude`: the plain ones from the page, the `:iterate` ones again from
-/// what they added, until nothing new comes or [`MAX_INCLUDED`] is reached. (The consent scope
-/// must narrow these too when it arrives: an included resource leaves like a match.)
+/// what they added, until nothing new comes or [`MAX_INCLUDED`] is reached. The consent scope
+/// narrows these too: an included resource leaves like a match.
 async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredVersion]) -> Result<Vec<StoredVersion>, StoreError> {
     if query.includes.is_empty() || matches.is_empty() {
         return Ok(Vec::new());
@@ -398,7 +414,7 @@ async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredV
             if sources.is_empty() {
                 continue;
             }
-            let compiled = include.compile(dialect, &sources);
+            let compiled = include.compile(dialect, &sources, query.access.as_deref());
             for version in fetch(conn, compiled).await? {
                 if seen.insert(version.key) {
                     found.push(version);
@@ -415,6 +431,111 @@ async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredV
         }
     }
     Ok(included)
+}
+
+/// Derive the access rows of resources stored before migration 0005 (once, marked as done).
+async fn backfill_access_rows(conn: &mut dyn SqlConn) -> Result<(), StoreError> {
+    const MARKER: &str = "access-rows-1";
+    let done = conn.fetch_optional_i64("SELECT CAST(1 AS BIGINT) FROM store_markers WHERE name = $1", &[Bind::Text(MARKER)]).await?;
+    if done.is_some() {
+        return Ok(());
+    }
+    let mut after = 0i64;
+    loop {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r WHERE r.deleted = FALSE AND r.res_key > $1 AND r.resource_type IN \
+             ('Patient', 'Encounter', 'EpisodeOfCare', 'ServiceRequest', 'Consent', 'Binary') ORDER BY r.res_key LIMIT 2000"
+        );
+        let rows = conn.fetch_versions(&sql, &[Bind::Int(after)]).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.res_key;
+        let derived: Vec<(i64, super::AccessRows)> = rows
+            .iter()
+            .filter_map(|row| {
+                let value: serde_json::Value = serde_json::from_str(row.content.as_deref()?).ok()?;
+                let directives = if row.resource_type == "Consent" {
+                    consent::directives::directive_rows(&value).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let relationships = consent::relationships::relationship_rows(&row.resource_type, &row.id, &value);
+                let security_context = consent::access::security_context(&row.resource_type, &value);
+                Some((row.res_key, super::AccessRows { relationships, directives, security_context }))
+            })
+            .collect();
+        insert_access_rows(conn, derived.iter().map(|(key, rows)| (*key, rows))).await?;
+    }
+    conn.execute("INSERT INTO store_markers (name) VALUES ($1)", &[Bind::Text(MARKER)]).await?;
+    Ok(())
+}
+
+/// Relationships and directives of patients, for `consent::decide`.
+async fn patient_facts(conn: &mut dyn SqlConn, patient_ids: &[String]) -> Result<Vec<consent::PatientFacts>, StoreError> {
+    use consent::access::Relationship;
+    use consent::directives::{DirectiveRow, Effect};
+    use consent::relationships::RelationshipKind;
+    let dialect = conn.dialect();
+    let mut query = CompiledQuery::new(dialect);
+    query.push("SELECT patient_id, kind, org_ods, org_id, ends FROM care_relationships WHERE patient_id IN (");
+    query.push_list(patient_ids.iter().map(|id| Bind::Text(id))).push(")");
+    let relationships = conn.fetch_relationships(&query.sql, &query.binds).await?;
+    // The ODS codes of the Organizations named by id.
+    let org_ids: std::collections::BTreeSet<&str> = relationships.iter().filter_map(|r| r.org_id.as_deref()).collect();
+    let mut ods_of: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    if !org_ids.is_empty() {
+        let mut query = CompiledQuery::new(dialect);
+        query.push(
+            "SELECT o.id, x.code FROM resources o JOIN token_index x ON x.res_key = o.res_key WHERE o.resource_type = 'Organization' \
+             AND x.resource_type = 'Organization' AND x.param = 'identifier' AND x.system = ",
+        );
+        query.push_name_text(fhir_models::system::ODS_ORGANIZATION_CODE).push(" AND x.code IS NOT NULL AND o.id IN (");
+        query.push_list(org_ids.iter().map(|id| Bind::Text(id))).push(")");
+        for (id, ods) in conn.fetch_pairs(&query.sql, &query.binds).await? {
+            ods_of.entry(id).or_default().push(ods);
+        }
+    }
+    let mut query = CompiledQuery::new(dialect);
+    query.push(
+        "SELECT res_key, patient_id, rule, effect, recipient, source, class, label, purpose, starts, ends FROM consent_directives \
+         WHERE patient_id IN (",
+    );
+    query.push_list(patient_ids.iter().map(|id| Bind::Text(id))).push(")");
+    let directives = conn.fetch_directives(&query.sql, &query.binds).await?;
+    let mut facts: Vec<consent::PatientFacts> =
+        patient_ids.iter().map(|id| consent::PatientFacts { id: id.clone(), ..Default::default() }).collect();
+    fn slot<'f>(facts: &'f mut [consent::PatientFacts], patient_id: &str) -> Option<&'f mut consent::PatientFacts> {
+        facts.iter_mut().find(|f| f.id == patient_id)
+    }
+    for record in relationships {
+        let Some(kind) = RelationshipKind::parse(&record.kind) else { continue };
+        let orgs = match (record.org_ods, record.org_id) {
+            (Some(ods), _) => vec![ods],
+            (None, Some(id)) => ods_of.get(&id).cloned().unwrap_or_default(),
+            (None, None) => Vec::new(),
+        };
+        if let Some(entry) = slot(&mut facts, &record.patient_id) {
+            entry.relationships.push(Relationship { kind, orgs, ends: record.ends });
+        }
+    }
+    for record in directives {
+        let Some(effect) = Effect::parse(&record.effect) else { continue };
+        let row = DirectiveRow {
+            patient_id: record.patient_id,
+            rule: record.rule,
+            effect,
+            recipient: record.recipient,
+            source: record.source,
+            class: record.class,
+            label: record.label,
+            purpose: record.purpose,
+            starts: record.starts,
+            ends: record.ends,
+        };
+        if let Some(entry) = slot(&mut facts, &row.patient_id) {
+            entry.directives.push((record.res_key, row));
+        }
+    }
+    Ok(facts)
 }
 
 /// The most resources `_include` and `_revinclude` add to one page.
@@ -441,15 +562,53 @@ impl FhirStore for SqlStore {
         count: usize,
         before_sequence: Option<i64>,
         since: Option<i64>,
+        published_by: Option<&str>,
     ) -> Result<Vec<StoredVersion>, StoreError> {
         with_reader!(self, |conn| {
             let dialect = conn.dialect();
-            fetch(conn, scope.compile(dialect, count + 1, before_sequence, since)).await
+            fetch(conn, scope.compile(dialect, count + 1, before_sequence, since, published_by)).await
         })
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         with_reader!(self, |conn| search(conn, query).await)
+    }
+
+    async fn compartment(
+        &self,
+        query: &super::CompartmentQuery,
+        with_total: bool,
+    ) -> Result<(Vec<StoredVersion>, Option<i64>), StoreError> {
+        with_reader!(self, |conn| {
+            let dialect = conn.dialect();
+            let page = fetch(conn, query.compile(dialect, false)).await?;
+            let total = match with_total {
+                true => {
+                    let count = query.compile(dialect, true);
+                    Some(conn.fetch_optional_i64(&count.sql, &count.binds).await?.unwrap_or(0))
+                }
+                false => None,
+            };
+            Ok((page, total))
+        })
+    }
+
+    async fn patient_facts(&self, patient_ids: &[String]) -> Result<Vec<consent::PatientFacts>, StoreError> {
+        if patient_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_reader!(self, |conn| patient_facts(conn, patient_ids).await)
+    }
+
+    async fn published_for(&self, patient_ids: &[String], org: &str) -> Result<bool, StoreError> {
+        if patient_ids.is_empty() {
+            return Ok(false);
+        }
+        let mut query = CompiledQuery::new(self.dialect());
+        query.push("SELECT CAST(1 AS BIGINT) FROM patient_compartment c JOIN resources r ON r.res_key = c.res_key WHERE c.patient_id IN (");
+        query.push_list(patient_ids.iter().map(|id| Bind::Text(id))).push(") AND r.deleted = FALSE AND r.source_org = ");
+        query.push_bind(Bind::Text(org)).push(" LIMIT 1");
+        with_reader!(self, |conn| Ok(conn.fetch_optional_i64(&query.sql, &query.binds).await?.is_some()))
     }
 
     async fn begin(&self) -> Result<Box<dyn StoreTransaction>, StoreError> {
@@ -754,7 +913,7 @@ async fn upsert_current(conn: &mut dyn SqlConn, version: &NewVersion) -> Result<
     }
 }
 
-const INDEX_TABLES: [&str; 9] = [
+const INDEX_TABLES: [&str; 12] = [
     "token_index",
     "string_index",
     "date_index",
@@ -764,6 +923,9 @@ const INDEX_TABLES: [&str; 9] = [
     "reference_index",
     "composite_index",
     "patient_compartment",
+    "care_relationships",
+    "consent_directives",
+    "security_contexts",
 ];
 
 /// SQLite: rows per multi-row `INSERT` come in a few fixed sizes, so that the prepared statements
@@ -971,6 +1133,73 @@ async fn insert_index(conn: &mut dyn SqlConn, versions: &[(i64, &NewVersion)]) -
         &["res_key", "seq", "patient_id"],
         &rows(versions, |i| &i.patient_compartment),
         |(k, n, _, patient)| vec![Bind::Int(*k), Bind::Int(*n), Bind::Text(patient)],
+    )
+    .await?;
+    insert_access_rows(conn, versions.iter().map(|(key, version)| (*key, &version.access))).await
+}
+
+/// The relationship and directive rows of versions (by store key).
+pub(crate) async fn insert_access_rows<'a>(
+    conn: &mut dyn SqlConn,
+    versions: impl Iterator<Item = (i64, &'a super::AccessRows)>,
+) -> Result<(), StoreError> {
+    let versions: Vec<(i64, &super::AccessRows)> = versions.collect();
+    let relationships: Vec<(i64, i64, &consent::relationships::RelationshipRow)> = versions
+        .iter()
+        .flat_map(|(key, rows)| rows.relationships.iter().enumerate().map(move |(seq, row)| (*key, seq as i64, row)))
+        .collect();
+    insert_all(
+        conn,
+        "care_relationships",
+        &["res_key", "seq", "patient_id", "kind", "org_ods", "org_id", "ends"],
+        &relationships,
+        |(key, seq, row)| {
+            use consent::relationships::OrgRef;
+            let (ods, id) = match &row.organisation {
+                OrgRef::Ods(ods) => (Some(ods.as_str()), None),
+                OrgRef::Id(id) => (None, Some(id.as_str())),
+            };
+            vec![
+                Bind::Int(*key),
+                Bind::Int(*seq),
+                Bind::Text(&row.patient_id),
+                Bind::Text(row.kind.code()),
+                Bind::OptText(ods),
+                Bind::OptText(id),
+                Bind::OptInt(row.ends),
+            ]
+        },
+    )
+    .await?;
+    let contexts: Vec<(i64, Option<&(String, String)>)> =
+        versions.iter().filter_map(|(key, rows)| rows.security_context.as_ref().map(|context| (*key, context.as_ref()))).collect();
+    insert_all(conn, "security_contexts", &["res_key", "target_type", "target_id"], &contexts, |(key, target)| {
+        vec![Bind::Int(*key), Bind::OptText(target.map(|(t, _)| t.as_str())), Bind::OptText(target.map(|(_, id)| id.as_str()))]
+    })
+    .await?;
+    let directives: Vec<(i64, i64, &consent::directives::DirectiveRow)> =
+        versions.iter().flat_map(|(key, rows)| rows.directives.iter().enumerate().map(move |(seq, row)| (*key, seq as i64, row))).collect();
+    insert_all(
+        conn,
+        "consent_directives",
+        &["res_key", "seq", "patient_id", "rule", "effect", "recipient", "source", "class", "label", "purpose", "starts", "ends"],
+        &directives,
+        |(key, seq, row)| {
+            vec![
+                Bind::Int(*key),
+                Bind::Int(*seq),
+                Bind::Text(&row.patient_id),
+                Bind::Int(row.rule),
+                Bind::Text(row.effect.code()),
+                Bind::OptText(row.recipient.as_deref()),
+                Bind::OptText(row.source.as_deref()),
+                Bind::OptText(row.class.as_deref()),
+                Bind::OptText(row.label.as_deref()),
+                Bind::OptText(row.purpose.as_deref()),
+                Bind::OptInt(row.starts),
+                Bind::OptInt(row.ends),
+            ]
+        },
     )
     .await
 }

@@ -5,6 +5,7 @@ use tests::{TestApp, https_client};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_a_client_certificate_gets_no_patient_data() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     for (method, path) in [
         (Method::GET, format!("Patient/{id}")),
@@ -25,12 +26,13 @@ async fn a_request_without_a_client_certificate_gets_no_patient_data() {
         json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": format!("Patient/{id}")}}]});
     app.post(&app.anonymous, "", &transaction).await.assert_status(401).assert_outcome();
     // the store still holds exactly one Patient
-    assert_eq!(app.search_all(&app.gp, "Patient").await.len(), 1);
+    assert_eq!(app.search_all(&app.trust, "Patient").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_is_not_registered_is_refused() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let answer = app.get(&app.unregistered, &format!("Patient/{id}")).await;
     answer.assert_status(403).assert_outcome();
@@ -43,6 +45,7 @@ async fn a_certificate_that_is_not_registered_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_fails_the_handshake() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let foreign = https_client(&app.pki, Some(&app.pki.foreign));
     let result = foreign.get(app.url("metadata")).send().await;
     assert!(result.is_err(), "a certificate the gateway's client CA did not sign must not complete TLS");
@@ -51,7 +54,8 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_client_cannot_write_with_its_certificate_alone() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let answer = app.post(&app.portal, "Patient", &tests::fixture("resources/Patient.json")).await;
     answer.assert_status(401).assert_outcome();
-    assert!(app.search_all(&app.gp, "Patient").await.is_empty());
+    assert!(app.search_all(&app.trust, "Patient").await.is_empty());
 }

@@ -19,7 +19,7 @@ async fn a_failing_entry_rolls_the_whole_transaction_back() {
     let answer = app.post(&app.trust, "", &transaction).await;
     answer.assert_status(422).assert_outcome();
     assert!(answer.expressions().iter().any(|e| e.starts_with("Bundle.entry[1]")), "{:?}", answer.expressions());
-    assert!(app.search_all(&app.gp, "Patient").await.is_empty(), "the Patient of entry 0 was not kept");
+    assert!(app.search_all(&app.trust, "Patient").await.is_empty(), "the Patient of entry 0 was not kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,9 +40,9 @@ async fn conditional_references_and_creates_resolve_inside_a_transaction() {
     answer.assert_status(200);
     assert_eq!(answer.body["entry"][0]["response"]["status"], "200 OK", "the existing Patient was found, not duplicated");
     let condition_url = answer.body["entry"][1]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned();
-    let condition = app.get(&app.gp, &condition_url).await;
+    let condition = app.get(&app.trust, &condition_url).await;
     assert_eq!(condition.body["subject"]["reference"], format!("Patient/{patient_id}"));
-    assert_eq!(app.search_all(&app.gp, "Patient").await.len(), 1);
+    assert_eq!(app.search_all(&app.trust, "Patient").await.len(), 1);
 
     let unresolvable = json!({
         "resourceType": "Bundle", "type": "transaction",
@@ -99,7 +99,7 @@ async fn synthea_bundles_load_and_read_back() {
     // every resource reads back with its content, and references point at stored resources
     for entry in answer.body["entry"].as_array().unwrap().iter().take(40) {
         let location = entry["response"]["location"].as_str().unwrap();
-        let read = app.get(&app.gp, location.split("/_history").next().unwrap()).await;
+        let read = app.get(&app.trust, location.split("/_history").next().unwrap()).await;
         read.assert_status(200);
         assert!(!read.text.contains("\"reference\":\"urn:uuid:"), "placeholders were rewritten: {location}");
     }
@@ -115,10 +115,10 @@ async fn synthea_bundles_load_and_read_back() {
     let identifier = document["resource"]["identifier"][0]["value"].as_str().unwrap();
     assert!(identifier.starts_with("urn:uuid:"));
     let location = answer.body["entry"][index]["response"]["location"].as_str().unwrap();
-    let stored = app.get(&app.gp, location.split("/_history").next().unwrap()).await;
+    let stored = app.get(&app.trust, location.split("/_history").next().unwrap()).await;
     assert_eq!(stored.body["identifier"][0]["value"], identifier, "an identifier's value is kept as written");
     let system = document["resource"]["identifier"][0]["system"].as_str().unwrap();
-    let found = app.get(&app.gp, &format!("DocumentReference?identifier={system}|{identifier}")).await;
+    let found = app.get(&app.trust, &format!("DocumentReference?identifier={system}|{identifier}")).await;
     assert_eq!(found.body["total"], 1);
     // loading the same bundle again creates new resources (POST), but loading the reference
     // data again changes nothing (conditional creates)

@@ -23,7 +23,7 @@ async fn the_whole_resource_lifecycle_works() {
     assert!(created.header("last-modified").is_some());
 
     // read: the same content, server-owned meta and id aside
-    let read = app.get(&app.gp, &format!("Patient/{id}")).await;
+    let read = app.get(&app.trust, &format!("Patient/{id}")).await;
     read.assert_status(200);
     let mut stored = read.body.clone();
     stored.as_object_mut().unwrap().remove("meta");
@@ -32,7 +32,7 @@ async fn the_whole_resource_lifecycle_works() {
     assert_eq!(read.header("etag"), Some("W/\"1\""));
 
     // conditional read with If-None-Match
-    let not_modified = app.send(&app.gp, Method::GET, &format!("Patient/{id}"), None, &[("If-None-Match", "W/\"1\"")]).await;
+    let not_modified = app.send(&app.trust, Method::GET, &format!("Patient/{id}"), None, &[("If-None-Match", "W/\"1\"")]).await;
     not_modified.assert_status(304);
 
     // update with the right If-Match
@@ -46,7 +46,7 @@ async fn the_whole_resource_lifecycle_works() {
     changed["gender"] = json!("male");
     let stale = app.send(&app.trust, Method::PUT, &format!("Patient/{id}"), Some(&changed), &[("If-Match", "W/\"1\"")]).await;
     stale.assert_status(412).assert_outcome();
-    assert_eq!(app.get(&app.gp, &format!("Patient/{id}")).await.body["gender"], "other");
+    assert_eq!(app.get(&app.trust, &format!("Patient/{id}")).await.body["gender"], "other");
 
     // the same content again makes no new version
     changed["gender"] = json!("other");
@@ -55,11 +55,11 @@ async fn the_whole_resource_lifecycle_works() {
     assert_eq!(unchanged.body["meta"]["versionId"], "2");
 
     // vread both versions
-    let v1 = app.get(&app.gp, &format!("Patient/{id}/_history/1")).await;
+    let v1 = app.get(&app.trust, &format!("Patient/{id}/_history/1")).await;
     v1.assert_status(200);
     assert_eq!(v1.body["gender"], "female");
-    assert_eq!(app.get(&app.gp, &format!("Patient/{id}/_history/2")).await.body["gender"], "other");
-    app.get(&app.gp, &format!("Patient/{id}/_history/3")).await.assert_status(404).assert_outcome();
+    assert_eq!(app.get(&app.trust, &format!("Patient/{id}/_history/2")).await.body["gender"], "other");
+    app.get(&app.trust, &format!("Patient/{id}/_history/3")).await.assert_status(404).assert_outcome();
 
     // conditional create: no duplicate
     let condition = format!("identifier={NHS}|9449305552");
@@ -68,7 +68,7 @@ async fn the_whole_resource_lifecycle_works() {
     assert_eq!(again.body["id"], id.as_str());
 
     // history, newest first
-    let history = app.get(&app.gp, &format!("Patient/{id}/_history")).await;
+    let history = app.get(&app.trust, &format!("Patient/{id}/_history")).await;
     history.assert_status(200);
     assert_eq!(history.body["type"], "history");
     let versions: Vec<&str> =
@@ -76,12 +76,12 @@ async fn the_whole_resource_lifecycle_works() {
     assert_eq!(versions, vec!["2", "1"]);
 
     // search by NHS number
-    let found = app.get(&app.gp, &format!("Patient?identifier={NHS}|9449305552")).await;
+    let found = app.get(&app.trust, &format!("Patient?identifier={NHS}|9449305552")).await;
     found.assert_status(200);
     assert_eq!(found.body["total"], 1);
     assert_eq!(found.body["entry"][0]["resource"]["id"], id.as_str());
     assert_eq!(found.body["entry"][0]["fullUrl"], format!("{}/Patient/{id}", app.base));
-    let none = app.get(&app.gp, &format!("Patient?identifier={NHS}|9690937286")).await;
+    let none = app.get(&app.trust, &format!("Patient?identifier={NHS}|9690937286")).await;
     assert_eq!(none.body["total"], 0);
 
     // transaction with internal references
@@ -110,18 +110,18 @@ async fn the_whole_resource_lifecycle_works() {
     assert!(entries.iter().all(|e| e["response"]["status"] == "201 Created"), "{}", response.text);
     let new_patient = entries[0]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned();
     let observation_location = entries[2]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned();
-    let observation = app.get(&app.gp, &observation_location).await;
+    let observation = app.get(&app.trust, &observation_location).await;
     assert_eq!(observation.body["subject"]["reference"], new_patient.as_str());
     assert!(observation.body["encounter"]["reference"].as_str().unwrap().starts_with("Encounter/"));
     assert!(observation.text.contains("\"value\":72.0"), "decimals keep their precision: {}", observation.text);
 
     // delete: 204, then 410 on read, and gone from search
     app.delete(&app.trust, &format!("Patient/{id}")).await.assert_status(204);
-    app.get(&app.gp, &format!("Patient/{id}")).await.assert_status(410).assert_outcome();
-    assert_eq!(app.get(&app.gp, &format!("Patient?identifier={NHS}|9449305552")).await.body["total"], 0);
+    app.get(&app.trust, &format!("Patient/{id}")).await.assert_status(410).assert_outcome();
+    assert_eq!(app.get(&app.trust, &format!("Patient?identifier={NHS}|9449305552")).await.body["total"], 0);
     // deleting again is fine; the deletion is in the history
     app.delete(&app.trust, &format!("Patient/{id}")).await.assert_status(204);
-    let history = app.get(&app.gp, &format!("Patient/{id}/_history")).await;
+    let history = app.get(&app.trust, &format!("Patient/{id}/_history")).await;
     assert_eq!(history.body["entry"][0]["request"]["method"], "DELETE");
     assert_eq!(history.body["entry"].as_array().unwrap().len(), 3);
 }
@@ -152,8 +152,8 @@ async fn update_creates_with_the_clients_id_and_checks_ids() {
     mismatch.assert_status(400).assert_outcome();
     patient.as_object_mut().unwrap().remove("id");
     app.put(&app.trust, "Patient/chosen-id-1", &patient).await.assert_status(400).assert_outcome();
-    app.get(&app.gp, "Patient/bad$id").await.assert_status(400).assert_outcome();
-    app.get(&app.gp, "Pattient/1").await.assert_status(404).assert_outcome();
+    app.get(&app.trust, "Patient/bad$id").await.assert_status(400).assert_outcome();
+    app.get(&app.trust, "Pattient/1").await.assert_status(404).assert_outcome();
     let missing_if_match = app
         .send(
             &app.trust,
@@ -189,7 +189,7 @@ async fn conditional_update_and_delete_act_on_the_one_match() {
     app.delete(&app.trust, &format!("Patient/{id}")).await.assert_status(204);
     // one match again: conditional delete removes it
     app.delete(&app.trust, &condition).await.assert_status(204);
-    assert_eq!(app.get(&app.gp, &condition).await.body["total"], 0);
+    assert_eq!(app.get(&app.trust, &condition).await.body["total"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,13 +201,13 @@ async fn history_pages_with_signed_links() {
         patient["gender"] = json!(gender);
         app.put(&app.trust, "Patient/history-1", &patient).await;
     }
-    let first = app.get(&app.gp, "Patient/history-1/_history?_count=2").await;
+    let first = app.get(&app.trust, "Patient/history-1/_history?_count=2").await;
     first.assert_status(200);
     assert_eq!(first.body["entry"].as_array().unwrap().len(), 2);
     let mut versions = Vec::new();
     let mut next = Some(app.url("Patient/history-1/_history?_count=2"));
     while let Some(url) = next {
-        let page = app.get(&app.gp, &url).await;
+        let page = app.get(&app.trust, &url).await;
         for entry in page.body["entry"].as_array().into_iter().flatten() {
             versions.push(entry["resource"]["meta"]["versionId"].as_str().unwrap().to_owned());
         }
@@ -215,10 +215,10 @@ async fn history_pages_with_signed_links() {
             page.body["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_owned());
     }
     assert_eq!(versions, vec!["5", "4", "3", "2", "1"]);
-    let type_history = app.get(&app.gp, "Patient/_history").await;
+    let type_history = app.get(&app.trust, "Patient/_history").await;
     assert_eq!(type_history.body["entry"].as_array().unwrap().len(), 5);
-    let system_history = app.get(&app.gp, "_history?_count=1").await;
+    let system_history = app.get(&app.trust, "_history?_count=1").await;
     assert_eq!(system_history.body["entry"].as_array().unwrap().len(), 1);
-    app.get(&app.gp, "Patient/nobody/_history").await.assert_status(404);
-    app.get(&app.gp, "Patient/history-1/_history?_cursor=1.deadbeef").await.assert_status(400);
+    app.get(&app.trust, "Patient/nobody/_history").await.assert_status(404);
+    app.get(&app.trust, "Patient/history-1/_history?_cursor=1.deadbeef").await.assert_status(400);
 }

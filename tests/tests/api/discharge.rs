@@ -144,32 +144,64 @@ async fn post(app: &TestApp, client: &reqwest::Client, format: &str, body: Vec<u
     (status, outcome["issue"][0]["diagnostics"].as_str().unwrap().to_owned())
 }
 
-async fn search(app: &TestApp, query: &str) -> Vec<Value> {
-    let answer = app.get(&app.gp, query).await;
+async fn search_as(app: &TestApp, client: &reqwest::Client, query: &str) -> Vec<Value> {
+    let answer = app.get(client, query).await;
     answer.assert_status(200);
     answer.body["entry"].as_array().cloned().unwrap_or_default().into_iter().map(|e| e["resource"].clone()).collect()
 }
 
+/// A gateway with the GP system of the synthetic patients' first practice registered, and a
+/// client for it with a clinician's token.
+async fn with_the_practice_registered() -> (TestApp, reqwest::Client) {
+    let practice = &gateway::demo::PRACTICES[0];
+    let pki = tests::TestPki::new();
+    let surgery = pki.issue_client("surgery", practice.ods, consent::ClientKind::GpSystem);
+    let entry = surgery.entry.clone();
+    let options = tests::TestOptions {
+        backend: tests::Backend::from_env(),
+        database_url: None,
+        configure: Some(Box::new(move |settings| settings.clients.push(entry))),
+    };
+    let app = TestApp::spawn_with_pki(pki, options).await;
+    let token = app.issuers.clinician_token(practice.ods, "user/*.cruds");
+    let client = tests::https_client_with_token(&app.pki, Some(&surgery), Some(&token));
+    (app, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
-    let app = TestApp::spawn().await;
+    let (app, surgery) = with_the_practice_registered().await;
+    let practice = &gateway::demo::PRACTICES[0];
+    let search = |query: String| {
+        let (app, surgery) = (&app, &surgery);
+        async move { search_as(app, surgery, &query).await }
+    };
+    // Patients 0, 3 and 7 are registered at the practice (its own record of them).
+    for index in [0u64, 3, 7] {
+        let patient = serde_json::json!({"resourceType": "Patient",
+            "identifier": [{"system": NHS_SYSTEM, "value": gateway::demo::test_nhs_number(index).as_string()}],
+            "generalPractitioner": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": practice.ods}}]});
+        app.post(&surgery, "Patient", &patient).await.assert_status(201);
+    }
     let (_, cda) = discharge_summaries(Format::Cda, &[0]).remove(0);
-    let (_, itk3) = discharge_summaries(Format::Itk3, &[7]).remove(0);
+    let (_, itk3) = discharge_summaries(Format::Itk3, &[3]).remove(0);
+    let (_, hiv) = discharge_summaries(Format::Itk3, &[7]).remove(0);
 
     let (status, said) = post(&app, &app.trust, "cda", cda.clone()).await;
     assert_eq!(status, 200, "{said}");
     assert!(said.contains("filed"), "{said}");
-    let (status, said) = post(&app, &app.trust, "itk3", itk3.clone()).await;
-    assert_eq!(status, 200, "{said}");
+    for document in [&itk3, &hiv] {
+        let (status, said) = post(&app, &app.trust, "itk3", document.clone()).await;
+        assert_eq!(status, 200, "{said}");
+    }
 
-    // A GP system finds each document by the patient's NHS number and the document type.
-    for (index, format) in [(0u64, "cda"), (7, "itk3")] {
+    // The practice finds each document by the patient's NHS number and the document type.
+    for (index, format) in [(0u64, "cda"), (3, "itk3")] {
         let nhs = gateway::demo::test_nhs_number(index).as_string();
-        let found =
-            search(&app, &format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}&type=http://snomed.info/sct|373942005")).await;
+        let found = search(format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}&type=http://snomed.info/sct|373942005")).await;
         assert_eq!(found.len(), 1, "{format}: {found:?}");
         let related = found[0]["context"]["related"][0]["reference"].as_str().unwrap().to_owned();
-        let composition = app.get(&app.gp, &related).await;
+        let composition = app.get(&surgery, &related).await;
         composition.assert_status(200);
         let diagnoses = composition.body["section"]
             .as_array()
@@ -182,39 +214,45 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
             .clone();
         assert!(!diagnoses.is_empty());
         for entry in &diagnoses {
-            let condition = app.get(&app.gp, entry["reference"].as_str().unwrap()).await;
+            let condition = app.get(&surgery, entry["reference"].as_str().unwrap()).await;
             condition.assert_status(200);
             assert_eq!(condition.body["resourceType"], "Condition");
         }
-        let conditions = search(&app, &format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+        let conditions = search(format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
         assert_eq!(conditions.len(), diagnoses.len(), "{format}: one Condition per diagnosis, no more");
-        if index == 7 {
-            let security = &composition.body["meta"]["security"];
-            assert!(
-                security.as_array().unwrap().iter().any(|l| l["code"] == "HIV"),
-                "the document is as sensitive as its HIV entry: {security}"
-            );
-        }
     }
+    // Patient 7's summary holds an HIV diagnosis: the document is as sensitive as that entry, so
+    // it stays with the trust that recorded it, relationship or not.
+    let nhs = gateway::demo::test_nhs_number(7).as_string();
+    let query = format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}&type=http://snomed.info/sct|373942005");
+    assert!(search(query.clone()).await.is_empty(), "the practice does not see the HIV-labelled summary");
+    let patient_7 = search(format!("Patient?identifier={NHS_SYSTEM}|{nhs}")).await;
+    let subject = format!("Patient/{}", patient_7[0]["id"].as_str().unwrap());
+    let published = search_as(&app, &app.trust, "DocumentReference?type=http://snomed.info/sct|373942005&_count=50").await;
+    assert_eq!(published.len(), 3, "the trust sees every summary it published");
+    let document = published.iter().find(|d| d["subject"]["reference"] == subject.as_str()).expect("patient 7's summary");
+    let composition = app.get(&app.trust, document["context"]["related"][0]["reference"].as_str().unwrap()).await;
+    let security = &composition.body["meta"]["security"];
+    assert!(security.as_array().unwrap().iter().any(|l| l["code"] == "HIV"), "the document is as sensitive as its HIV entry: {security}");
 
     // A re-send changes nothing: same answers, same versions.
-    let before = search(&app, "Composition?_count=50").await;
+    let before = search("Composition?_count=50".into()).await;
     let (status, said) = post(&app, &app.trust, "cda", cda.clone()).await;
     assert_eq!((status, said.contains("already filed; nothing changed")), (200, true), "{said}");
     let (status, _) = post(&app, &app.trust, "itk3", itk3.clone()).await;
     assert_eq!(status, 200);
-    let after = search(&app, "Composition?_count=50").await;
+    let after = search("Composition?_count=50".into()).await;
     assert_eq!(before.len(), 2);
     let versions = |list: &[Value]| list.iter().map(|c| (c["id"].clone(), c["meta"]["versionId"].clone())).collect::<Vec<_>>();
     assert_eq!(versions(&before), versions(&after));
-    assert_eq!(search(&app, "DocumentReference?_count=50").await.len(), 2);
+    assert_eq!(search("DocumentReference?_count=50".into()).await.len(), 2);
 
     // Version 2 of the CDA summary (new id, same set id): the same Composition, DocumentReference
     // and entries, updated; nothing duplicated.
     let nhs = gateway::demo::test_nhs_number(0).as_string();
     let v1 = String::from_utf8(cda.clone()).unwrap();
     let v1_id = v1.split("<id root=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let medicines_before = search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let medicines_before = search(format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert_eq!(medicines_before.len(), 2);
     // Version 2 stops the second medicine.
     let second_medicine = v1.match_indices("<entry><substanceAdministration").nth(1).unwrap().0;
@@ -225,20 +263,20 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
         .replace("Recovered well", "Recovered well; reviewed again");
     let (status, said) = post(&app, &app.trust, "cda", v2.into_bytes()).await;
     assert_eq!(status, 200, "{said}");
-    let compositions = search(&app, &format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let compositions = search(format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert_eq!(compositions.len(), 1, "a new version updates its document");
     assert_eq!(compositions[0]["meta"]["versionId"], "2");
     assert!(compositions[0]["section"][0]["text"]["div"].as_str().unwrap().contains("reviewed again"));
-    let references = search(&app, &format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let references = search(format!("DocumentReference?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert_eq!(references.len(), 1);
     assert_eq!(references[0]["masterIdentifier"]["value"], "urn:uuid:6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b");
-    let conditions = search(&app, &format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let conditions = search(format!("Condition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert!(conditions.iter().all(|c| c["meta"]["versionId"] == "1"), "unchanged entries are unchanged: {conditions:?}");
-    let medicines = search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let medicines = search(format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert_eq!(medicines.len(), 1, "the medicine version 2 no longer lists is gone with version 1");
     let dropped: Vec<&Value> = medicines_before.iter().filter(|m| m["id"] != medicines[0]["id"]).collect();
     assert_eq!(dropped.len(), 1, "the medicine kept is one of the two filed");
-    app.get(&app.gp, &format!("MedicationStatement/{}", dropped[0]["id"].as_str().unwrap())).await.assert_status(410);
+    app.get(&surgery, &format!("MedicationStatement/{}", dropped[0]["id"].as_str().unwrap())).await.assert_status(410);
     // An older version arriving late (dated before the one filed) changes nothing.
     let effective = v1.split("<effectiveTime value=\"").nth(1).unwrap()[..8].to_owned();
     let v0 = v1
@@ -253,9 +291,9 @@ async fn a_trust_posts_discharge_summaries_and_a_gp_system_finds_them() {
     let (status, said) = post(&app, &app.trust, "cda", v0.into_bytes()).await;
     assert_eq!(status, 200, "{said}");
     assert!(said.contains("a later version is filed; nothing changed"), "{said}");
-    let compositions = search(&app, &format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
+    let compositions = search(format!("Composition?patient.identifier={NHS_SYSTEM}|{nhs}")).await;
     assert_eq!(compositions[0]["meta"]["versionId"], "2");
-    assert_eq!(search(&app, &format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await.len(), 1);
+    assert_eq!(search(format!("MedicationStatement?patient.identifier={NHS_SYSTEM}|{nhs}")).await.len(), 1);
 
     // The same document id with other content is refused, and kept with its reason.
     let changed = String::from_utf8(cda.clone()).unwrap().replace("Recovered well", "Recovered slowly").into_bytes();

@@ -135,11 +135,9 @@ fn adt(event: &str, control_id: &str, nhs_number: &str, visit: &str, extra: &str
     )
 }
 
+/// What the store holds (the feed files as its sending organisation, which no test client is).
 async fn total(app: &TestApp, query: &str) -> i64 {
-    let separator = if query.contains('?') { '&' } else { '?' };
-    let answer = app.get(&app.trust, &format!("{query}{separator}_summary=count")).await;
-    answer.assert_status(200);
-    answer.body["total"].as_i64().unwrap()
+    app.stored(query).await.0
 }
 
 fn msa(ack: &str) -> Vec<String> {
@@ -154,12 +152,12 @@ async fn an_admission_is_acknowledged_after_it_is_committed_and_later_events_upd
     assert_eq!(msa(&ack)[1..3], ["AA", "M1"], "{ack}");
     assert!(ack.starts_with("MSH|^~\\&|HIE|HIE|PAS|RRK|"), "{ack}");
     // The ACK came after the commit: the records are there now.
-    let patients = app.search_all(&app.trust, &format!("Patient?identifier={NHS}|9449305552")).await;
+    let patients = app.search_all(&app.gp, &format!("Patient?identifier={NHS}|9449305552")).await;
     assert_eq!(patients.len(), 1);
     assert_eq!(patients[0]["name"][0]["family"], "TAYLOR");
     assert_eq!(patients[0]["generalPractitioner"][0]["identifier"]["value"], "Y90001");
     assert_eq!(patients[0]["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["code"], "01");
-    let encounters = app.search_all(&app.trust, "Encounter?identifier=urn:hie:rrk:vn|V100").await;
+    let encounters = app.search_all(&app.gp, "Encounter?identifier=urn:hie:rrk:vn|V100").await;
     assert_eq!(encounters.len(), 1);
     let encounter_id = encounters[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(encounters[0]["status"], "in-progress");
@@ -171,24 +169,24 @@ async fn an_admission_is_acknowledged_after_it_is_committed_and_later_events_upd
         let ack = pas.send(&adt(event, control_id, "9449305552", "V100", "TAYLOR-SMITH")).await;
         assert_eq!(msa(&ack)[1], "AA", "{event}: {ack}");
     }
-    let encounter = app.get(&app.trust, &format!("Encounter/{encounter_id}")).await;
+    let encounter = app.get(&app.gp, &format!("Encounter/{encounter_id}")).await;
     assert_eq!(encounter.body["status"], "finished");
     assert_eq!(encounter.body["period"]["end"], "2024-03-09T14:30:00+00:00");
     assert_eq!(encounter.body["location"][0]["location"]["display"], "WARD9, room B1, bed 2");
     assert_eq!(encounter.body["meta"]["versionId"], "4", "A01, A02, A08 and A03 each made one version");
     assert_eq!(total(&app, "Encounter").await, 1, "never duplicated");
     assert_eq!(total(&app, "Patient").await, 1);
-    let patient = app.get(&app.trust, &format!("Patient?identifier={NHS}|9449305552")).await;
+    let patient = app.get(&app.gp, &format!("Patient?identifier={NHS}|9449305552")).await;
     assert_eq!(patient.body["entry"][0]["resource"]["name"][0]["family"], "TAYLOR-SMITH", "A08 updated the name");
 
     // A13 cancels the discharge: in progress again, no end.
     let ack = pas.send(&adt("A13", "M5", "9449305552", "V100", "TAYLOR-SMITH")).await;
     assert_eq!(msa(&ack)[1], "AA", "{ack}");
-    let encounter = app.get(&app.trust, &format!("Encounter/{encounter_id}")).await;
+    let encounter = app.get(&app.gp, &format!("Encounter/{encounter_id}")).await;
     assert_eq!(encounter.body["status"], "in-progress");
     assert!(encounter.body["period"].get("end").is_none(), "{}", encounter.body);
     // Every message left a Provenance naming it, targeting what it wrote.
-    let provenances = app.search_all(&app.trust, &format!("Provenance?target=Encounter/{encounter_id}")).await;
+    let provenances = app.search_all(&app.gp, &format!("Provenance?target=Encounter/{encounter_id}")).await;
     assert_eq!(provenances.len(), 5);
     assert!(provenances.iter().any(|p| p["entity"][0]["what"]["identifier"]["value"] == "PAS|RRK|M1"));
 }
@@ -199,16 +197,16 @@ async fn a_resent_message_changes_nothing_and_a_reused_control_id_is_refused() {
     let mut pas = MllpSender::connect(&app.mllp).await;
     let message = adt("A01", "R1", "9690937286", "V7", "EVANS");
     assert_eq!(msa(&pas.send(&message).await)[1], "AA");
-    let first = app.search_all(&app.trust, "Encounter").await;
+    let first = app.search_all(&app.gp, "Encounter").await;
     // The same bytes again, on another connection: acknowledged, nothing written.
     let mut again = MllpSender::connect(&app.mllp).await;
     let ack = again.send(&message).await;
     assert_eq!(msa(&ack)[1..3], ["AA", "R1"]);
     assert!(msa(&ack)[3].contains("duplicate"), "{ack}");
-    let second = app.search_all(&app.trust, "Encounter").await;
+    let second = app.search_all(&app.gp, "Encounter").await;
     assert_eq!(first, second, "the Encounter is unchanged, same version");
     assert_eq!(total(&app, "Patient").await, 1);
-    let history = app.get(&app.trust, &format!("Encounter/{}/_history", first[0]["id"].as_str().unwrap())).await;
+    let history = app.get(&app.gp, &format!("Encounter/{}/_history", first[0]["id"].as_str().unwrap())).await;
     assert_eq!(history.body["entry"].as_array().unwrap().len(), 1, "one version");
 
     // The same control id with other content: refused, kept, the record untouched.
@@ -216,7 +214,7 @@ async fn a_resent_message_changes_nothing_and_a_reused_control_id_is_refused() {
     assert_eq!(msa(&ack)[1], "AE", "{ack}");
     let err = ack_segment(&ack, "ERR").unwrap();
     assert!(err[1].starts_with("MSH^1^10^205"), "{ack}");
-    assert_eq!(app.search_all(&app.trust, "Encounter").await, first);
+    assert_eq!(app.search_all(&app.gp, "Encounter").await, first);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,8 +280,9 @@ async fn a_merge_retires_the_prior_record_in_favour_of_the_surviving_one() {
     let merge = "MSH|^~\\&|PAS|RRK|||20240305111500||ADT^A40^ADT_A39|G3|P|2.5.1\rEVN|A40|20240305111500\rPID|1||K2^^^RRK^MR||NEWNAME^SAM||19900101|M\rMRG|K1^^^RRK^MR||||||OLDNAME^SAM";
     let ack = pas.send(merge).await;
     assert_eq!(msa(&ack)[1], "AA", "{ack}");
-    let prior = &app.search_all(&app.trust, "Patient?identifier=urn:hie:rrk:mr|K1").await[0];
-    let surviving = &app.search_all(&app.trust, "Patient?identifier=urn:hie:rrk:mr|K2").await[0];
+    // The feed's own records, as filed (no practice is named in these registrations).
+    let prior = &app.stored("Patient?identifier=urn:hie:rrk:mr|K1").await.1[0];
+    let surviving = &app.stored("Patient?identifier=urn:hie:rrk:mr|K2").await.1[0];
     assert_eq!(prior["active"], false);
     assert_eq!(prior["link"][0]["type"], "replaced-by");
     assert_eq!(prior["link"][0]["other"]["reference"], format!("Patient/{}", surviving["id"].as_str().unwrap()));
@@ -312,28 +311,28 @@ async fn results_and_documents_become_reports_observations_and_document_referenc
     // The PAS admitted the patient with an address; the lab's PID is thin.
     assert_eq!(msa(&lab.send(&adt("A01", "ADT1", "9449305552", "V100", "TAYLOR")).await)[1], "AA");
     assert_eq!(msa(&lab.send(&oru("L1", "P", "6.1")).await)[1], "AA");
-    let patient = &app.search_all(&app.trust, &format!("Patient?identifier={NHS}|9449305552")).await[0];
+    let patient = &app.search_all(&app.gp, &format!("Patient?identifier={NHS}|9449305552")).await[0];
     assert_eq!(patient["address"][0]["postalCode"], "LS1 1AA", "a result does not overwrite what ADT said about the patient");
     assert_eq!(patient["meta"]["versionId"], "1");
-    let reports = app.search_all(&app.trust, "DiagnosticReport?identifier=urn:hie:lims:filler-order-number|FL88").await;
+    let reports = app.search_all(&app.gp, "DiagnosticReport?identifier=urn:hie:lims:filler-order-number|FL88").await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["status"], "preliminary");
     assert_eq!(reports[0]["result"].as_array().unwrap().len(), 3);
-    let potassium = &app.search_all(&app.trust, "Observation?code=http://loinc.org|2823-3").await[0];
+    let potassium = &app.search_all(&app.gp, "Observation?code=http://loinc.org|2823-3").await[0];
     assert_eq!(
         potassium["valueQuantity"],
         serde_json::json!({"value": 6.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"})
     );
     assert_eq!(potassium["referenceRange"][0]["high"]["value"], 5.3);
-    let sodium = &app.search_all(&app.trust, "Observation?code=http://loinc.org|2951-2").await[0];
+    let sodium = &app.search_all(&app.gp, "Observation?code=http://loinc.org|2951-2").await[0];
     assert_eq!(sodium["note"][0]["text"], "Haemolysed sample");
-    let egfr = &app.search_all(&app.trust, "Observation?code=http://loinc.org|33914-3").await[0];
+    let egfr = &app.search_all(&app.gp, "Observation?code=http://loinc.org|33914-3").await[0];
     assert_eq!(egfr["valueQuantity"]["comparator"], ">");
     // The corrected, final result replaces the preliminary one: same resources, new versions.
     assert_eq!(msa(&lab.send(&oru("L2", "C", "4.2")).await)[1], "AA");
     assert_eq!(total(&app, "Observation").await, 3);
     assert_eq!(total(&app, "DiagnosticReport").await, 1);
-    let corrected = app.get(&app.trust, &format!("Observation/{}", potassium["id"].as_str().unwrap())).await;
+    let corrected = app.get(&app.gp, &format!("Observation/{}", potassium["id"].as_str().unwrap())).await;
     assert_eq!(corrected.body["status"], "corrected");
     assert_eq!(corrected.body["valueQuantity"]["value"], 4.2);
 
@@ -346,7 +345,7 @@ async fn results_and_documents_become_reports_observations_and_document_referenc
     let ack = lab.send(mdm).await;
     assert_eq!(msa(&ack)[1], "AA", "{ack}");
     let documents = app
-        .search_all(&app.trust, &format!("DocumentReference?patient.identifier={NHS}|9449305552&type=http://snomed.info/sct|373942005"))
+        .search_all(&app.gp, &format!("DocumentReference?patient.identifier={NHS}|9449305552&type=http://snomed.info/sct|373942005"))
         .await;
     assert_eq!(documents.len(), 1, "a GP system finds the discharge summary");
     let document = &documents[0];
@@ -357,7 +356,7 @@ async fn results_and_documents_become_reports_observations_and_document_referenc
     let text = base64::engine::general_purpose::STANDARD.decode(document["content"][0]["attachment"]["data"].as_str().unwrap()).unwrap();
     assert_eq!(String::from_utf8(text).unwrap(), "Admitted with chest pain.\nDischarged home on aspirin.");
     // A discharge summary is an R4 document too, as CDA and ITK3 ones are.
-    let composition = app.get(&app.trust, document["context"]["related"][0]["reference"].as_str().unwrap()).await;
+    let composition = app.get(&app.gp, document["context"]["related"][0]["reference"].as_str().unwrap()).await;
     composition.assert_status(200);
     let composition = &composition.body;
     assert_eq!((composition["status"].as_str(), composition["identifier"]["value"].as_str()), (Some("final"), Some("DOC42")));
@@ -422,16 +421,12 @@ async fn concurrent_senders_are_all_acknowledged_and_resending_everything_duplic
         versions.sort();
         versions
     };
-    let before = (
-        versions(app.search_all(&app.trust, "Encounter?_count=500").await),
-        versions(app.search_all(&app.trust, "Patient?_count=500").await),
-    );
+    let before =
+        (versions(app.search_all(&app.gp, "Encounter?_count=500").await), versions(app.search_all(&app.gp, "Patient?_count=500").await));
     let codes = send_all(app.mllp.clone()).await;
     assert!(codes.iter().all(|code| code == "AA"));
-    let after = (
-        versions(app.search_all(&app.trust, "Encounter?_count=500").await),
-        versions(app.search_all(&app.trust, "Patient?_count=500").await),
-    );
+    let after =
+        (versions(app.search_all(&app.gp, "Encounter?_count=500").await), versions(app.search_all(&app.gp, "Patient?_count=500").await));
     assert_eq!(before, after, "no resource got a new version");
     assert_eq!(total(&app, "Patient").await, expected_patients);
     assert_eq!(total(&app, "Encounter").await, expected_patients);

@@ -12,6 +12,7 @@ mod faults;
 mod gp_extracts;
 mod hl7v2;
 mod labels;
+mod leak_matrix;
 mod metadata;
 mod negotiation;
 mod openid_provider;

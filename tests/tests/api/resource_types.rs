@@ -13,22 +13,22 @@ async fn lifecycle(type_name: &str) {
     created.assert_status(201);
     let id = created.body["id"].as_str().unwrap().to_owned();
 
-    let read = app.get(&app.gp, &format!("{type_name}/{id}")).await;
+    let read = app.get(&app.trust, &format!("{type_name}/{id}")).await;
     read.assert_status(200);
     let mut content = read.body.clone();
     content.as_object_mut().unwrap().remove("id");
     content.as_object_mut().unwrap().remove("meta");
     assert_eq!(content, resource, "{type_name} reads back as written");
 
-    let by_id = app.get(&app.gp, &format!("{type_name}?_id={id}")).await;
+    let by_id = app.get(&app.trust, &format!("{type_name}?_id={id}")).await;
     assert_eq!(by_id.body["total"], 1, "{}", by_id.text);
 
     if let Some(identifier) = first_identifier(&resource) {
-        let by_identifier = app.get(&app.gp, &format!("{type_name}?identifier={identifier}")).await;
+        let by_identifier = app.get(&app.trust, &format!("{type_name}?identifier={identifier}")).await;
         by_identifier.assert_status(200);
         assert_eq!(by_identifier.body["total"], 1, "{type_name}?identifier={identifier}: {}", by_identifier.text);
         assert_eq!(by_identifier.body["entry"][0]["resource"]["id"], id.as_str());
-        let other = app.get(&app.gp, &format!("{type_name}?identifier=urn:other|nothing")).await;
+        let other = app.get(&app.trust, &format!("{type_name}?identifier=urn:other|nothing")).await;
         assert_eq!(other.body["total"], 0);
     }
 
@@ -38,18 +38,18 @@ async fn lifecycle(type_name: &str) {
     updated.assert_status(200);
     assert_eq!(updated.body["meta"]["versionId"], "2");
     assert_eq!(updated.body["meta"]["tag"][0]["code"], "reviewed");
-    let tagged = app.get(&app.gp, &format!("{type_name}?_tag=https://fixtures.example.nhs.uk/tags|reviewed")).await;
+    let tagged = app.get(&app.trust, &format!("{type_name}?_tag=https://fixtures.example.nhs.uk/tags|reviewed")).await;
     assert_eq!(tagged.body["total"], 1, "{}", tagged.text);
 
-    let v1 = app.get(&app.gp, &format!("{type_name}/{id}/_history/1")).await;
+    let v1 = app.get(&app.trust, &format!("{type_name}/{id}/_history/1")).await;
     v1.assert_status(200);
     assert!(v1.body["meta"].get("tag").is_none());
-    let history = app.get(&app.gp, &format!("{type_name}/{id}/_history")).await;
+    let history = app.get(&app.trust, &format!("{type_name}/{id}/_history")).await;
     assert_eq!(history.body["entry"].as_array().unwrap().len(), 2);
 
     app.delete(&app.trust, &format!("{type_name}/{id}")).await.assert_status(204);
-    app.get(&app.gp, &format!("{type_name}/{id}")).await.assert_status(410);
-    assert_eq!(app.get(&app.gp, &format!("{type_name}?_id={id}")).await.body["total"], 0);
+    app.get(&app.trust, &format!("{type_name}/{id}")).await.assert_status(410);
+    assert_eq!(app.get(&app.trust, &format!("{type_name}?_id={id}")).await.body["total"], 0);
 }
 
 fn first_identifier(resource: &Value) -> Option<String> {

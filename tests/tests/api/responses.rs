@@ -10,19 +10,19 @@ use tests::TestApp;
 async fn everything_the_server_writes_is_valid_r4() {
     let app = TestApp::spawn().await;
     let patient_id = app.create(&tests::fixture("resources/Patient.json")).await;
-    let mut updated = app.get(&app.gp, &format!("Patient/{patient_id}")).await.body;
+    let mut updated = app.get(&app.trust, &format!("Patient/{patient_id}")).await.body;
     updated["gender"] = json!("other");
     app.put(&app.trust, &format!("Patient/{patient_id}"), &updated).await.assert_status(200);
 
     let mut answers = vec![
         app.get(&app.anonymous, "metadata").await,
-        app.get(&app.gp, &format!("Patient/{patient_id}")).await,
-        app.get(&app.gp, "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552&_count=1").await,
-        app.get(&app.gp, "Patient?gender=other&unknown-parameter=1").await,
-        app.get(&app.gp, &format!("Patient/{patient_id}/_history")).await,
-        app.get(&app.gp, "_history").await,
-        app.post(&app.gp, "Patient/$validate", &tests::fixture("resources/Patient.json")).await,
-        app.post(&app.gp, "Patient/$validate", &json!({"resourceType": "Patient", "gender": "woman"})).await,
+        app.get(&app.trust, &format!("Patient/{patient_id}")).await,
+        app.get(&app.trust, "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552&_count=1").await,
+        app.get(&app.trust, "Patient?gender=other&unknown-parameter=1").await,
+        app.get(&app.trust, &format!("Patient/{patient_id}/_history")).await,
+        app.get(&app.trust, "_history").await,
+        app.post(&app.trust, "Patient/$validate", &tests::fixture("resources/Patient.json")).await,
+        app.post(&app.trust, "Patient/$validate", &json!({"resourceType": "Patient", "gender": "woman"})).await,
         app.send(
             &app.trust,
             Method::POST,
@@ -34,9 +34,9 @@ async fn everything_the_server_writes_is_valid_r4() {
         // errors
         app.get(&app.anonymous, &format!("Patient/{patient_id}")).await,
         app.get(&app.unregistered, &format!("Patient/{patient_id}")).await,
-        app.get(&app.gp, "Patient/unknown").await,
-        app.get(&app.gp, "Patient?_count=many").await,
-        app.get(&app.gp, "metadata?_format=xml").await,
+        app.get(&app.trust, "Patient/unknown").await,
+        app.get(&app.trust, "Patient?_count=many").await,
+        app.get(&app.trust, "metadata?_format=xml").await,
         app.post(
             &app.trust,
             "Patient",
@@ -44,10 +44,10 @@ async fn everything_the_server_writes_is_valid_r4() {
         )
         .await,
         app.send(&app.trust, Method::PUT, &format!("Patient/{patient_id}"), Some(&updated), &[("If-Match", "W/\"1\"")]).await,
-        app.send(&app.gp, Method::PATCH, "Patient/x", None, &[]).await,
+        app.send(&app.trust, Method::PATCH, "Patient/x", None, &[]).await,
     ];
     app.delete(&app.trust, &format!("Patient/{patient_id}")).await;
-    answers.push(app.get(&app.gp, &format!("Patient/{patient_id}")).await);
+    answers.push(app.get(&app.trust, &format!("Patient/{patient_id}")).await);
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "Patient?gender=other"}},
         {"request": {"method": "GET", "url": "Patient/missing"}},

@@ -22,7 +22,7 @@ async fn token_searches_follow_the_spec() {
     let total = |path: String| {
         let app = &app;
         async move {
-            let answer = app.get(&app.gp, &path).await;
+            let answer = app.get(&app.trust, &path).await;
             answer.assert_status(200);
             answer.body["total"].as_i64().unwrap()
         }
@@ -36,7 +36,7 @@ async fn token_searches_follow_the_spec() {
     assert_eq!(total("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|".into()).await, 5, "system| matches any code");
     assert_eq!(total(format!("Patient?_id={},{}", ids[0], ids[1])).await, 2);
     assert_eq!(total(format!("Patient?_id={}&gender=male", ids[0])).await, 0);
-    let summary = app.get(&app.gp, "Patient?gender=female&_total=none").await;
+    let summary = app.get(&app.trust, "Patient?gender=female&_total=none").await;
     assert!(summary.body.get("total").is_none());
 }
 
@@ -44,10 +44,10 @@ async fn token_searches_follow_the_spec() {
 async fn paging_follows_next_links_and_refuses_tampered_ones() {
     let app = TestApp::spawn().await;
     five_patients(&app).await;
-    let first = app.get(&app.gp, "Patient?gender=female,male&_count=2").await;
+    let first = app.get(&app.trust, "Patient?gender=female,male&_count=2").await;
     assert_eq!(first.body["total"], 5);
     assert_eq!(first.body["entry"].as_array().unwrap().len(), 2);
-    let all = app.search_all(&app.gp, "Patient?gender=female,male&_count=2").await;
+    let all = app.search_all(&app.trust, "Patient?gender=female,male&_count=2").await;
     assert_eq!(all.len(), 5);
     let mut ids: Vec<&str> = all.iter().map(|p| p["id"].as_str().unwrap()).collect();
     ids.sort();
@@ -58,9 +58,9 @@ async fn paging_follows_next_links_and_refuses_tampered_ones() {
     // widening the query behind a cursor is refused
     let widened = next.replace("gender=female%2Cmale", "gender=female%2Cmale%2Cother");
     assert_ne!(widened, next);
-    app.get(&app.gp, &widened).await.assert_status(400).assert_outcome();
+    app.get(&app.trust, &widened).await.assert_status(400).assert_outcome();
     let forged = next.replace("_cursor=", "_cursor=9");
-    app.get(&app.gp, &forged).await.assert_status(400);
+    app.get(&app.trust, &forged).await.assert_status(400);
     // the self link repeats what was used
     let self_link = first.body["link"][0]["url"].as_str().unwrap();
     assert!(self_link.contains("_count=2") && self_link.contains("gender="), "{self_link}");
@@ -70,16 +70,16 @@ async fn paging_follows_next_links_and_refuses_tampered_ones() {
 async fn unknown_parameters_are_listed_or_refused() {
     let app = TestApp::spawn().await;
     five_patients(&app).await;
-    let lenient = app.get(&app.gp, "Patient?gender=male&shoe-size=9").await;
+    let lenient = app.get(&app.trust, "Patient?gender=male&shoe-size=9").await;
     lenient.assert_status(200);
     assert_eq!(lenient.body["total"], 2);
     let entries = lenient.body["entry"].as_array().unwrap();
     let outcome = entries.iter().find(|e| e["search"]["mode"] == "outcome").expect("an outcome entry lists the ignored parameter");
     assert!(outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap().contains("shoe-size"));
     assert!(!lenient.body["link"][0]["url"].as_str().unwrap().contains("shoe-size"), "self shows only what was used");
-    let strict = app.send(&app.gp, Method::GET, "Patient?gender=male&shoe-size=9", None, &[("Prefer", "handling=strict")]).await;
+    let strict = app.send(&app.trust, Method::GET, "Patient?gender=male&shoe-size=9", None, &[("Prefer", "handling=strict")]).await;
     strict.assert_status(400).assert_outcome();
-    app.get(&app.gp, "Patient?_count=lots").await.assert_status(400);
+    app.get(&app.trust, "Patient?_count=lots").await.assert_status(400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +87,7 @@ async fn post_search_takes_a_form() {
     let app = TestApp::spawn().await;
     five_patients(&app).await;
     let response = app
-        .gp
+        .trust
         .post(app.url("Patient/_search"))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9449305552")
@@ -108,28 +108,28 @@ async fn summary_and_elements_return_subsets_marked_as_such() {
     let id = app.create(&patient).await;
     let subsetted =
         |resource: &serde_json::Value| resource["meta"]["tag"].as_array().into_iter().flatten().any(|tag| tag["code"] == "SUBSETTED");
-    let page = app.get(&app.gp, &format!("Patient?_id={id}&_summary=true")).await;
+    let page = app.get(&app.trust, &format!("Patient?_id={id}&_summary=true")).await;
     let resource = &page.body["entry"][0]["resource"];
     assert!(resource.get("name").is_some() && resource.get("birthDate").is_some(), "{resource}");
     assert!(resource.get("maritalStatus").is_none() && resource.get("text").is_none(), "not summary elements: {resource}");
     assert!(subsetted(resource) && resource["id"] == id.as_str());
 
-    let page = app.get(&app.gp, &format!("Patient?_id={id}&_elements=gender,maritalStatus")).await;
+    let page = app.get(&app.trust, &format!("Patient?_id={id}&_elements=gender,maritalStatus")).await;
     let resource = page.body["entry"][0]["resource"].as_object().unwrap();
     let mut keys: Vec<&str> = resource.keys().map(String::as_str).collect();
     keys.sort();
     assert_eq!(keys, ["gender", "id", "maritalStatus", "meta", "resourceType"]);
 
-    let page = app.get(&app.gp, &format!("Patient?_id={id}&_summary=data")).await;
+    let page = app.get(&app.trust, &format!("Patient?_id={id}&_summary=data")).await;
     let resource = &page.body["entry"][0]["resource"];
     assert!(resource.get("text").is_none() && resource.get("maritalStatus").is_some() && subsetted(resource));
-    let page = app.get(&app.gp, &format!("Patient?_id={id}&_summary=text")).await;
+    let page = app.get(&app.trust, &format!("Patient?_id={id}&_summary=text")).await;
     let resource = &page.body["entry"][0]["resource"];
     assert!(resource.get("text").is_some() && resource.get("name").is_none());
 
-    let page = app.get(&app.gp, &format!("Patient?_id={id}&_summary=false")).await;
+    let page = app.get(&app.trust, &format!("Patient?_id={id}&_summary=false")).await;
     assert!(!subsetted(&page.body["entry"][0]["resource"]), "a whole resource is not marked");
-    let count = app.get(&app.gp, "Patient?_summary=count").await;
+    let count = app.get(&app.trust, "Patient?_summary=count").await;
     assert_eq!(count.body["total"], 1);
     assert!(count.body.get("entry").is_none());
 }
@@ -161,21 +161,21 @@ async fn paging_stays_correct_while_data_changes() {
     let link = |page: &serde_json::Value, relation: &str| {
         page["link"].as_array().unwrap().iter().find(|l| l["relation"] == relation).map(|l| l["url"].as_str().unwrap().to_owned())
     };
-    let first = app.get(&app.gp, "Patient?_sort=family&_count=2").await.body;
+    let first = app.get(&app.trust, "Patient?_sort=family&_count=2").await.body;
     assert_eq!(names(&first), ["Bravo", "Charlie"]);
     // Meanwhile: one added before the first page, one on the next page removed, one added at the end.
     app.create(&family("Alpha")).await;
     app.delete(&app.trust, &format!("Patient/{}", ids["Delta"])).await.assert_status(204);
     app.create(&family("Golf")).await;
-    let second = app.get(&app.gp, &link(&first, "next").unwrap()).await.body;
+    let second = app.get(&app.trust, &link(&first, "next").unwrap()).await.body;
     assert_eq!(names(&second), ["Echo", "Foxtrot"]);
-    let third = app.get(&app.gp, &link(&second, "next").unwrap()).await.body;
+    let third = app.get(&app.trust, &link(&second, "next").unwrap()).await.body;
     assert_eq!(names(&third), ["Golf"]);
     assert!(link(&third, "next").is_none());
     // Going back from the second page finds what now precedes it, Alpha included.
-    let back = app.get(&app.gp, &link(&second, "previous").unwrap()).await.body;
+    let back = app.get(&app.trust, &link(&second, "previous").unwrap()).await.body;
     assert_eq!(names(&back), ["Bravo", "Charlie"]);
-    let back = app.get(&app.gp, &link(&back, "previous").unwrap()).await.body;
+    let back = app.get(&app.trust, &link(&back, "previous").unwrap()).await.body;
     assert_eq!(names(&back), ["Alpha"]);
     assert!(link(&back, "previous").is_none());
 }

@@ -65,7 +65,7 @@ struct Page {
 }
 
 async fn page(app: &TestApp, url: &str) -> Result<Page, String> {
-    let answer = app.send(&app.gp, Method::GET, url, None, &[("Prefer", "handling=strict")]).await;
+    let answer = app.send(&app.trust, Method::GET, url, None, &[("Prefer", "handling=strict")]).await;
     if answer.status != 200 {
         return Err(format!("status {} for {url}: {}", answer.status, answer.text));
     }
@@ -95,7 +95,7 @@ async fn page(app: &TestApp, url: &str) -> Result<Page, String> {
 async fn run(app: &TestApp, case: &Case) -> Result<(), String> {
     match &case.expect {
         Expect::Status(status) => {
-            let answer = app.send(&app.gp, Method::GET, &case.query, None, &[("Prefer", "handling=strict")]).await;
+            let answer = app.send(&app.trust, Method::GET, &case.query, None, &[("Prefer", "handling=strict")]).await;
             if answer.status.as_u16() != *status || answer.body["resourceType"] != "OperationOutcome" {
                 return Err(format!("expected {status} with an OperationOutcome, got {}: {}", answer.status, answer.text));
             }

@@ -76,6 +76,7 @@ fn assert_refused(answer: &tests::Answer, status: u16, token: &str, expected: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_alone_no_longer_reads_patient_data() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let certificate_only = https_client(&app.pki, Some(&app.pki.gp));
     for path in [format!("Patient/{id}"), "Patient".to_owned(), format!("Patient/{id}/_history")] {
@@ -85,7 +86,7 @@ async fn a_client_certificate_alone_no_longer_reads_patient_data() {
     }
     let created = app.post(&certificate_only, "Patient", &tests::fixture("resources/Patient.json")).await;
     created.assert_status(401);
-    assert_eq!(app.search_all(&app.gp, "Patient").await.len(), 1, "the refused create stored nothing");
+    assert_eq!(app.search_all(&app.trust, "Patient").await.len(), 1, "the refused create stored nothing");
     // with a token the same certificate reads
     app.get(&app.gp, &format!("Patient/{id}")).await.assert_status(200);
     // the CapabilityStatement stays open
@@ -95,6 +96,7 @@ async fn a_client_certificate_alone_no_longer_reads_patient_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_broken_tokens_are_refused_with_401() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let path = format!("Patient/{id}");
     let good = clinician_claims(&app);
@@ -143,12 +145,13 @@ async fn forged_and_broken_tokens_are_refused_with_401() {
     // A refused write stores nothing.
     let client = https_client_with_token(&app.pki, Some(&app.pki.gp), Some("not-a-jwt"));
     app.post(&client, "Patient", &tests::fixture("resources/Patient.json")).await.assert_status(401);
-    assert_eq!(app.search_all(&app.gp, "Patient").await.len(), 1);
+    assert_eq!(app.search_all(&app.trust, "Patient").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_skew_is_tolerated_within_the_configured_leeway() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let just_expired = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"exp": now() - 20})));
     get_as_gp(&app, &just_expired, "Patient").await.assert_status(200);
 }
@@ -156,6 +159,7 @@ async fn clock_skew_is_tolerated_within_the_configured_leeway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_bound_to_the_organisation_and_certificate_they_were_issued_for() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let path = format!("Patient/{id}");
     // The GP's token on the trust's certificate: organisation mismatch.
@@ -182,6 +186,7 @@ async fn tokens_are_bound_to_the_organisation_and_certificate_they_were_issued_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_is_trusted_for_its_own_kind_only() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     // patient claims from the clinician issuer
     let mixed =
         app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"nhs_number": NHS_NUMBER, "identity_proofing_level": "P9"})));
@@ -208,6 +213,7 @@ async fn an_issuer_is_trusted_for_its_own_kind_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_access_must_give_a_reason() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let path = format!("Patient/{id}");
     let no_reason = app.issuers.clinician.sign(&with(clinician_claims(&app), json!({"purpose_of_use": "ETREAT"})));
@@ -224,6 +230,7 @@ async fn emergency_access_must_give_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_decide_each_interaction_before_any_data_is_touched() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let patient = app.create(&tests::fixture("resources/Patient.json")).await;
     let mut observation = tests::fixture("resources/Observation.json");
     observation["subject"] = json!({"reference": format!("Patient/{patient}")});
@@ -250,12 +257,13 @@ async fn scopes_decide_each_interaction_before_any_data_is_touched() {
     app.get(&app.gp, &format!("Observation/{observation}")).await.assert_status(200);
     let patient_now = app.get(&app.gp, &format!("Patient/{patient}")).await;
     assert_eq!(patient_now.body["meta"]["versionId"], "1");
-    assert_eq!(app.search_all(&app.gp, "Patient").await.len(), 1);
+    assert_eq!(app.search_all(&app.trust, "Patient").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_may_not_carry_scopes_the_client_is_not_registered_for() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     // The portal is registered for patient/*.rs; a patient token asking to write is refused.
     let greedy = app.issuers.patient.mint(
         TEST_AUDIENCE,
@@ -274,6 +282,7 @@ async fn a_token_may_not_carry_scopes_the_client_is_not_registered_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p9_patient_reads_their_own_record_and_nothing_else() {
     let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
     let mine = app.create(&tests::fixture("resources/Patient.json")).await;
     let mut someone_else = tests::fixture("resources/Patient.json");
     someone_else["identifier"][0]["value"] = json!("9690937286");
@@ -307,8 +316,13 @@ async fn a_p9_patient_reads_their_own_record_and_nothing_else() {
     assert!(!patients.text.contains("9690937286"));
     let compartment = app.get(&patient, &format!("Patient/{theirs}/Observation?_total=accurate")).await;
     assert_eq!(compartment.body["total"], 0);
-    // Includes could reach other records: refused for now.
-    app.get(&patient, "Observation?_include=Observation:subject").await.assert_status(400).assert_outcome();
+    // Includes reach only what the patient may see: their own Patient, not another's.
+    let included = app.get(&patient, "Observation?_include=Observation:subject&_revinclude=Provenance:target").await;
+    included.assert_status(200);
+    let ids: Vec<&str> = included.body["entry"].as_array().unwrap().iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+    assert_eq!(ids, [my_observation.as_str(), mine.as_str()], "{}", included.text);
+    let theirs_included = app.get(&patient, &format!("Patient?_id={theirs}&_revinclude=Observation:subject")).await;
+    assert_eq!(theirs_included.body["entry"], serde_json::Value::Null, "{}", theirs_included.text);
     // Patients read; they do not write, delete or browse history.
     app.post(&patient, "Observation", &tests::fixture("resources/Observation.json")).await.assert_status(403);
     app.get(&patient, "Observation/_history").await.assert_status(403);
@@ -362,6 +376,7 @@ async fn refused_tokens_never_reach_the_store() {
         configure: Some(Box::new(|settings| settings.cache.read_cache_bytes = 0)),
     })
     .await;
+    app.register_fixture_patients_with_the_gp().await;
     let id = app.create(&tests::fixture("resources/Patient.json")).await;
     let path = format!("Patient/{id}");
     let good = clinician_claims(&app);

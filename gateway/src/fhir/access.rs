@@ -1,0 +1,441 @@
+//! The data half of the enforcement point (docs/information-governance.md): the consent scope of
+//! a request, the patient-level answers to patient-targeted searches, and the recheck of every
+//! resource on its way out.
+//!
+//! `enforce::authorize` decides whether the interaction may happen at all; this module decides
+//! which resources the answer may hold. Searches carry the [`Scope`] into their SQL so that
+//! totals, paging and includes count only what may be seen; every resource leaving is then
+//! decided again with `consent::decide` over facts read from its own JSON (defence in depth: a
+//! resource the SQL let through and the recheck refuses is withheld and logged as a bug).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use consent::{DenyCode, PatientFacts, Principal, ResourceFacts, Scope, Viewer, Visibility};
+use fhir_models::ResourceType;
+use serde_json::Value;
+
+use super::FhirService;
+use super::search_params::{Handling, parse_search};
+use crate::enforce::Permitted;
+use crate::error::ApiError;
+use crate::store::query::{Condition, Filter, IndexTable, SearchQuery, SystemMatch};
+use crate::store::{StoreError, StoredVersion};
+
+/// The scope of `permit`'s requester now. `targeted`: the patients a patient-targeted search
+/// names, which a clinician's self-claimed relationship covers.
+pub async fn scope(service: &FhirService, permit: &Permitted, targeted: &[String]) -> Result<Arc<Scope>, ApiError> {
+    let now = fhir_models::datetime::to_micros(service.now());
+    let viewer = match &permit.requester().principal {
+        Some(Principal::Patient(patient, _)) => {
+            Viewer::Patient { own: patients_with_nhs_number(service, &patient.nhs_number.to_string()).await? }
+        }
+        Some(Principal::Clinician(clinician, _)) => Viewer::Clinician {
+            org: clinician.organisation.to_string(),
+            purpose: clinician.purpose,
+            claimed: if clinician.self_claimed { targeted.to_vec() } else { Vec::new() },
+        },
+        Some(Principal::System(system, _)) => Viewer::System { org: system.organisation.to_string() },
+        // authorize() lets no data request through without a principal; fail closed regardless.
+        None => Viewer::Patient { own: Vec::new() },
+    };
+    Ok(Arc::new(Scope::new(&service.policy.access, &service.policy.code_set_labels, viewer, now)))
+}
+
+/// The current Patients carrying an NHS number. The gateway resolving who is asking or who is
+/// named, not a disclosure: unscoped.
+pub async fn patients_with_nhs_number(service: &FhirService, nhs_number: &str) -> Result<Vec<String>, ApiError> {
+    let patient = ResourceType::parse("Patient").expect("Patient is an R4 type");
+    let params =
+        [("identifier".to_owned(), format!("{}|{}", fhir_models::system::NHS_NUMBER, nhs_number)), ("_count".to_owned(), "50".to_owned())];
+    let query = parse_search(patient, &params, &service.limits, Handling::Strict)?.query;
+    Ok(service.store.search(&query).await?.matches.into_iter().map(|version| version.id).collect())
+}
+
+/// Whom a search names, when it names exactly one patient (by id or by NHS number).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    PatientId(String),
+    NhsNumber(String),
+}
+
+/// The patients a search names, for the patient-level answers.
+pub fn targets(query: &SearchQuery) -> Vec<Target> {
+    let is_patient = query.resource_type.as_str() == "Patient";
+    query.filters.iter().filter_map(|filter| target(filter, is_patient)).collect()
+}
+
+fn target(filter: &Filter, on_patient: bool) -> Option<Target> {
+    match filter {
+        Filter::PatientCompartment(id) => Some(Target::PatientId(id.clone())),
+        Filter::Ids(ids) if on_patient && ids.len() == 1 => Some(Target::PatientId(ids[0].clone())),
+        Filter::Match { param, any_of, negate: false, .. } if on_patient && param == "identifier" => {
+            nhs_number(any_of).map(Target::NhsNumber)
+        }
+        Filter::Match { table: IndexTable::Reference, param, any_of, negate: false } if param == "patient" || param == "subject" => {
+            match any_of.as_slice() {
+                [Condition::Reference { types, id }] if names_patient_only(types, param) => Some(Target::PatientId(id.clone())),
+                _ => None,
+            }
+        }
+        Filter::Chain { param, target_type, filter } if (param == "patient" || param == "subject") && target_type.as_str() == "Patient" => {
+            match filter.as_ref() {
+                Filter::Match { param, any_of, negate: false, .. } if param == "identifier" => nhs_number(any_of).map(Target::NhsNumber),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn names_patient_only(types: &[ResourceType], param: &str) -> bool {
+    match types {
+        [only] => only.as_str() == "Patient",
+        [] => param == "patient",
+        _ => false,
+    }
+}
+
+fn nhs_number(any_of: &[Condition]) -> Option<String> {
+    match any_of {
+        [Condition::Token { system: SystemMatch::Is(system), code: Some(code) }] if system == fhir_models::system::NHS_NUMBER => {
+            Some(code.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The Patient ids a target names (none when no such Patient is stored).
+pub async fn resolve(service: &FhirService, target: &Target) -> Result<Vec<String>, ApiError> {
+    match target {
+        Target::PatientId(id) => {
+            let patient = ResourceType::parse("Patient").expect("Patient is an R4 type");
+            Ok(match service.store.read(patient, id).await? {
+                Some(version) if !version.deleted => vec![version.id],
+                _ => Vec::new(),
+            })
+        }
+        Target::NhsNumber(number) => patients_with_nhs_number(service, number).await,
+    }
+}
+
+/// Refuse a clinician's patient-targeted search for a patient-level reason (no relationship,
+/// dissent from sharing), before it runs; `Ok` lets it run.
+pub async fn gate(service: &FhirService, scope: &Scope, patient_ids: &[String]) -> Result<(), ApiError> {
+    let Some(org) = scope.org() else { return Ok(()) };
+    if !matches!(scope.viewer, Viewer::Clinician { .. }) || scope.is_emergency() {
+        return Ok(());
+    }
+    let published = service.store.published_for(patient_ids, org).await?;
+    let facts = service.store.patient_facts(patient_ids).await?;
+    let refs: Vec<&PatientFacts> = facts.iter().collect();
+    match consent::patient_gate(scope, &refs, published) {
+        None => Ok(()),
+        Some(code) => Err(refused(code)),
+    }
+}
+
+fn refused(code: DenyCode) -> ApiError {
+    let message = match code {
+        DenyCode::NoPatientConsent => "the patient has asked that their record is not shared with your organisation",
+        _ => "your organisation has no legitimate relationship with this patient (registration, a recent encounter or a referral)",
+    };
+    let rule = match code {
+        DenyCode::NoPatientConsent => "patient-dissent",
+        _ => "legitimate-relationship",
+    };
+    tracing::info!(rule, "patient-level refusal");
+    ApiError::Forbidden { code, rule, message: message.into() }
+}
+
+/// A resource on its way out, after the recheck: its JSON as the requester may see it.
+pub struct Released {
+    pub version: StoredVersion,
+    pub visibility: Visibility,
+}
+
+impl Released {
+    pub fn is_visible(&self) -> bool {
+        self.visibility.is_visible()
+    }
+}
+
+/// Decide every version again and shape what is released: restricted Patients redacted,
+/// Compositions without references to what the requester may not see. A version the SQL scope
+/// let through (`scoped`) and the recheck withholds is a bug: it is withheld and logged.
+pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredVersion>, scoped: bool) -> Result<Vec<Released>, ApiError> {
+    let facts = Facts::of(scope, &versions);
+    let mut patients = facts.patient_ids();
+    // Binaries are decided by the resource their securityContext names.
+    let contexts = security_contexts(service, scope, &versions).await?;
+    for context in contexts.values().flatten() {
+        patients.extend(context.patients.iter().cloned());
+    }
+    let known = PatientIndex::load(service, scope, patients).await?;
+    let mut released = Vec::with_capacity(versions.len());
+    for (version, resource) in versions.into_iter().zip(facts.resources) {
+        let visibility = match (&resource, contexts.get(&version.key)) {
+            (_, Some(Some(context))) => known.decide(scope, context),
+            (_, Some(None)) => Visibility::Withheld(consent::Withheld::NotShared),
+            (Some(resource), None) => known.decide(scope, resource),
+            // A deletion marker carries nothing to release.
+            (None, None) => Visibility::Visible { redact: false },
+        };
+        if scoped && !visibility.is_visible() {
+            tracing::error!(
+                resource_type = %version.resource_type, id = %version.id, "the SQL scope let through a resource the recheck withholds"
+            );
+        }
+        let version = match visibility {
+            Visibility::Visible { redact } => shape(service, scope, &known, version, redact).await?,
+            Visibility::Withheld(_) => version,
+        };
+        released.push(Released { version, visibility });
+    }
+    Ok(released)
+}
+
+/// The facts of each version, read from its JSON.
+struct Facts {
+    resources: Vec<Option<ResourceFacts>>,
+}
+
+impl Facts {
+    fn of(scope: &Scope, versions: &[StoredVersion]) -> Self {
+        let resources = versions
+            .iter()
+            .map(|version| {
+                let content = version.content.as_deref()?;
+                let value: Value = serde_json::from_slice(content).ok()?;
+                Some(ResourceFacts::from_resource(scope, version.resource_type, &version.id, version.source_org.as_deref(), &value))
+            })
+            .collect::<Vec<_>>();
+        // A version whose JSON does not parse is decided as a resource in nobody's compartment
+        // with no source: withheld from everyone but a publisher we cannot name.
+        let resources = resources
+            .into_iter()
+            .zip(versions)
+            .map(|(facts, version)| {
+                facts.or_else(|| {
+                    version.content.as_ref().map(|_| ResourceFacts {
+                        resource_type: version.resource_type.as_str().to_owned(),
+                        id: version.id.clone(),
+                        ..Default::default()
+                    })
+                })
+            })
+            .collect();
+        Self { resources }
+    }
+
+    fn patient_ids(&self) -> BTreeSet<String> {
+        self.resources.iter().flatten().flat_map(|r| r.patients.iter().cloned()).collect()
+    }
+}
+
+/// The facts of the patients a set of resources belongs to, loaded once per response.
+struct PatientIndex {
+    facts: HashMap<String, PatientFacts>,
+}
+
+impl PatientIndex {
+    async fn load(service: &FhirService, scope: &Scope, patients: BTreeSet<String>) -> Result<Self, StoreError> {
+        // Patients' and systems' decisions read no relationship or wish, except a system's
+        // redaction of a restricted Patient (its practice).
+        let needed = !patients.is_empty() && scope.org().is_some();
+        let ids: Vec<String> = patients.into_iter().collect();
+        let facts = if needed { service.store.patient_facts(&ids).await? } else { Vec::new() };
+        Ok(Self { facts: facts.into_iter().map(|f| (f.id.clone(), f)).collect() })
+    }
+
+    fn decide(&self, scope: &Scope, resource: &ResourceFacts) -> Visibility {
+        consent::decide(scope, resource, |id| self.facts.get(id))
+    }
+}
+
+/// For each Binary with a `securityContext`: the facts of the resource it names (`None` when that
+/// cannot be read, so the Binary is withheld).
+async fn security_contexts(
+    service: &FhirService,
+    scope: &Scope,
+    versions: &[StoredVersion],
+) -> Result<HashMap<i64, Option<ResourceFacts>>, ApiError> {
+    let mut contexts = HashMap::new();
+    for version in versions {
+        let Some(content) = version.content.as_deref() else { continue };
+        let value: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
+        let Some(context) = consent::access::security_context(version.resource_type.as_str(), &value) else { continue };
+        let target = context.and_then(|(type_name, id)| Some((ResourceType::parse(&type_name).ok()?, id)));
+        let facts = match target {
+            Some((resource_type, id)) => match service.store.read(resource_type, &id).await? {
+                Some(target) if !target.deleted => target.content.as_deref().and_then(|content| {
+                    let value: Value = serde_json::from_slice(content).ok()?;
+                    Some(ResourceFacts::from_resource(scope, resource_type, &target.id, target.source_org.as_deref(), &value))
+                }),
+                _ => None,
+            },
+            None => None,
+        };
+        contexts.insert(version.key, facts);
+    }
+    Ok(contexts)
+}
+
+/// The JSON the requester sees of a visible resource.
+async fn shape(
+    service: &FhirService,
+    scope: &Scope,
+    known: &PatientIndex,
+    mut version: StoredVersion,
+    redact: bool,
+) -> Result<StoredVersion, ApiError> {
+    let is_composition = version.resource_type.as_str() == "Composition";
+    if !redact && !is_composition {
+        return Ok(version);
+    }
+    let Some(content) = version.content.as_deref() else { return Ok(version) };
+    let Ok(mut value) = serde_json::from_slice::<Value>(content) else { return Ok(version) };
+    let mut changed = false;
+    if redact {
+        consent::access::redact(&mut value);
+        changed = true;
+    }
+    if is_composition {
+        changed |= withhold_sections(service, scope, known, &mut value).await?;
+    }
+    if changed {
+        version.content = Some(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.into()))?.into());
+    }
+    Ok(version)
+}
+
+/// GP Connect's warning that items were withheld.
+const WARNING_EXTENSION: &str = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-ListWarningCode";
+const WITHHELD_NARRATIVE: &str = "<div xmlns=\"http://www.w3.org/1999/xhtml\">Confidential items have been withheld</div>";
+
+/// Remove section entries the requester may not see (or that do not resolve); replace the
+/// narrative of each section that lost any, since it may repeat them. Returns whether anything
+/// changed.
+async fn withhold_sections(service: &FhirService, scope: &Scope, known: &PatientIndex, composition: &mut Value) -> Result<bool, ApiError> {
+    let mut references = Vec::new();
+    collect_section_references(&composition["section"], &mut references);
+    if references.is_empty() {
+        return Ok(false);
+    }
+    let mut targets = Vec::new();
+    for reference in &references {
+        if let Some((resource_type, id)) = fhir_models::reference::Reference::parse(reference).local()
+            && let Some(version) = service.store.read(resource_type, id).await?
+            && !version.deleted
+        {
+            targets.push((reference.clone(), version));
+        }
+    }
+    let versions: Vec<StoredVersion> = targets.iter().map(|(_, v)| v.clone()).collect();
+    let facts = Facts::of(scope, &versions);
+    let mut extra =
+        PatientIndex::load(service, scope, facts.patient_ids().into_iter().filter(|p| !known.facts.contains_key(p)).collect()).await?;
+    extra.facts.extend(known.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let visible: BTreeSet<&str> = targets
+        .iter()
+        .zip(&facts.resources)
+        .filter(|(_, resource)| resource.as_ref().is_some_and(|r| extra.decide(scope, r).is_visible()))
+        .map(|((reference, _), _)| reference.as_str())
+        .collect();
+    let Some(sections) = composition.get_mut("section") else { return Ok(false) };
+    let withheld = filter_sections(sections, &visible);
+    if withheld && let Some(object) = composition.as_object_mut() {
+        let extensions = object.entry("extension").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(items) = extensions {
+            items.push(serde_json::json!({"url": WARNING_EXTENSION, "valueCode": "confidential-items"}));
+        }
+    }
+    Ok(withheld)
+}
+
+fn collect_section_references(sections: &Value, out: &mut Vec<String>) {
+    for section in sections.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        for entry in section["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(reference) = entry["reference"].as_str() {
+                out.push(reference.to_owned());
+            }
+        }
+        collect_section_references(&section["section"], out);
+    }
+}
+
+/// Keep only visible entries; returns whether any section lost one.
+fn filter_sections(sections: &mut Value, visible: &BTreeSet<&str>) -> bool {
+    let mut withheld = false;
+    for section in sections.as_array_mut().map(Vec::as_mut_slice).unwrap_or(&mut []) {
+        let mut lost = false;
+        if let Some(entries) = section.get_mut("entry").and_then(Value::as_array_mut) {
+            let before = entries.len();
+            entries.retain(|entry| entry["reference"].as_str().is_some_and(|r| visible.contains(r)));
+            lost = entries.len() != before;
+            if entries.is_empty() && lost {
+                section.as_object_mut().map(|s| s.remove("entry"));
+                section["emptyReason"] = serde_json::json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "withheld"}]});
+            }
+        }
+        if let Some(children) = section.get_mut("section") {
+            lost |= filter_sections(children, visible);
+        }
+        if lost {
+            section["text"] = serde_json::json!({"status": "generated", "div": WITHHELD_NARRATIVE});
+            withheld = true;
+        }
+    }
+    withheld
+}
+
+/// A patient writes only their own sharing wishes: patient-privacy Consents about one of their
+/// own Patients, replacing or deleting only such Consents (a Consent of someone else's is
+/// answered as not known). Other requesters' writes are not restricted here. `conditional`
+/// writes search unscoped, so patients may not use them.
+pub async fn check_patient_write(
+    service: &FhirService,
+    permit: &Permitted,
+    resource_type: ResourceType,
+    id: Option<&str>,
+    resource: Option<&Value>,
+    conditional: bool,
+) -> Result<(), ApiError> {
+    let Some(Principal::Patient(patient, _)) = &permit.requester().principal else { return Ok(()) };
+    let forbidden =
+        |message: &str| ApiError::Forbidden { code: DenyCode::AccessDenied, rule: "patient-self-access", message: message.into() };
+    if resource_type.as_str() != "Consent" {
+        return Err(forbidden("patients write only their own sharing wishes (Consent)"));
+    }
+    if conditional {
+        return Err(forbidden("patients write their Consents by id, not by search"));
+    }
+    let own = patients_with_nhs_number(service, &patient.nhs_number.to_string()).await?;
+    let is_own = |consent: &Value| {
+        consent::directives::is_privacy_consent(consent)
+            && consent::directives::consent_patient(consent).is_ok_and(|patient| own.iter().any(|id| id == patient))
+    };
+    if let Some(id) = id {
+        let current = service.store.read(resource_type, id).await?;
+        let current_is_own = current
+            .filter(|version| !version.deleted)
+            .and_then(|version| version.content)
+            .and_then(|content| serde_json::from_slice::<Value>(&content).ok())
+            .is_some_and(|consent| is_own(&consent));
+        if !current_is_own {
+            return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+        }
+    }
+    if let Some(resource) = resource
+        && !is_own(resource)
+    {
+        return Err(ApiError::Unprocessable(fhir_models::OperationOutcome::single(
+            fhir_models::outcome::Issue::error(
+                fhir_models::outcome::IssueType::BusinessRule,
+                "a patient's Consent must have scope patient-privacy and reference their own Patient record",
+            )
+            .at("Consent.patient"),
+        )));
+    }
+    Ok(())
+}
