@@ -39,6 +39,11 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a bearer token signed by a development issuer (`auth.dev_issuers`, on in the
     /// embedded default), to try the API as a clinician, a patient or a system.
     Token {
@@ -117,6 +122,14 @@ fn parse_issuer_kind(text: &str) -> Result<IssuerKind, String> {
         .into_iter()
         .find(|kind| kind.as_str() == text)
         .ok_or_else(|| format!("{text:?} is not an issuer kind; use clinician, patient or system"))
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit trail's hash chain and say whether any record was edited, deleted or
+    /// reordered (exit status 1, naming the first such record). Prints the head hash: keep it
+    /// elsewhere to prove later that no record was removed from the end.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -297,6 +310,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 store.close().await;
                 println!("database migrated");
                 Ok(())
+            })
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            crate::telemetry::init(&settings.log);
+            actix_web::rt::System::new().block_on(async {
+                let store = crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
+                    url: &settings.database.url,
+                    max_connections: Some(1),
+                    acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms),
+                })
+                .await?;
+                let verdict = crate::audit::verify(&store).await;
+                store.close().await;
+                match verdict? {
+                    crate::audit::Verdict::Intact { records, head } => {
+                        println!("audit trail intact: {records} records; head {head}");
+                        Ok(())
+                    }
+                    crate::audit::Verdict::Broken { at, reason } => anyhow::bail!("audit trail broken at record {at}: {reason}"),
+                }
             })
         }
         Command::Serve { demo, demo_patients } => {

@@ -42,7 +42,18 @@ impl Permitted {
 }
 
 pub fn authorize(requester: Requester, interaction: Interaction, resource_type: Option<ResourceType>) -> Result<Permitted, ApiError> {
-    match consent::decide_interaction(&requester, interaction, resource_type) {
+    let decision = consent::decide_interaction(&requester, interaction, resource_type);
+    crate::audit::record(|note| {
+        // A batch's entries are authorised again: the bundle's own interaction names the request.
+        if note.interaction.is_none() {
+            note.interaction = Some(interaction.code());
+            note.resource_type = resource_type.map(|t| t.as_str().to_owned());
+        }
+        if note.rule.is_none() || !decision.is_permit() {
+            note.rule = Some(decision.rule().name().to_owned());
+        }
+    });
+    match decision {
         Decision::Permit { rule } => Ok(Permitted { requester, interaction, rule: rule.name() }),
         Decision::Deny { rule, code } => {
             tracing::info!(rule = rule.name(), interaction = interaction.code(), "request denied");

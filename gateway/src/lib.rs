@@ -5,6 +5,7 @@
 // One audited `unsafe` block exists: `store::nodelay` (a workaround for an sqlx release).
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod cli;

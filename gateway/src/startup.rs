@@ -81,6 +81,7 @@ impl Application {
         let fhir = Arc::new(fhir);
         let ingest = Arc::new(crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "http"));
         let sign_in = crate::portal::SignIn::from_settings(&settings.portal, &settings.auth.issuers, &base_url)?;
+        let audit = crate::audit::AuditTrail::start(store.clone());
         let portal = Arc::new(crate::portal::Portal::new(sign_in, Duration::from_secs(settings.portal.session_idle_minutes.max(1) * 60)));
         // Rate limits and portal sessions are shared through Redis when it is configured.
         if let Some(url) = &settings.redis.url {
@@ -92,8 +93,16 @@ impl Application {
             .await?;
         }
         let content_security_policy = portal.content_security_policy().to_owned();
-        let state =
-            web::Data::new(AppState { fhir: fhir.clone(), clients, authenticator, rate_limiter, capability_statement, ingest, portal });
+        let state = web::Data::new(AppState {
+            fhir: fhir.clone(),
+            clients,
+            authenticator,
+            rate_limiter,
+            capability_statement,
+            ingest,
+            portal,
+            audit,
+        });
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());
@@ -121,6 +130,8 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(crate::rate_limit::limit))
+                // Outside the rate limit, so a refused request is recorded too.
+                .wrap(from_fn(crate::audit::audit))
                 .wrap(Compress::default())
                 .wrap(from_fn(move |request, next| observe(metrics.clone(), request, next)))
                 .configure(http::configure)

@@ -122,6 +122,7 @@ pub async fn resolve(service: &FhirService, target: &Target) -> Result<Vec<Strin
 /// Refuse a clinician's patient-targeted search for a patient-level reason (no relationship,
 /// dissent from sharing), before it runs; `Ok` lets it run.
 pub async fn gate(service: &FhirService, scope: &Scope, patient_ids: &[String]) -> Result<(), ApiError> {
+    crate::audit::record(|note| note.patients.extend(patient_ids.iter().cloned()));
     let Some(org) = scope.org() else { return Ok(()) };
     if !matches!(scope.viewer, Viewer::Clinician { .. }) || scope.is_emergency() {
         return Ok(());
@@ -145,6 +146,7 @@ fn refused(code: DenyCode) -> ApiError {
         _ => "legitimate-relationship",
     };
     tracing::info!(rule, "patient-level refusal");
+    crate::audit::record(|note| note.rule = Some(rule.to_owned()));
     ApiError::Forbidden { code, rule, message: message.into() }
 }
 
@@ -152,12 +154,27 @@ fn refused(code: DenyCode) -> ApiError {
 pub struct Released {
     pub version: StoredVersion,
     pub visibility: Visibility,
+    /// The patients whose compartment holds it.
+    pub patients: Vec<String>,
 }
 
 impl Released {
     pub fn is_visible(&self) -> bool {
         self.visibility.is_visible()
     }
+}
+
+/// Keep the visible versions, noting each in the request's audit record as returned.
+pub fn returned(released: Vec<Released>) -> Vec<StoredVersion> {
+    let visible: Vec<Released> = released.into_iter().filter(Released::is_visible).collect();
+    crate::audit::record(|note| {
+        for released in &visible {
+            let version = &released.version;
+            note.returned.push(format!("{}/{}/_history/{}", version.resource_type, version.id, version.version_id));
+            note.patients.extend(released.patients.iter().cloned());
+        }
+    });
+    visible.into_iter().map(|released| released.version).collect()
 }
 
 /// Decide every version again and shape what is released: restricted Patients redacted,
@@ -190,7 +207,8 @@ pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredV
             Visibility::Visible { redact } => shape(service, scope, &known, version, redact).await?,
             Visibility::Withheld(_) => version,
         };
-        released.push(Released { version, visibility });
+        let patients = resource.map(|facts| facts.patients).unwrap_or_default();
+        released.push(Released { version, visibility, patients });
     }
     Ok(released)
 }

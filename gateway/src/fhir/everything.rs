@@ -79,7 +79,7 @@ pub async fn everything(
     let more = versions.len() > count;
     versions.truncate(count);
     let last_key = versions.last().map(|version| version.key);
-    let released: Vec<_> = access::release(service, &scope, versions, true).await?.into_iter().filter(|r| r.is_visible()).collect();
+    let released = access::returned(access::release(service, &scope, versions, true).await?);
 
     let base = format!("{}/{path}", service.base_url);
     let used_query = query_string(&used);
@@ -110,11 +110,11 @@ pub async fn everything(
         total,
         &links,
     );
-    for released in &released {
-        let full_url = service.full_url(&released.version);
+    for version in &released {
+        let full_url = service.full_url(version);
         writer.entry(EntryParts {
             full_url: Some(&full_url),
-            resource: released.version.content.as_deref(),
+            resource: version.content.as_deref(),
             search_mode: Some("match"),
             ..Default::default()
         });

@@ -83,12 +83,7 @@ pub async fn history(
     let mut versions = service.store.history(&scope, count, before, since, published_by).await?;
     let has_more = versions.len() > count;
     versions.truncate(count);
-    let versions: Vec<StoredVersion> = access::release(service, &access_scope, versions, false)
-        .await?
-        .into_iter()
-        .filter(|released| released.is_visible())
-        .map(|released| released.version)
-        .collect();
+    let versions: Vec<StoredVersion> = access::returned(access::release(service, &access_scope, versions, false).await?);
 
     let used_query = query_string(&used);
     let link = |extra: Option<String>| {

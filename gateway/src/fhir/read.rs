@@ -30,7 +30,7 @@ pub async fn read(service: &FhirService, permit: &Permitted, resource_type: Reso
             None => Err(not_found(resource_type, id)),
         };
     }
-    match release_one(service, &scope, current).await? {
+    match return_one(service, &scope, current).await? {
         Some(version) => Ok(FhirResponse::version(200, version)),
         None => Err(not_found(resource_type, id)),
     }
@@ -40,6 +40,12 @@ pub async fn read(service: &FhirService, permit: &Permitted, resource_type: Reso
 async fn release_one(service: &FhirService, scope: &consent::Scope, version: StoredVersion) -> Result<Option<StoredVersion>, ApiError> {
     let released = access::release(service, scope, vec![version], false).await?.pop();
     Ok(released.filter(|r| r.is_visible()).map(|r| r.version))
+}
+
+/// As [`release_one`], noting the version as returned in the audit record.
+async fn return_one(service: &FhirService, scope: &consent::Scope, version: StoredVersion) -> Result<Option<StoredVersion>, ApiError> {
+    let released = access::release(service, scope, vec![version], false).await?;
+    Ok(access::returned(released).pop())
 }
 
 /// Whether the requester may see the resource as it last stood: its current version, or, when
@@ -79,6 +85,6 @@ pub async fn vread(
     match service.store.vread(resource_type, id, version_id.0).await? {
         None => Err(missing()),
         Some(version) if version.deleted => Err(ApiError::Gone(format!("version {version_id} of {resource_type}/{id} is a deletion"))),
-        Some(version) => release_one(service, &scope, version).await?.map(|v| FhirResponse::version(200, v)).ok_or_else(missing),
+        Some(version) => return_one(service, &scope, version).await?.map(|v| FhirResponse::version(200, v)).ok_or_else(missing),
     }
 }

@@ -196,7 +196,7 @@ async fn scoped(
 
 /// What leaves of a page, each resource decided again.
 async fn released(service: &FhirService, scope: &consent::Scope, versions: Vec<StoredVersion>) -> Result<Vec<StoredVersion>, ApiError> {
-    Ok(access::release(service, scope, versions, true).await?.into_iter().filter(|r| r.is_visible()).map(|r| r.version).collect())
+    Ok(access::returned(access::release(service, scope, versions, true).await?))
 }
 
 /// `_summary` and `_elements`: which top-level elements of each resource to return.

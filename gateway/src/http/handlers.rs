@@ -214,6 +214,15 @@ pub async fn everything(
     Ok(to_http(fhir::everything(&state.fhir, &permit, &id, &params).await?))
 }
 
+/// GET `$access-log`: the audit events about the signed-in patient's own record.
+pub async fn access_log(request: HttpRequest, state: web::Data<AppState>, requester: RequesterIdentity) -> Result {
+    let params = query_params(&request);
+    check_response_format(&request, &params)?;
+    let audit_event = ResourceType::parse("AuditEvent").expect("an R4 type");
+    let permit = authorize(requester.0, Interaction::SearchType, Some(audit_event))?;
+    Ok(to_http(crate::audit::access_log(&state.audit, &state.fhir, &permit, &params).await?))
+}
+
 /// POST `[type]/_search`: parameters in an `application/x-www-form-urlencoded` body (and the
 /// query string).
 pub async fn search_post(

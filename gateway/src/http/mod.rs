@@ -26,6 +26,8 @@ pub struct AppState {
     pub ingest: std::sync::Arc<crate::ingest::Hl7v2Ingest>,
     /// The patient portal's sign-in and sessions.
     pub portal: std::sync::Arc<crate::portal::Portal>,
+    /// Every request's AuditEvent is appended here before its answer leaves.
+    pub audit: crate::audit::AuditTrail,
 }
 
 pub const FHIR_BASE: &str = "/fhir/r4";
@@ -72,6 +74,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .service(
                 web::resource("/")
                     .route(web::post().to(handlers::batch_or_transaction))
+                    .default_service(web::to(handlers::method_not_allowed)),
+            )
+            .service(
+                web::resource("/$access-log")
+                    .route(web::get().to(handlers::access_log))
                     .default_service(web::to(handlers::method_not_allowed)),
             )
             .service(

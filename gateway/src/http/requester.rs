@@ -50,6 +50,7 @@ impl FromRequest for RequesterIdentity {
                     }
                 })?;
             requester.principal = principal;
+            crate::audit::record_requester(&requester);
             Ok(Self(requester))
         })
     }

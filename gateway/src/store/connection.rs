@@ -95,6 +95,16 @@ pub struct RelationshipRecord {
     pub ends: Option<i64>,
 }
 
+/// A row of `audit_log`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub recorded: i64,
+    pub event: String,
+    pub previous: String,
+    pub hash: String,
+}
+
 /// A row of `consent_directives`.
 #[derive(Debug, sqlx::FromRow)]
 pub struct DirectiveRecord {
@@ -125,6 +135,9 @@ pub trait SqlConn: Send {
     async fn fetch_pairs(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(String, String)>, sqlx::Error>;
     async fn fetch_relationships(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<RelationshipRecord>, sqlx::Error>;
     async fn fetch_directives(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<DirectiveRecord>, sqlx::Error>;
+    async fn fetch_audit(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<AuditRow>, sqlx::Error>;
+    /// Rows of an integer and a text column.
+    async fn fetch_int_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String)>, sqlx::Error>;
 }
 
 macro_rules! bind_all {
@@ -216,6 +229,14 @@ macro_rules! impl_sql_conn {
 
             async fn fetch_directives(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<DirectiveRecord>, sqlx::Error> {
                 bind_all!(sqlx::query_as::<$database, DirectiveRecord>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_audit(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<AuditRow>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, AuditRow>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
+            }
+
+            async fn fetch_int_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<(i64, String)>, sqlx::Error> {
+                bind_all!(sqlx::query_as::<$database, (i64, String)>(AssertSqlSafe(sql)), binds, $bind_array).fetch_all(self).await
             }
 
             async fn fetch_text(&mut self, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<String>, sqlx::Error> {

@@ -2,6 +2,7 @@
 //! backend `HIE_TEST_DATABASE` names (the test script runs it on SQLite and on PostgreSQL).
 
 mod architecture;
+mod audit;
 mod authentication;
 mod bundles;
 mod cache;
@@ -23,5 +24,6 @@ mod resource_types;
 mod responses;
 mod search;
 mod search_conformance;
+mod sharing_wishes;
 mod tokens;
 mod validation;

@@ -1,0 +1,558 @@
+//! The audit trail: every HTTP request — permitted, refused or failed — appends one FHIR
+//! `AuditEvent` to a hash-chained, append-only log before its answer leaves
+//! (docs/information-governance.md, "Audit").
+//!
+//! While a request runs, what it did is noted in an [`AuditNote`] held in a task-local, so the
+//! layers that know (the requester extractor, `enforce::authorize`, the release of resources)
+//! record it without the note being passed through every function. The middleware [`audit`]
+//! turns the note and the response status into an `AuditEvent` and waits until the
+//! [`AuditTrail`] has committed it; if it cannot, the answer is a 503 instead (fail closed: no
+//! answer without its record). The trail's writer commits events in batches, one chain for every
+//! instance: each record's hash covers the previous record's hash, its sequence number, its time
+//! and its JSON, so `hie-gateway audit verify` finds any record edited, deleted or reordered.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{ResponseError, web};
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::store::{SqlStore, StoreError};
+
+tokio::task_local! {
+    static NOTE: Arc<Mutex<AuditNote>>;
+}
+
+/// Who asked, as the audit trail keeps it (a snapshot of the requester at the time).
+#[derive(Clone, Debug, Default)]
+pub struct Who {
+    pub client: Option<String>,
+    pub client_ods: Option<String>,
+    /// `clinician`, `patient` or `system`.
+    pub kind: Option<&'static str>,
+    pub subject: Option<String>,
+    pub organisation: Option<String>,
+    pub role: Option<String>,
+    pub purpose: Option<&'static str>,
+    pub reason: Option<String>,
+    pub self_claimed: bool,
+}
+
+/// What one request did, noted as it runs.
+#[derive(Clone, Debug, Default)]
+pub struct AuditNote {
+    pub who: Who,
+    pub interaction: Option<&'static str>,
+    pub resource_type: Option<String>,
+    /// The rule that decided: the refusing one, or the permitting one.
+    pub rule: Option<String>,
+    /// Patients named or whose records were returned.
+    pub patients: BTreeSet<String>,
+    /// `Type/id/_history/version` of every resource returned.
+    pub returned: Vec<String>,
+}
+
+/// Note something about the running request; nothing happens outside a request (the command
+/// line, the MLLP feed).
+pub fn record(change: impl FnOnce(&mut AuditNote)) {
+    let _ = NOTE.try_with(|note| {
+        if let Ok(mut note) = note.lock() {
+            change(&mut note);
+        }
+    });
+}
+
+/// Note who is asking.
+pub fn record_requester(requester: &consent::Requester) {
+    use consent::Principal;
+    record(|note| {
+        let who = &mut note.who;
+        if let Some(client) = &requester.client {
+            who.client = Some(client.name.clone());
+            who.client_ods = Some(client.ods.to_string());
+        }
+        match &requester.principal {
+            Some(Principal::Clinician(clinician, _)) => {
+                who.kind = Some("clinician");
+                who.subject = Some(clinician.subject.clone());
+                who.organisation = Some(clinician.organisation.to_string());
+                who.role = clinician.role.clone();
+                who.purpose = Some(clinician.purpose.code());
+                who.reason = clinician.reason.clone();
+                who.self_claimed = clinician.self_claimed;
+            }
+            Some(Principal::System(system, _)) => {
+                who.kind = Some("system");
+                who.subject = Some(system.subject.clone());
+                who.organisation = Some(system.organisation.to_string());
+                who.purpose = Some(system.purpose.code());
+            }
+            Some(Principal::Patient(patient, _)) => {
+                who.kind = Some("patient");
+                who.subject = Some(patient.subject.clone());
+            }
+            None => {}
+        }
+    });
+}
+
+/// An event waiting for its place in the chain.
+struct Pending {
+    event: Value,
+    patients: Vec<String>,
+    recorded: i64,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The writer of the audit trail: appends are queued and committed in batches by one task.
+#[derive(Clone)]
+pub struct AuditTrail {
+    sender: mpsc::Sender<Pending>,
+    store: Arc<SqlStore>,
+}
+
+/// The most events one commit takes.
+const MAX_BATCH: usize = 512;
+
+impl AuditTrail {
+    pub fn start(store: Arc<SqlStore>) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<Pending>(8 * MAX_BATCH);
+        let writer = store.clone();
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let records: Vec<(Value, i64, Vec<String>)> =
+                    batch.iter().map(|p| (p.event.clone(), p.recorded, p.patients.clone())).collect();
+                let result = writer.append_audit(records).await.map_err(|error| error.to_string());
+                if let Err(error) = &result {
+                    tracing::error!(%error, events = batch.len(), "audit records could not be written");
+                }
+                for pending in batch {
+                    let _ = pending.done.send(result.clone());
+                }
+            }
+        });
+        Self { sender, store }
+    }
+
+    /// Events about these patients, newest first, below a sequence number.
+    pub async fn about(&self, patient_ids: &[String], before: Option<i64>, limit: i64) -> Result<Vec<(i64, Value)>, StoreError> {
+        let rows = self.store.audit_for_patients(patient_ids, before, limit).await?;
+        rows.into_iter().map(|(seq, event)| Ok((seq, serde_json::from_str(&event).map_err(|e| StoreError::Internal(e.into()))?))).collect()
+    }
+
+    /// Append an event and wait until it is durable.
+    pub async fn append(&self, event: Value, patients: Vec<String>, recorded: i64) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.sender.send(Pending { event, patients, recorded, done }).await.map_err(|_| "the audit writer stopped".to_owned())?;
+        wait.await.map_err(|_| "the audit writer stopped".to_owned())?
+    }
+}
+
+/// Middleware: run the request with a note, then record it before the answer leaves.
+pub async fn audit(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = request.app_data::<web::Data<crate::http::AppState>>().cloned() else {
+        return next.call(request).await.map(ServiceResponse::map_into_left_body);
+    };
+    let note = Arc::new(Mutex::new(AuditNote::default()));
+    if let Some(certificate) = request.conn_data::<crate::tls::PeerCertificate>()
+        && let Some(client) = state.clients.identify(certificate)
+        && let Ok(mut note) = note.lock()
+    {
+        note.who.client = Some(client.name.clone());
+        note.who.client_ods = Some(client.ods.to_string());
+    }
+    let method = request.method().to_string();
+    let target = match request.query_string() {
+        "" => request.path().to_owned(),
+        query => format!("{}?{query}", request.path()),
+    };
+    let address = request.peer_addr().map(|address| address.ip().to_string());
+    let response = NOTE.scope(note.clone(), next.call(request)).await?;
+    let status = response.status().as_u16();
+    let now = time::OffsetDateTime::now_utc();
+    let note = note.lock().map(|note| note.clone()).unwrap_or_default();
+    let event = event(&note, &method, &target, address.as_deref(), status, now);
+    let patients = note.patients.iter().cloned().collect();
+    match state.audit.append(event, patients, fhir_models::datetime::to_micros(now)).await {
+        Ok(()) => Ok(response.map_into_left_body()),
+        Err(error) => {
+            tracing::error!(%error, "answer withheld: its audit record could not be written");
+            let refused = ApiError::Unavailable("the audit trail cannot record this request now; try again".into());
+            let (request, _) = response.into_parts();
+            Ok(ServiceResponse::new(request, refused.error_response()).map_into_right_body())
+        }
+    }
+}
+
+const EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
+const INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
+const PARTICIPATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+/// The gateway's own flags on events: emergency access and self-claimed relationships, which
+/// privacy officers review and patients see.
+pub const FLAG_SYSTEM: &str = "https://hie-gateway.nhs.example/CodeSystem/audit-flag";
+/// NHS RBAC job role codes (R-codes) as the gateway records them.
+const JOB_ROLE: &str = "https://hie-gateway.nhs.example/CodeSystem/nrbac-job-role";
+const SUBJECT: &str = "https://hie-gateway.nhs.example/Id/token-subject";
+
+/// The AuditEvent of one request.
+pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>, status: u16, now: time::OffsetDateTime) -> Value {
+    let who = &note.who;
+    let action = match method {
+        "POST" if note.interaction.is_some_and(|i| i != "create") => "E",
+        "POST" => "C",
+        "PUT" | "PATCH" => "U",
+        "DELETE" => "D",
+        _ => "R",
+    };
+    let outcome = match status {
+        0..=399 => "0",
+        400..=499 => "4",
+        _ => "8",
+    };
+    let outcome_desc = match &note.rule {
+        Some(rule) => format!("{status} {method} {}; rule {rule}", path_only(target)),
+        None => format!("{status} {method} {}", path_only(target)),
+    };
+    let mut requestor =
+        json!({"requestor": true, "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]}});
+    if let Some(subject) = &who.subject {
+        requestor["who"] = json!({"identifier": {"system": format!("{SUBJECT}/{}", who.kind.unwrap_or("unknown")), "value": subject}});
+    } else {
+        requestor["who"] = json!({"display": "not identified"});
+    }
+    if let Some(role) = &who.role {
+        requestor["role"] = json!([{"coding": [{"system": JOB_ROLE, "code": role}]}]);
+    }
+    if let Some(address) = address {
+        requestor["network"] = json!({"address": address, "type": "2"});
+    }
+    if let Some(purpose) = who.purpose {
+        requestor["purposeOfUse"] = json!([{"coding": [{"system": ACT_REASON, "code": purpose}]}]);
+    }
+    let mut agents = vec![requestor];
+    if let Some(organisation) = who.organisation.as_ref().or(who.client_ods.as_ref()) {
+        agents.push(json!({
+            "requestor": false,
+            "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
+            "who": {"identifier": {"system": fhir_models::system::ODS_ORGANIZATION_CODE, "value": organisation}}
+        }));
+    }
+    if let Some(client) = &who.client {
+        agents.push(json!({
+            "requestor": false,
+            "type": {"coding": [{"system": DICOM, "code": "110150", "display": "Application"}]},
+            "who": {"display": client}
+        }));
+    }
+    let mut entities: Vec<Value> = note
+        .patients
+        .iter()
+        .map(|patient| {
+            json!({
+                "what": {"reference": format!("Patient/{patient}")},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}
+            })
+        })
+        .collect();
+    entities.push(json!({
+        "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+        "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+        "query": base64::engine::general_purpose::STANDARD.encode(format!("{method} {target}"))
+    }));
+    entities.extend(note.returned.iter().map(|reference| {
+        json!({
+            "what": {"reference": reference},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"}
+        })
+    }));
+    let mut event = json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
+        "action": action,
+        "recorded": fhir_models::datetime::format_instant(now),
+        "outcome": outcome,
+        "outcomeDesc": outcome_desc,
+        "agent": agents,
+        "source": {"observer": {"display": "HIE Gateway"}, "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "entity": entities
+    });
+    if let Some(interaction) = note.interaction {
+        event["subtype"] = json!([{"system": INTERACTION, "code": interaction}]);
+    }
+    if let Some(purpose) = who.purpose {
+        let mut purpose_of_event = json!({"coding": [{"system": ACT_REASON, "code": purpose}]});
+        if let Some(reason) = &who.reason {
+            purpose_of_event["text"] = json!(reason);
+        }
+        event["purposeOfEvent"] = json!([purpose_of_event]);
+    }
+    let mut flags = Vec::new();
+    if matches!(who.purpose, Some("ETREAT" | "BTG")) {
+        flags.push(json!({"system": FLAG_SYSTEM, "code": "emergency-access", "display": "Emergency access"}));
+    }
+    if who.self_claimed {
+        flags.push(json!({"system": FLAG_SYSTEM, "code": "self-claimed-relationship", "display": "Self-claimed legitimate relationship"}));
+    }
+    if !flags.is_empty() {
+        event["meta"] = json!({"tag": flags});
+    }
+    event
+}
+
+/// The path of a request target, without its query (which may hold an NHS number).
+fn path_only(target: &str) -> &str {
+    target.split('?').next().unwrap_or(target)
+}
+
+/// One record of the trail as stored.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub recorded: i64,
+    pub event: String,
+    pub previous: String,
+    pub hash: String,
+}
+
+/// The hash of a record: over the previous record's hash, its sequence number, its time and its
+/// JSON, each on its own line.
+pub fn chain_hash(previous: &str, seq: i64, recorded: i64, event: &str) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(previous.as_bytes());
+    context.update(format!("\n{seq}\n{recorded}\n").as_bytes());
+    context.update(event.as_bytes());
+    context.finish().as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The hash a chain starts from.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What `audit verify` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Intact { records: i64, head: String },
+    Broken { at: i64, reason: String },
+}
+
+/// Walk the trail in order and check every link; then that the head names the last record.
+pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
+    let mut expected_seq = 1;
+    let mut previous = GENESIS.to_owned();
+    let mut after = 0;
+    loop {
+        let records = store.audit_records(after, 2_000).await?;
+        let Some(last) = records.last() else { break };
+        after = last.seq;
+        for record in records {
+            if record.seq != expected_seq {
+                let reason = if record.seq > expected_seq {
+                    format!("record {expected_seq} is missing (the next record is {})", record.seq)
+                } else {
+                    format!("record {} is out of order", record.seq)
+                };
+                return Ok(Verdict::Broken { at: expected_seq, reason });
+            }
+            if record.previous != previous {
+                return Ok(Verdict::Broken {
+                    at: record.seq,
+                    reason: format!(
+                        "record {} does not follow record {}: it was reordered, or one before it was edited",
+                        record.seq,
+                        record.seq - 1
+                    ),
+                });
+            }
+            if chain_hash(&record.previous, record.seq, record.recorded, &record.event) != record.hash {
+                return Ok(Verdict::Broken {
+                    at: record.seq,
+                    reason: format!("record {} was edited: its hash does not match its content", record.seq),
+                });
+            }
+            previous = record.hash;
+            expected_seq += 1;
+        }
+    }
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let last = expected_seq - 1;
+    if head_seq != last || head_hash != previous {
+        return Ok(Verdict::Broken {
+            at: last + 1,
+            reason: format!("the trail ends at record {last} but its head names record {head_seq}: records were removed from its end"),
+        });
+    }
+    Ok(Verdict::Intact { records: last, head: previous })
+}
+
+/// `GET /fhir/r4/$access-log`: the signed-in patient's "who looked at my record" — the audit
+/// events about their own record, newest first, each as [`for_patient`] shows it.
+pub async fn access_log(
+    trail: &AuditTrail,
+    service: &crate::fhir::FhirService,
+    permit: &crate::enforce::Permitted,
+    params: &[(String, String)],
+) -> Result<crate::fhir::FhirResponse, ApiError> {
+    use fhir_models::bundle::{BundleWriter, EntryParts, Link};
+    use fhir_models::outcome::IssueType;
+    let Some(consent::Principal::Patient(patient, _)) = &permit.requester().principal else {
+        return Err(ApiError::Forbidden {
+            code: consent::DenyCode::AccessDenied,
+            rule: "access-log",
+            message: "the access log of a record is its patient's; organisations' audits are kept by the operators".into(),
+        });
+    };
+    let mut count = 20usize;
+    let mut cursor = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "_count" => {
+                count = value
+                    .parse::<usize>()
+                    .map_err(|_| {
+                        ApiError::invalid_at(IssueType::Value, "_count", format!("_count must be a whole number, found {value:?}"))
+                    })?
+                    .clamp(1, 100);
+            }
+            "_cursor" => cursor = Some(value.clone()),
+            "_format" | "_pretty" => {}
+            _ => return Err(ApiError::invalid_at(IssueType::NotSupported, name.as_str(), format!("$access-log takes _count; not {name}"))),
+        }
+    }
+    let own = crate::fhir::access::patients_with_nhs_number(service, &patient.nhs_number.to_string()).await?;
+    let canonical = crate::fhir::PagingKey::canonical("access-log", &[("_count".into(), count.to_string())]);
+    let before =
+        match &cursor {
+            Some(cursor) => Some(service.paging.verify(&canonical, cursor).map(|position| position.key).ok_or_else(|| {
+                ApiError::invalid_at(IssueType::Value, "_cursor", "the paging link was altered or belongs to another query")
+            })?),
+            None => None,
+        };
+    let mut events = trail.about(&own, before, count as i64 + 1).await?;
+    let more = events.len() > count;
+    events.truncate(count);
+    let base = format!("{}/$access-log?_count={count}", service.base_url);
+    let link = |key: i64| {
+        let position = crate::store::Position { values: Vec::new(), key, backward: false };
+        format!(
+            "{base}&_cursor={}",
+            percent_encoding::utf8_percent_encode(&service.paging.sign(&canonical, &position), percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let self_link = match before {
+        Some(key) => link(key),
+        None => base.clone(),
+    };
+    let next_link = events.last().filter(|_| more).map(|(seq, _)| link(*seq));
+    let mut links = vec![Link { relation: "self", url: &self_link }];
+    if let Some(next) = &next_link {
+        links.push(Link { relation: "next", url: next });
+    }
+    let now = crate::fhir::instant(fhir_models::datetime::to_micros(service.now()));
+    let mut writer = BundleWriter::new(&uuid::Uuid::new_v4().to_string(), &now, "searchset", None, &links);
+    for (seq, event) in &events {
+        let shown = serde_json::to_vec(&for_patient(event, &own)).map_err(|e| ApiError::Internal(e.into()))?;
+        let full_url = format!("{}/AuditEvent/{seq}", service.base_url);
+        writer.entry(EntryParts { full_url: Some(&full_url), resource: Some(&shown), search_mode: Some("match"), ..Default::default() });
+    }
+    Ok(crate::fhir::FhirResponse::ok(writer.finish()))
+}
+
+/// An event as its patient sees it: who, which organisation, when, why and with what outcome;
+/// the query and the resources returned are left out (a search may have named others).
+pub fn for_patient(event: &Value, own: &[String]) -> Value {
+    let mut event = event.clone();
+    if let Some(entities) = event.get_mut("entity").and_then(Value::as_array_mut) {
+        entities.retain(|entity| {
+            entity["what"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).is_some_and(|id| own.iter().any(|o| o == id))
+        });
+    }
+    if let Some(agents) = event.get_mut("agent").and_then(Value::as_array_mut) {
+        for agent in agents {
+            if let Some(agent) = agent.as_object_mut() {
+                agent.remove("network");
+            }
+        }
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note() -> AuditNote {
+        AuditNote {
+            who: Who {
+                client: Some("gp-system".into()),
+                client_ods: Some("A81001".into()),
+                kind: Some("clinician"),
+                subject: Some("u1".into()),
+                organisation: Some("A81001".into()),
+                role: Some("R8000".into()),
+                purpose: Some("ETREAT"),
+                reason: Some("unconscious in A&E".into()),
+                self_claimed: false,
+            },
+            interaction: Some("search-type"),
+            resource_type: Some("Observation".into()),
+            rule: Some("token-scopes".into()),
+            patients: ["p1".to_owned(), "p2".to_owned()].into_iter().collect(),
+            returned: vec!["Observation/o1/_history/1".into()],
+        }
+    }
+
+    #[test]
+    fn an_event_says_who_what_why_and_how_it_ended_and_flags_emergencies() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let event = event(&note(), "GET", "/fhir/r4/Observation?patient=p1", Some("127.0.0.1"), 200, now);
+        assert_eq!(event["action"], "R");
+        assert_eq!(event["outcome"], "0");
+        assert_eq!(event["subtype"][0]["code"], "search-type");
+        assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
+        assert_eq!(event["purposeOfEvent"][0]["text"], "unconscious in A&E");
+        assert_eq!(event["meta"]["tag"][0]["code"], "emergency-access");
+        assert_eq!(event["agent"][1]["who"]["identifier"]["value"], "A81001");
+        assert!(!event["outcomeDesc"].as_str().unwrap().contains("patient=p1"), "no query string in the description");
+        let entities = event["entity"].as_array().unwrap();
+        assert_eq!(entities.len(), 4, "two patients, the query, one resource");
+        let seen_by_p1 = for_patient(&event, &["p1".into()]);
+        let kept: Vec<&str> = seen_by_p1["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
+        assert_eq!(kept, ["Patient/p1"], "a patient sees neither the query nor other patients");
+        assert!(seen_by_p1["agent"][0].get("network").is_none());
+        let conformance = conformance::Validator::embedded().unwrap();
+        let report = conformance.validate(fhir_models::ResourceType::parse("AuditEvent").unwrap(), &event);
+        assert!(report.is_acceptable(), "{report:?}");
+    }
+
+    #[test]
+    fn the_chain_hash_covers_every_part() {
+        let base = chain_hash(GENESIS, 1, 10, "{}");
+        assert_ne!(base, chain_hash(GENESIS, 2, 10, "{}"));
+        assert_ne!(base, chain_hash(GENESIS, 1, 11, "{}"));
+        assert_ne!(base, chain_hash(GENESIS, 1, 10, "{ }"));
+        assert_ne!(base, chain_hash(&base, 1, 10, "{}"));
+        assert_eq!(base.len(), 64);
+    }
+}

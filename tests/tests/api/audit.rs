@@ -1,0 +1,182 @@
+//! The audit trail: every request — permitted, refused or failed — has its AuditEvent, written
+//! before the answer; `audit verify` finds a record edited, deleted, reordered or cut from the
+//! end; a patient reads who looked at their record.
+
+use gateway::audit::Verdict;
+use gateway::store::SqlStore;
+use gateway::store::sql_store::StoreOptions;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tests::{TestApp, https_client_with_token};
+
+const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+async fn store(app: &TestApp) -> SqlStore {
+    SqlStore::connect(&StoreOptions {
+        url: &app.database_url,
+        max_connections: Some(1),
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap()
+}
+
+/// The status each record says its request was answered with, in order.
+async fn recorded_statuses(store: &SqlStore) -> Vec<u16> {
+    store
+        .audit_records(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| {
+            let event: Value = serde_json::from_str(&record.event).unwrap();
+            event["outcomeDesc"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// Run a statement against the test database directly (to tamper with the trail).
+async fn execute(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    if app.database_url.starts_with("postgres") {
+        let mut connection = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
+    } else {
+        let mut connection = sqlx::SqliteConnection::connect(&app.database_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
+    }
+}
+
+async fn verdict(app: &TestApp) -> Verdict {
+    let store = store(app).await;
+    let verdict = gateway::audit::verify(&store).await.unwrap();
+    store.close().await;
+    verdict
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
+    let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
+    let patient = app.create(&tests::fixture("resources/Patient.json")).await;
+    let mut expected = vec![201u16, 201];
+    let requests: Vec<(&reqwest::Client, Method, String, Option<Value>, u16)> = vec![
+        (&app.gp, Method::GET, format!("Patient/{patient}"), None, 200),
+        (&app.gp, Method::GET, "Patient/no-such-patient".into(), None, 404),
+        (&app.anonymous, Method::GET, format!("Patient/{patient}"), None, 401),
+        (&app.unregistered, Method::GET, format!("Patient/{patient}"), None, 403),
+        (&app.portal, Method::GET, "Observation".into(), None, 401),
+        (&app.gp, Method::GET, "Patient?_count=lots".into(), None, 400),
+        (&app.gp, Method::POST, "Patient".into(), Some(json!({"resourceType": "Patient", "gender": "woman"})), 422),
+        (&app.gp, Method::GET, "metadata".into(), None, 200),
+        (&app.gp, Method::GET, format!("Patient?identifier={NHS}|9449305552"), None, 200),
+        (&app.trust, Method::GET, "NoSuchType/1".into(), None, 404),
+    ];
+    for (client, method, path, body, status) in &requests {
+        let answer = app.send(client, method.clone(), path, body.as_ref(), &[]).await;
+        assert_eq!(answer.status.as_u16(), *status, "{method} {path}: {}", answer.text);
+        expected.push(*status);
+        // Written before the answer left: the record is there as soon as the answer is.
+        let store = store(&app).await;
+        assert_eq!(recorded_statuses(&store).await, expected, "after {method} {path}");
+        store.close().await;
+    }
+
+    // What a record holds: who, which organisation, what, the patient, the resource returned.
+    let store = store(&app).await;
+    let records = store.audit_records(0, 100).await.unwrap();
+    let read: Value = serde_json::from_str(&records[2].event).unwrap();
+    assert_eq!(read["resourceType"], "AuditEvent");
+    assert_eq!(read["id"], "3");
+    assert_eq!(read["subtype"][0]["code"], "read");
+    assert_eq!(read["outcome"], "0");
+    assert_eq!(read["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
+    assert_eq!(read["agent"][0]["role"][0]["coding"][0]["code"], "R8000");
+    assert_eq!(read["agent"][1]["who"]["identifier"]["value"], "Y90001");
+    let entities: Vec<&str> = read["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
+    assert_eq!(entities, [format!("Patient/{patient}"), format!("Patient/{patient}/_history/1")]);
+    let refused: Value = serde_json::from_str(&records[5].event).unwrap();
+    assert_eq!(refused["outcome"], "4");
+    assert!(refused["outcomeDesc"].as_str().unwrap().contains("client-registration"), "{refused}");
+    store.close().await;
+
+    // Intact, then each kind of tampering is found at its place.
+    let total = expected.len() as i64;
+    assert!(matches!(verdict(&app).await, Verdict::Intact { records, .. } if records == total));
+    execute(&app, "UPDATE audit_log SET event = replace(event, '\"outcome\":\"0\"', '\"outcome\":\"4\"') WHERE seq = 3").await;
+    assert!(matches!(verdict(&app).await, Verdict::Broken { at: 3, ref reason } if reason.contains("edited")), "{:?}", verdict(&app).await);
+    execute(&app, "UPDATE audit_log SET event = replace(event, '\"outcome\":\"4\"', '\"outcome\":\"0\"') WHERE seq = 3").await;
+    assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
+
+    execute(&app, "CREATE TABLE kept AS SELECT * FROM audit_log WHERE seq = 4").await;
+    execute(&app, "DELETE FROM audit_log WHERE seq = 4").await;
+    assert!(
+        matches!(verdict(&app).await, Verdict::Broken { at: 4, ref reason } if reason.contains("missing")),
+        "{:?}",
+        verdict(&app).await
+    );
+    execute(&app, "INSERT INTO audit_log SELECT * FROM kept").await;
+    assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
+
+    // Two records swapped in place.
+    execute(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
+    execute(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
+    execute(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
+    assert!(matches!(verdict(&app).await, Verdict::Broken { at: 5, .. }), "{:?}", verdict(&app).await);
+    execute(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
+    execute(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
+    execute(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
+    assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
+
+    execute(&app, &format!("DELETE FROM audit_log WHERE seq = {total}")).await;
+    assert!(matches!(verdict(&app).await, Verdict::Broken { ref reason, .. } if reason.contains("end")), "{:?}", verdict(&app).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_reads_who_looked_at_their_record_and_emergencies_are_flagged() {
+    let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
+    let mine = app.create(&tests::fixture("resources/Patient.json")).await;
+    let mut someone_else = tests::fixture("resources/Patient.json");
+    someone_else["identifier"][0]["value"] = json!("9690937286");
+    let theirs = app.create(&someone_else).await;
+    // Their GP reads my record; a clinician elsewhere breaks the glass for it.
+    app.get(&app.gp, &format!("Patient/{mine}")).await.assert_status(200);
+    let claims = json!({"scope": "user/*.rs", "requesting_organization": "R9Z", "requesting_practitioner_role": "R8000",
+        "purpose_of_use": "ETREAT", "reason": "unconscious in the emergency department"});
+    let emergency = app.issuers.clinician.mint(tests::TEST_AUDIENCE, "dr-er", 600, &claims);
+    let emergency = https_client_with_token(&app.pki, Some(&app.pki.trust), Some(&emergency));
+    app.get(&emergency, &format!("Patient/{mine}/$everything")).await.assert_status(200);
+    // Someone reads the other patient's record only.
+    app.get(&app.trust, &format!("Patient/{theirs}")).await.assert_status(200);
+
+    let me = https_client_with_token(&app.pki, None, Some(&app.issuers.patient_token("9449305552", "P9")));
+    let log = app.get(&me, "$access-log?_count=50").await;
+    log.assert_status(200);
+    assert_eq!(log.body["type"], "searchset");
+    let events: Vec<&Value> = log.body["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).collect();
+    let organisations = |event: &Value| -> Vec<String> {
+        event["agent"].as_array().unwrap().iter().filter_map(|a| a["who"]["identifier"]["value"].as_str().map(str::to_owned)).collect()
+    };
+    assert!(events.iter().any(|e| organisations(e).contains(&"Y90001".to_owned()) && e["subtype"][0]["code"] == "read"), "{}", log.text);
+    let emergency = events.iter().find(|e| e["meta"]["tag"][0]["code"] == "emergency-access").expect("the emergency access is flagged");
+    assert_eq!(emergency["purposeOfEvent"][0]["text"], "unconscious in the emergency department");
+    assert!(organisations(emergency).contains(&"R9Z".to_owned()));
+    // Nothing about anyone else, and no queries.
+    assert!(!log.text.contains(&theirs), "another patient's id leaked: {}", log.text);
+    assert!(!log.text.contains("\"query\""));
+    for event in &events {
+        for entity in event["entity"].as_array().into_iter().flatten() {
+            assert_eq!(entity["what"]["reference"], format!("Patient/{mine}"));
+        }
+    }
+    // Paging, newest first.
+    let first = app.get(&me, "$access-log?_count=1").await;
+    let next = first.body["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_owned();
+    let second = app.get(&me, &next).await;
+    let first_id: i64 = first.body["entry"][0]["resource"]["id"].as_str().unwrap().parse().unwrap();
+    let second_id: i64 = second.body["entry"][0]["resource"]["id"].as_str().unwrap().parse().unwrap();
+    assert!(second_id < first_id);
+    // Only patients read an access log.
+    app.get(&app.gp, "$access-log").await.assert_status(403).assert_outcome();
+}
