@@ -1,6 +1,7 @@
 //! The black-box suite: one binary, every test against a real gateway over mutual TLS, on the
 //! backend `HIE_TEST_DATABASE` names (the test script runs it on SQLite and on PostgreSQL).
 
+mod access_properties;
 mod architecture;
 mod audit;
 mod authentication;
