@@ -136,6 +136,11 @@ pub struct Scope {
     pub referral_cutoff: i64,
     /// Patients only.
     pub release_holds: Vec<ReleaseHold>,
+    /// Patients whose answer does not depend on the resource, already decided from their facts
+    /// (`true`: every resource of theirs may be seen as far as they are concerned; `false`:
+    /// none), so the SQL need not derive it row by row. Empty unless set by
+    /// [`Scope::with_known_patients`].
+    pub known_patients: Vec<(String, bool)>,
 }
 
 impl Scope {
@@ -173,7 +178,33 @@ impl Scope {
             encounter_cutoff: now.saturating_sub(policy.encounter_window_days.saturating_mul(MICROS_PER_DAY)),
             referral_cutoff: now.saturating_sub(policy.referral_window_days.saturating_mul(MICROS_PER_DAY)),
             release_holds,
+            known_patients: Vec::new(),
         }
+    }
+
+    /// Note the patients whose answer these facts settle for every resource: for a clinician (not
+    /// in an emergency), a patient without a relationship (or self-claim) refuses every resource;
+    /// one with a relationship and no sharing wish in force permits every resource (the
+    /// organisation, label and type rules still apply).
+    pub fn with_known_patients(mut self, facts: &[PatientFacts]) -> Self {
+        let Viewer::Clinician { org, claimed, .. } = &self.viewer else { return self };
+        if self.is_emergency() {
+            return self;
+        }
+        let known = facts
+            .iter()
+            .filter_map(|patient| {
+                let related = claimed.contains(&patient.id) || patient.has_relationship(&self, org);
+                let no_wishes = patient.in_force_rows(self.now, Effect::Deny).next().is_none();
+                match (related, no_wishes) {
+                    (false, _) => Some((patient.id.clone(), false)),
+                    (true, true) => Some((patient.id.clone(), true)),
+                    (true, false) => None,
+                }
+            })
+            .collect();
+        self.known_patients = known;
+        self
     }
 
     /// The requester's organisation, for staff.
@@ -212,8 +243,10 @@ impl ResourceFacts {
         source: Option<&str>,
         resource: &Value,
     ) -> Self {
-        let index = fhir_models::search::extract(resource_type, id, resource);
         let holds: Vec<&ReleaseHold> = scope.release_holds.iter().filter(|h| h.resource_type == resource_type.as_str()).collect();
+        // Only the compartment, and the category and dates a release hold reads.
+        let wanted = |param: &str| !holds.is_empty() && (param == "category" || holds.iter().any(|hold| hold.date_param == param));
+        let index = fhir_models::search::extract_some(resource_type, id, resource, wanted);
         Self::from_parts(resource_type.as_str(), id, source, resource, &index, &holds)
     }
 

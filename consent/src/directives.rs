@@ -269,13 +269,15 @@ impl Conditions {
     }
 }
 
-/// The ODS code a reference names through its `identifier`.
+/// The ODS code a reference names through its `identifier`, in the upper case requesters' and
+/// publishers' codes have (`b82002` is `B82002`); a value that is no ODS code names none.
 pub fn ods_identifier(reference: &Value) -> Option<String> {
     let identifier = &reference["identifier"];
-    (identifier["system"] == fhir_models::system::ODS_ORGANIZATION_CODE)
-        .then(|| identifier["value"].as_str().map(|v| v.trim().to_owned()))
-        .flatten()
-        .filter(|v| !v.is_empty())
+    if identifier["system"] != fhir_models::system::ODS_ORGANIZATION_CODE {
+        return None;
+    }
+    let value = identifier["value"].as_str()?.trim().to_uppercase();
+    fhir_models::OdsCode::parse(&value).ok().map(|ods| ods.to_string())
 }
 
 /// The codes of a list of Codings, or `None` if any coding is not one `readable` accepts.
@@ -341,10 +343,10 @@ mod tests {
 
     #[test]
     fn the_table_of_wishes_reads_as_documented() {
-        let not_with_x = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("IRCP", "X1")]}]}));
-        assert_eq!(summary(&directive_rows(&not_with_x).unwrap()), ["deny0 r=X1 s=* c=* l=* p=*"]);
-        let not_from_x = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("AUT", "X1")]}]}));
-        assert_eq!(summary(&directive_rows(&not_from_x).unwrap()), ["deny0 r=* s=X1 c=* l=* p=*"]);
+        let not_with_x = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("IRCP", "RXA")]}]}));
+        assert_eq!(summary(&directive_rows(&not_with_x).unwrap()), ["deny0 r=RXA s=* c=* l=* p=*"]);
+        let not_from_x = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("AUT", "RXA")]}]}));
+        assert_eq!(summary(&directive_rows(&not_from_x).unwrap()), ["deny0 r=* s=RXA c=* l=* p=*"]);
         let keep_back = consent(json!({"type": "permit", "provision": [{"type": "deny",
             "class": [{"system": RESOURCE_TYPES, "code": "MedicationStatement"}, {"system": RESOURCE_TYPES, "code": "Condition"}],
             "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}]}));
@@ -353,10 +355,10 @@ mod tests {
             ["deny0 r=* s=* c=MedicationStatement l=PSY p=*", "deny0 r=* s=* c=Condition l=PSY p=*"]
         );
         let only_x =
-            consent(json!({"type": "deny", "provision": [{"type": "permit", "actor": [actor("IRCP", "X1"), actor("IRCP", "X2")]}]}));
+            consent(json!({"type": "deny", "provision": [{"type": "permit", "actor": [actor("IRCP", "RXA"), actor("IRCP", "RXB")]}]}));
         assert_eq!(
             summary(&directive_rows(&only_x).unwrap()),
-            ["deny0 r=* s=* c=* l=* p=*", "except0 r=X1 s=* c=* l=* p=*", "except0 r=X2 s=* c=* l=* p=*"]
+            ["deny0 r=* s=* c=* l=* p=*", "except0 r=RXA s=* c=* l=* p=*", "except0 r=RXB s=* c=* l=* p=*"]
         );
     }
 
@@ -364,8 +366,8 @@ mod tests {
     fn what_cannot_be_read_fails_closed() {
         // A deny with an unreadable element applies more widely.
         let by_code = consent(json!({"type": "permit", "provision": [{"type": "deny",
-            "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}], "actor": [actor("IRCP", "X1")]}]}));
-        assert_eq!(summary(&directive_rows(&by_code).unwrap()), ["deny0 r=X1 s=* c=* l=* p=*"]);
+            "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}], "actor": [actor("IRCP", "RXA")]}]}));
+        assert_eq!(summary(&directive_rows(&by_code).unwrap()), ["deny0 r=RXA s=* c=* l=* p=*"]);
         // An actor named by a literal reference is "anyone" in a deny rule …
         let literal = consent(json!({"type": "permit", "provision": [{"type": "deny",
             "actor": [{"role": {"coding": [{"system": PARTICIPATION_TYPE, "code": "IRCP"}]}, "reference": {"reference": "Organization/o1"}}]}]}));
@@ -375,13 +377,21 @@ mod tests {
             "actor": [{"role": {"coding": [{"system": PARTICIPATION_TYPE, "code": "IRCP"}]}, "reference": {"reference": "Organization/o1"}}]}]}));
         assert_eq!(summary(&directive_rows(&literal_exception).unwrap()), ["deny0 r=* s=* c=* l=* p=*"]);
         // An exception with exceptions of its own is dropped.
-        let deep = consent(json!({"type": "deny", "provision": [{"type": "permit", "actor": [actor("IRCP", "X1")],
+        let deep = consent(json!({"type": "deny", "provision": [{"type": "permit", "actor": [actor("IRCP", "RXA")],
             "provision": [{"type": "deny", "class": [{"system": RESOURCE_TYPES, "code": "Observation"}]}]}]}));
         assert_eq!(summary(&directive_rows(&deep).unwrap()), ["deny0 r=* s=* c=* l=* p=*"]);
         // A class in another system makes a deny rule about every class, even beside one it reads.
         let other_system = consent(json!({"type": "permit", "provision": [{"type": "deny", "class": [
             {"system": RESOURCE_TYPES, "code": "Observation"}, {"system": "urn:x", "code": "meds"}]}]}));
         assert_eq!(summary(&directive_rows(&other_system).unwrap()), ["deny0 r=* s=* c=* l=* p=*"]);
+    }
+
+    #[test]
+    fn ods_codes_are_read_in_upper_case_and_a_bad_one_names_nobody() {
+        let lower = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("IRCP", "b82002")]}]}));
+        assert_eq!(summary(&directive_rows(&lower).unwrap()), ["deny0 r=B82002 s=* c=* l=* p=*"]);
+        let bad = consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("IRCP", "not an ods code")]}]}));
+        assert_eq!(summary(&directive_rows(&bad).unwrap()), ["deny0 r=* s=* c=* l=* p=*"], "a deny rule for everybody");
     }
 
     #[test]

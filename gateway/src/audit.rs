@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
@@ -56,6 +56,18 @@ pub struct AuditNote {
     pub patients: BTreeSet<String>,
     /// `Type/id/_history/version` of every resource returned.
     pub returned: Vec<String>,
+    /// The rules that withheld resources the request reached (not which resources).
+    pub withheld: BTreeSet<&'static str>,
+    /// `Type/id/_history/version` of every version the request wrote.
+    pub written: Vec<String>,
+}
+
+/// Note a version written (or a deletion) and the patients whose record it is in.
+pub fn record_written(reference: String, patients: &[String]) {
+    record(|note| {
+        note.written.push(reference);
+        note.patients.extend(patients.iter().cloned());
+    });
 }
 
 /// Note something about the running request; nothing happens outside a request (the command
@@ -102,9 +114,10 @@ pub fn record_requester(requester: &consent::Requester) {
     });
 }
 
-/// An event waiting for its place in the chain.
+/// An event waiting for its place in the chain: its JSON without an id (the chain gives it one),
+/// serialised by the request that made it, so the one writer only numbers, hashes and stores.
 struct Pending {
-    event: Value,
+    event: String,
     patients: Vec<String>,
     recorded: i64,
     done: oneshot::Sender<Result<(), String>>,
@@ -133,14 +146,14 @@ impl AuditTrail {
                         Err(_) => break,
                     }
                 }
-                let records: Vec<(Value, i64, Vec<String>)> =
-                    batch.iter().map(|p| (p.event.clone(), p.recorded, p.patients.clone())).collect();
+                let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.event, p.recorded, p.patients), p.done)).unzip();
+                let events = records.len();
                 let result = writer.append_audit(records).await.map_err(|error| error.to_string());
                 if let Err(error) = &result {
-                    tracing::error!(%error, events = batch.len(), "audit records could not be written");
+                    tracing::error!(%error, events, "audit records could not be written");
                 }
-                for pending in batch {
-                    let _ = pending.done.send(result.clone());
+                for done in waiting {
+                    let _ = done.send(result.clone());
                 }
             }
         });
@@ -154,7 +167,8 @@ impl AuditTrail {
     }
 
     /// Append an event and wait until it is durable.
-    pub async fn append(&self, event: Value, patients: Vec<String>, recorded: i64) -> Result<(), String> {
+    pub async fn append(&self, event: &Value, patients: Vec<String>, recorded: i64) -> Result<(), String> {
+        let event = serde_json::to_string(event).map_err(|error| error.to_string())?;
         let (done, wait) = oneshot::channel();
         self.sender.send(Pending { event, patients, recorded, done }).await.map_err(|_| "the audit writer stopped".to_owned())?;
         wait.await.map_err(|_| "the audit writer stopped".to_owned())?
@@ -162,12 +176,9 @@ impl AuditTrail {
 }
 
 /// Middleware: run the request with a note, then record it before the answer leaves.
-pub async fn audit(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn audit(request: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let Some(state) = request.app_data::<web::Data<crate::http::AppState>>().cloned() else {
-        return next.call(request).await.map(ServiceResponse::map_into_left_body);
+        return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
     };
     let note = Arc::new(Mutex::new(AuditNote::default()));
     if let Some(certificate) = request.conn_data::<crate::tls::PeerCertificate>()
@@ -183,19 +194,20 @@ pub async fn audit(
         query => format!("{}?{query}", request.path()),
     };
     let address = request.peer_addr().map(|address| address.ip().to_string());
-    let response = NOTE.scope(note.clone(), next.call(request)).await?;
+    // (The rate limit further in answers its refusals as responses, so they are recorded too.)
+    let response = NOTE.scope(note.clone(), next.call(request)).await?.map_into_boxed_body();
     let status = response.status().as_u16();
     let now = time::OffsetDateTime::now_utc();
     let note = note.lock().map(|note| note.clone()).unwrap_or_default();
     let event = event(&note, &method, &target, address.as_deref(), status, now);
     let patients = note.patients.iter().cloned().collect();
-    match state.audit.append(event, patients, fhir_models::datetime::to_micros(now)).await {
-        Ok(()) => Ok(response.map_into_left_body()),
+    match state.audit.append(&event, patients, fhir_models::datetime::to_micros(now)).await {
+        Ok(()) => Ok(response),
         Err(error) => {
             tracing::error!(%error, "answer withheld: its audit record could not be written");
             let refused = ApiError::Unavailable("the audit trail cannot record this request now; try again".into());
             let (request, _) = response.into_parts();
-            Ok(ServiceResponse::new(request, refused.error_response()).map_into_right_body())
+            Ok(ServiceResponse::new(request, refused.error_response()))
         }
     }
 }
@@ -230,10 +242,21 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
         400..=499 => "4",
         _ => "8",
     };
-    let outcome_desc = match &note.rule {
-        Some(rule) => format!("{status} {method} {}; rule {rule}", path_only(target)),
-        None => format!("{status} {method} {}", path_only(target)),
-    };
+    // No path or query here (they may name a patient or an NHS number): the query entity keeps
+    // them for auditors, and patients see this description.
+    let mut outcome_desc = format!("{status} {}", note.interaction.unwrap_or(method));
+    if let Some(resource_type) = &note.resource_type {
+        outcome_desc.push(' ');
+        outcome_desc.push_str(resource_type);
+    }
+    if let Some(rule) = &note.rule {
+        outcome_desc.push_str("; rule ");
+        outcome_desc.push_str(rule);
+    }
+    if !note.withheld.is_empty() {
+        outcome_desc.push_str("; withheld by ");
+        outcome_desc.push_str(&note.withheld.iter().copied().collect::<Vec<_>>().join(", "));
+    }
     let mut requestor =
         json!({"requestor": true, "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]}});
     if let Some(subject) = &who.subject {
@@ -285,7 +308,16 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
         json!({
             "what": {"reference": reference},
             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"}
+            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            "description": "returned"
+        })
+    }));
+    entities.extend(note.written.iter().map(|reference| {
+        json!({
+            "what": {"reference": reference},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            "description": "written"
         })
     }));
     let mut event = json!({
@@ -322,11 +354,6 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
     event
 }
 
-/// The path of a request target, without its query (which may hold an NHS number).
-fn path_only(target: &str) -> &str {
-    target.split('?').next().unwrap_or(target)
-}
-
 /// One record of the trail as stored.
 #[derive(Clone, Debug)]
 pub struct AuditRecord {
@@ -347,6 +374,21 @@ pub fn chain_hash(previous: &str, seq: i64, recorded: i64, event: &str) -> Strin
     context.finish().as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// An event's JSON with its id (its sequence number) as its second member: the events are
+/// serialised with `resourceType` first and no id.
+pub fn with_id(event: &str, seq: i64) -> String {
+    const HEAD: &str = "{\"resourceType\":\"AuditEvent\"";
+    match event.strip_prefix(HEAD) {
+        Some(rest) => format!("{HEAD},\"id\":\"{seq}\"{rest}"),
+        None => {
+            // Not the shape this module writes: insert through a parse, the slow way.
+            let mut value: Value = serde_json::from_str(event).unwrap_or(Value::Null);
+            value["id"] = Value::String(seq.to_string());
+            value.to_string()
+        }
+    }
+}
+
 /// The hash a chain starts from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -365,6 +407,11 @@ pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
     loop {
         let records = store.audit_records(after, 2_000).await?;
         let Some(last) = records.last() else { break };
+        // The patient index is not in the chain; it must say what each hashed event says.
+        let mut indexed: std::collections::BTreeMap<i64, BTreeSet<String>> = std::collections::BTreeMap::new();
+        for (seq, patient) in store.audit_patient_rows(after, last.seq).await? {
+            indexed.entry(seq).or_default().insert(patient);
+        }
         after = last.seq;
         for record in records {
             if record.seq != expected_seq {
@@ -389,6 +436,15 @@ pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
                 return Ok(Verdict::Broken {
                     at: record.seq,
                     reason: format!("record {} was edited: its hash does not match its content", record.seq),
+                });
+            }
+            if indexed.remove(&record.seq).unwrap_or_default() != patients_of(&record.event) {
+                return Ok(Verdict::Broken {
+                    at: record.seq,
+                    reason: format!(
+                        "the patient index of record {} was changed: it no longer lists the patients the record names",
+                        record.seq
+                    ),
                 });
             }
             previous = record.hash;
@@ -479,6 +535,18 @@ pub async fn access_log(
     Ok(crate::fhir::FhirResponse::ok(writer.finish()))
 }
 
+/// The patients an event names (its entities in the role Patient).
+fn patients_of(event: &str) -> BTreeSet<String> {
+    let event: Value = serde_json::from_str(event).unwrap_or(Value::Null);
+    event["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entity| entity["role"]["code"] == "1")
+        .filter_map(|entity| entity["what"]["reference"].as_str()?.strip_prefix("Patient/").map(str::to_owned))
+        .collect()
+}
+
 /// An event as its patient sees it: who, which organisation, when, why and with what outcome;
 /// the query and the resources returned are left out (a search may have named others).
 pub fn for_patient(event: &Value, own: &[String]) -> Value {
@@ -520,6 +588,8 @@ mod tests {
             rule: Some("token-scopes".into()),
             patients: ["p1".to_owned(), "p2".to_owned()].into_iter().collect(),
             returned: vec!["Observation/o1/_history/1".into()],
+            withheld: Default::default(),
+            written: Vec::new(),
         }
     }
 
@@ -534,7 +604,7 @@ mod tests {
         assert_eq!(event["purposeOfEvent"][0]["text"], "unconscious in A&E");
         assert_eq!(event["meta"]["tag"][0]["code"], "emergency-access");
         assert_eq!(event["agent"][1]["who"]["identifier"]["value"], "A81001");
-        assert!(!event["outcomeDesc"].as_str().unwrap().contains("patient=p1"), "no query string in the description");
+        assert_eq!(event["outcomeDesc"], "200 search-type Observation; rule token-scopes");
         let entities = event["entity"].as_array().unwrap();
         assert_eq!(entities.len(), 4, "two patients, the query, one resource");
         let seen_by_p1 = for_patient(&event, &["p1".into()]);
@@ -544,6 +614,14 @@ mod tests {
         let conformance = conformance::Validator::embedded().unwrap();
         let report = conformance.validate(fhir_models::ResourceType::parse("AuditEvent").unwrap(), &event);
         assert!(report.is_acceptable(), "{report:?}");
+    }
+
+    #[test]
+    fn an_id_goes_in_second_without_a_parse() {
+        let event = serde_json::to_string(&json!({"resourceType": "AuditEvent", "action": "R"})).unwrap();
+        assert_eq!(with_id(&event, 42), r#"{"resourceType":"AuditEvent","id":"42","action":"R"}"#);
+        let parsed: Value = serde_json::from_str(&with_id(r#"{"action":"R","resourceType":"AuditEvent"}"#, 7)).unwrap();
+        assert_eq!(parsed["id"], "7");
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl Default for PortalSettings {
             issuer: None,
             client_id: None,
             private_key_file: None,
-            scopes: "openid profile patient/*.rs".into(),
+            // Reading the record, and managing the patient's own sharing choices.
+            scopes: "openid profile patient/*.rs patient/Consent.cud".into(),
             redirect_url: None,
             session_idle_minutes: 15,
         }

@@ -132,7 +132,10 @@ async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
 
 /// Middleware: count the request against its client (by certificate; anonymous callers by
 /// address) before it reaches a handler.
-pub async fn limit(request: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn limit(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     if let Some(state) = request.app_data::<web::Data<AppState>>()
         && state.rate_limiter.is_enabled()
     {
@@ -143,9 +146,12 @@ pub async fn limit(request: ServiceRequest, next: Next<impl MessageBody>) -> Res
             },
             None => format!("address:{}", request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
         };
-        state.rate_limiter.check(&key).await?;
+        // Answered here as a response (not an error), so the audit middleware around records it.
+        if let Err(refused) = state.rate_limiter.check(&key).await {
+            return Ok(request.error_response(refused));
+        }
     }
-    next.call(request).await
+    next.call(request).await.map(ServiceResponse::map_into_boxed_body)
 }
 
 #[cfg(test)]

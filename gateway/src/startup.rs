@@ -130,7 +130,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(crate::rate_limit::limit))
-                // Outside the rate limit, so a refused request is recorded too.
+                // Outside the rate limit, so a request it refuses is recorded too.
                 .wrap(from_fn(crate::audit::audit))
                 .wrap(Compress::default())
                 .wrap(from_fn(move |request, next| observe(metrics.clone(), request, next)))

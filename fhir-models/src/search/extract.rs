@@ -116,8 +116,19 @@ pub fn normalize_string(text: &str) -> String {
 
 /// Extract the index values of a resource of type `resource_type` with logical id `id`.
 pub fn extract(resource_type: ResourceType, id: &str, resource: &Value) -> IndexEntries {
+    extract_some(resource_type, id, resource, |_| true)
+}
+
+/// As [`extract`], for the parameters `wanted` names only — and always the patient compartment
+/// (the access rules read a resource's compartment, labels and a few tokens and dates, not every
+/// index value).
+pub fn extract_some(resource_type: ResourceType, id: &str, resource: &Value, wanted: impl Fn(&str) -> bool) -> IndexEntries {
     let mut entries = IndexEntries::default();
+    let compartment_params = table().patient_compartment_params(resource_type);
     for param in table().params(resource_type) {
+        if !wanted(&param.code) && !compartment_params.contains(&param.code) {
+            continue;
+        }
         if param.code == "_id" || param.code == "_lastUpdated" {
             // columns of the resource row
             continue;
@@ -139,7 +150,6 @@ pub fn extract(resource_type: ResourceType, id: &str, resource: &Value) -> Index
             push_token(&mut entries, &param.code, None, Some("false".to_owned()), None);
         }
     }
-    let compartment_params = table().patient_compartment_params(resource_type);
     if resource_type.as_str() == "Patient" {
         entries.patient_compartment.push(id.to_owned());
     }

@@ -8,5 +8,5 @@ mod extract;
 pub use definitions::{Component, ParamKind, ParamPath, SearchParamDef, SearchParamTable, Step, StepSelect, table};
 pub use extract::{
     CompositeEntry, DateEntry, IndexEntries, NumberEntry, QuantityEntry, ReferenceEntry, StringEntry, TokenEntry, UriEntry, extract,
-    normalize_string,
+    extract_some, normalize_string,
 };

@@ -120,18 +120,19 @@ pub async fn resolve(service: &FhirService, target: &Target) -> Result<Vec<Strin
 }
 
 /// Refuse a clinician's patient-targeted search for a patient-level reason (no relationship,
-/// dissent from sharing), before it runs; `Ok` lets it run.
-pub async fn gate(service: &FhirService, scope: &Scope, patient_ids: &[String]) -> Result<(), ApiError> {
+/// dissent from sharing), before it runs; `Ok` lets it run, with the facts it read of the
+/// patients (for [`Scope::with_known_patients`]).
+pub async fn gate(service: &FhirService, scope: &Scope, patient_ids: &[String]) -> Result<Vec<PatientFacts>, ApiError> {
     crate::audit::record(|note| note.patients.extend(patient_ids.iter().cloned()));
-    let Some(org) = scope.org() else { return Ok(()) };
+    let Some(org) = scope.org() else { return Ok(Vec::new()) };
     if !matches!(scope.viewer, Viewer::Clinician { .. }) || scope.is_emergency() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let published = service.store.published_for(patient_ids, org).await?;
     let facts = service.store.patient_facts(patient_ids).await?;
     let refs: Vec<&PatientFacts> = facts.iter().collect();
     match consent::patient_gate(scope, &refs, published) {
-        None => Ok(()),
+        None => Ok(facts),
         Some(code) => Err(refused(code)),
     }
 }
@@ -164,6 +165,18 @@ impl Released {
     }
 }
 
+/// A stored version as the requester may see it (redacted, sections withheld), noted as
+/// returned; `None` when they may not (a conditional create's match, say).
+pub async fn shown(service: &FhirService, permit: &Permitted, version: StoredVersion) -> Result<Option<StoredVersion>, ApiError> {
+    let scope = scope(service, permit, &[]).await?;
+    Ok(returned(release(service, &scope, vec![version], false).await?).pop())
+}
+
+/// The answer to a conditional create whose match the requester may not see: that it exists
+/// (an idempotent create must say so), but neither its id nor its content.
+pub const EXISTING_NOT_SHARED: &str =
+    "a resource matching the condition already exists; it is not shared with you, so nothing more is said";
+
 /// Keep the visible versions, noting each in the request's audit record as returned.
 pub fn returned(released: Vec<Released>) -> Vec<StoredVersion> {
     let visible: Vec<Released> = released.into_iter().filter(Released::is_visible).collect();
@@ -181,41 +194,98 @@ pub fn returned(released: Vec<Released>) -> Vec<StoredVersion> {
 /// Compositions without references to what the requester may not see. A version the SQL scope
 /// let through (`scoped`) and the recheck withholds is a bug: it is withheld and logged.
 pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredVersion>, scoped: bool) -> Result<Vec<Released>, ApiError> {
-    let facts = Facts::of(scope, &versions);
-    let mut patients = facts.patient_ids();
-    // Binaries are decided by the resource their securityContext names.
+    let mut facts = Facts::of(scope, &versions);
+    restricted_now(service, &versions, &mut facts).await?;
+    // Binaries are decided by the resource their securityContext names (one entry per version).
     let contexts = security_contexts(service, scope, &versions).await?;
-    for context in contexts.values().flatten() {
-        patients.extend(context.patients.iter().cloned());
-    }
+    let mut patients = facts.patient_ids();
+    patients.extend(contexts.iter().flatten().flatten().flat_map(|context| context.patients.iter().cloned()));
     let known = PatientIndex::load(service, scope, patients).await?;
     let mut released = Vec::with_capacity(versions.len());
-    for (version, resource) in versions.into_iter().zip(facts.resources) {
-        let visibility = match (&resource, contexts.get(&version.key)) {
-            (_, Some(Some(context))) => known.decide(scope, context),
+    for ((version, resource), context) in versions.into_iter().zip(facts.resources).zip(contexts) {
+        let visibility = match (&resource, &context) {
+            (Parsed::Unreadable, _) => Visibility::Withheld(consent::Withheld::NotShared),
+            (Parsed::Facts(binary), Some(Some(context))) => match withheld_label(scope, binary) {
+                Some(reason) => Visibility::Withheld(reason),
+                None => known.decide(scope, context),
+            },
             (_, Some(None)) => Visibility::Withheld(consent::Withheld::NotShared),
-            (Some(resource), None) => known.decide(scope, resource),
-            // A deletion marker carries nothing to release.
-            (None, None) => Visibility::Visible { redact: false },
+            (Parsed::Facts(resource), None) => known.decide(scope, resource),
+            // A deletion marker carries nothing to release (a deletion has no securityContext).
+            (Parsed::Deletion, _) => Visibility::Visible { redact: false },
         };
         if scoped && !visibility.is_visible() {
             tracing::error!(
                 resource_type = %version.resource_type, id = %version.id, "the SQL scope let through a resource the recheck withholds"
             );
         }
+        let mut patients = match resource {
+            Parsed::Facts(facts) => facts.patients,
+            _ => Vec::new(),
+        };
+        patients.extend(context.flatten().map(|context| context.patients).unwrap_or_default());
         let version = match visibility {
             Visibility::Visible { redact } => shape(service, scope, &known, version, redact).await?,
-            Visibility::Withheld(_) => version,
+            Visibility::Withheld(reason) => {
+                // Whose record was asked for, and the rule that withheld it, go in the audit.
+                crate::audit::record(|note| {
+                    note.patients.extend(patients.iter().cloned());
+                    note.withheld.insert(reason.name());
+                });
+                version
+            }
         };
-        let patients = resource.map(|facts| facts.patients).unwrap_or_default();
         released.push(Released { version, visibility, patients });
     }
     Ok(released)
 }
 
+/// A label of the Binary's own that withholds it whatever its securityContext says.
+fn withheld_label(scope: &Scope, binary: &ResourceFacts) -> Option<consent::Withheld> {
+    binary.labels.iter().find(|label| scope.withheld_labels.contains(label)).map(|label| match label.as_str() {
+        consent::access::PRACTICE_CONFIDENTIAL => consent::Withheld::PracticeConfidential,
+        consent::access::NOT_FOR_PATIENT => consent::Withheld::NotForPatient,
+        _ => consent::Withheld::Sensitive,
+    })
+}
+
+/// A past version of a Patient is shown as the Patient is now: restricted (S-flag) now means
+/// redacted in every version.
+async fn restricted_now(service: &FhirService, versions: &[StoredVersion], facts: &mut Facts) -> Result<(), ApiError> {
+    for (version, parsed) in versions.iter().zip(facts.resources.iter_mut()) {
+        let Parsed::Facts(resource) = parsed else { continue };
+        if version.resource_type.as_str() != "Patient" || resource.labels.iter().any(|l| l == consent::access::RESTRICTED) {
+            continue;
+        }
+        let current = service.store.read(version.resource_type, &version.id).await?;
+        if current.filter(|c| c.version_id != version.version_id).and_then(|c| c.content).is_some_and(|content| {
+            serde_json::from_slice::<Value>(&content).is_ok_and(|value| {
+                value["meta"]["security"].as_array().is_some_and(|labels| {
+                    labels.iter().any(|label| {
+                        label["code"] == consent::access::RESTRICTED
+                            && label["system"].as_str().is_some_and(consent::access::is_label_system)
+                    })
+                })
+            })
+        }) {
+            resource.labels.push(consent::access::RESTRICTED.to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// What a version's JSON says for the rules.
+enum Parsed {
+    Facts(ResourceFacts),
+    /// A deletion: no content.
+    Deletion,
+    /// Stored JSON that does not parse: withheld from everyone (its labels are unknown).
+    Unreadable,
+}
+
 /// The facts of each version, read from its JSON.
 struct Facts {
-    resources: Vec<Option<ResourceFacts>>,
+    resources: Vec<Parsed>,
 }
 
 impl Facts {
@@ -223,31 +293,31 @@ impl Facts {
         let resources = versions
             .iter()
             .map(|version| {
-                let content = version.content.as_deref()?;
-                let value: Value = serde_json::from_slice(content).ok()?;
-                Some(ResourceFacts::from_resource(scope, version.resource_type, &version.id, version.source_org.as_deref(), &value))
-            })
-            .collect::<Vec<_>>();
-        // A version whose JSON does not parse is decided as a resource in nobody's compartment
-        // with no source: withheld from everyone but a publisher we cannot name.
-        let resources = resources
-            .into_iter()
-            .zip(versions)
-            .map(|(facts, version)| {
-                facts.or_else(|| {
-                    version.content.as_ref().map(|_| ResourceFacts {
-                        resource_type: version.resource_type.as_str().to_owned(),
-                        id: version.id.clone(),
-                        ..Default::default()
-                    })
-                })
+                let Some(content) = version.content.as_deref() else { return Parsed::Deletion };
+                match serde_json::from_slice::<Value>(content) {
+                    Ok(value) => Parsed::Facts(ResourceFacts::from_resource(
+                        scope,
+                        version.resource_type,
+                        &version.id,
+                        version.source_org.as_deref(),
+                        &value,
+                    )),
+                    Err(_) => Parsed::Unreadable,
+                }
             })
             .collect();
         Self { resources }
     }
 
     fn patient_ids(&self) -> BTreeSet<String> {
-        self.resources.iter().flatten().flat_map(|r| r.patients.iter().cloned()).collect()
+        self.resources
+            .iter()
+            .filter_map(|parsed| match parsed {
+                Parsed::Facts(facts) => Some(facts),
+                _ => None,
+            })
+            .flat_map(|r| r.patients.iter().cloned())
+            .collect()
     }
 }
 
@@ -271,32 +341,42 @@ impl PatientIndex {
     }
 }
 
-/// For each Binary with a `securityContext`: the facts of the resource it names (`None` when that
-/// cannot be read, so the Binary is withheld).
+/// For each version, in order: `None` unless it is a Binary with a `securityContext`; then the
+/// facts of the resource that names (`None` when it names none stored, so the Binary is
+/// withheld).
 async fn security_contexts(
     service: &FhirService,
     scope: &Scope,
     versions: &[StoredVersion],
-) -> Result<HashMap<i64, Option<ResourceFacts>>, ApiError> {
-    let mut contexts = HashMap::new();
+) -> Result<Vec<Option<Option<ResourceFacts>>>, ApiError> {
+    let mut contexts = Vec::with_capacity(versions.len());
     for version in versions {
-        let Some(content) = version.content.as_deref() else { continue };
-        let value: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
-        let Some(context) = consent::access::security_context(version.resource_type.as_str(), &value) else { continue };
-        let target = context.and_then(|(type_name, id)| Some((ResourceType::parse(&type_name).ok()?, id)));
-        let facts = match target {
-            Some((resource_type, id)) => match service.store.read(resource_type, &id).await? {
-                Some(target) if !target.deleted => target.content.as_deref().and_then(|content| {
-                    let value: Value = serde_json::from_slice(content).ok()?;
-                    Some(ResourceFacts::from_resource(scope, resource_type, &target.id, target.source_org.as_deref(), &value))
-                }),
-                _ => None,
-            },
-            None => None,
+        let context = match (version.resource_type.as_str(), version.content.as_deref()) {
+            ("Binary", Some(content)) => {
+                let value: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
+                match consent::access::security_context("Binary", &value) {
+                    Some(target) => Some(context_facts(service, scope, target).await?),
+                    None => None,
+                }
+            }
+            _ => None,
         };
-        contexts.insert(version.key, facts);
+        contexts.push(context);
     }
     Ok(contexts)
+}
+
+async fn context_facts(service: &FhirService, scope: &Scope, target: Option<(String, String)>) -> Result<Option<ResourceFacts>, ApiError> {
+    let Some((resource_type, id)) = target.and_then(|(type_name, id)| Some((ResourceType::parse(&type_name).ok()?, id))) else {
+        return Ok(None);
+    };
+    Ok(match service.store.read(resource_type, &id).await? {
+        Some(target) if !target.deleted => target.content.as_deref().and_then(|content| {
+            let value: Value = serde_json::from_slice(content).ok()?;
+            Some(ResourceFacts::from_resource(scope, resource_type, &target.id, target.source_org.as_deref(), &value))
+        }),
+        _ => None,
+    })
 }
 
 /// The JSON the requester sees of a visible resource.
@@ -357,12 +437,16 @@ async fn withhold_sections(service: &FhirService, scope: &Scope, known: &Patient
     let visible: BTreeSet<&str> = targets
         .iter()
         .zip(&facts.resources)
-        .filter(|(_, resource)| resource.as_ref().is_some_and(|r| extra.decide(scope, r).is_visible()))
+        .filter(|(_, resource)| matches!(resource, Parsed::Facts(r) if extra.decide(scope, r).is_visible()))
         .map(|((reference, _), _)| reference.as_str())
         .collect();
     let Some(sections) = composition.get_mut("section") else { return Ok(false) };
     let withheld = filter_sections(sections, &visible);
     if withheld && let Some(object) = composition.as_object_mut() {
+        // The document's own narrative may repeat what a section held.
+        if object.contains_key("text") {
+            object.insert("text".into(), serde_json::json!({"status": "generated", "div": WITHHELD_NARRATIVE}));
+        }
         let extensions = object.entry("extension").or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(items) = extensions {
             items.push(serde_json::json!({"url": WARNING_EXTENSION, "valueCode": "confidential-items"}));
@@ -407,6 +491,37 @@ fn filter_sections(sections: &mut Value, visible: &BTreeSet<&str>) -> bool {
     withheld
 }
 
+/// A patient's wishes are changed by the patient, or by the organisation that recorded them (a
+/// practice taking down a dissent the patient gave there), never by another organisation — not
+/// even the one a wish excludes. Another organisation's Consent is answered as a missing one;
+/// Consents are changed by id, not by search.
+async fn check_consent_change(
+    service: &FhirService,
+    permit: &Permitted,
+    resource_type: ResourceType,
+    id: Option<&str>,
+    conditional: bool,
+) -> Result<(), ApiError> {
+    if resource_type.as_str() != "Consent" {
+        return Ok(());
+    }
+    if conditional {
+        return Err(ApiError::Forbidden {
+            code: DenyCode::AccessDenied,
+            rule: "consent-change",
+            message: "Consents are changed by id, not by search".into(),
+        });
+    }
+    let Some(id) = id else { return Ok(()) };
+    let organisation = permit.requester().principal.as_ref().and_then(|principal| principal.organisation()).map(|ods| ods.to_string());
+    match service.store.read(resource_type, id).await? {
+        Some(current) if !current.deleted && current.source_org != organisation => {
+            Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A patient writes only their own sharing wishes: patient-privacy Consents about one of their
 /// own Patients, replacing or deleting only such Consents (a Consent of someone else's is
 /// answered as not known). Other requesters' writes are not restricted here. `conditional`
@@ -419,7 +534,9 @@ pub async fn check_patient_write(
     resource: Option<&Value>,
     conditional: bool,
 ) -> Result<(), ApiError> {
-    let Some(Principal::Patient(patient, _)) = &permit.requester().principal else { return Ok(()) };
+    let Some(Principal::Patient(patient, _)) = &permit.requester().principal else {
+        return check_consent_change(service, permit, resource_type, id, conditional).await;
+    };
     let forbidden =
         |message: &str| ApiError::Forbidden { code: DenyCode::AccessDenied, rule: "patient-self-access", message: message.into() };
     if resource_type.as_str() != "Consent" {

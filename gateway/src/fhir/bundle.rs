@@ -68,6 +68,25 @@ impl EntryResult {
         }
     }
 
+    /// A conditional create matched a version: the requester sees it (as `shown`) only if the
+    /// rules let them (docs/information-governance.md).
+    fn existing(shown: Option<StoredVersion>, preference: ReturnPreference) -> Self {
+        match shown {
+            Some(version) => Self::from_version("200 OK", &version, preference, true),
+            None => Self {
+                outcome: Some(
+                    OperationOutcome::single(fhir_models::outcome::Issue::new(
+                        fhir_models::outcome::IssueSeverity::Information,
+                        IssueType::Informational,
+                        super::access::EXISTING_NOT_SHARED,
+                    ))
+                    .to_json_bytes(),
+                ),
+                ..Self::status_only("200 OK")
+            },
+        }
+    }
+
     fn status_only(status: &str) -> Self {
         Self { status: status.to_owned(), location: None, etag: None, last_modified: None, resource: None, outcome: None }
     }
@@ -120,7 +139,13 @@ pub async fn batch_or_transaction(
             // Every entry must be permitted before anything is written.
             for entry in &entries {
                 let url = parse_url(entry).map_err(|e| in_entry(entry.index, e))?;
-                permit.reauthorize(entry_interaction(entry, &url), Some(url.resource_type)).map_err(|e| in_entry(entry.index, e))?;
+                let entry_permit =
+                    permit.reauthorize(entry_interaction(entry, &url), Some(url.resource_type)).map_err(|e| in_entry(entry.index, e))?;
+                if matches!(entry.method, Method::Put | Method::Delete) {
+                    super::access::check_patient_write(service, &entry_permit, url.resource_type, url.id, None, url.query.is_some())
+                        .await
+                        .map_err(|e| in_entry(entry.index, e))?;
+                }
             }
             transaction(service, permit, entries, preference).await
         }
@@ -131,6 +156,15 @@ pub async fn batch_or_transaction(
             format!("POST to the base takes a Bundle of type batch or transaction, not {other:?}"),
         )),
     }
+}
+
+async fn existing_result(
+    service: &FhirService,
+    permit: &Permitted,
+    version: &StoredVersion,
+    preference: ReturnPreference,
+) -> Result<EntryResult, ApiError> {
+    Ok(EntryResult::existing(super::access::shown(service, permit, version.clone()).await?, preference))
 }
 
 /// A patient's Bundle may only read: their sharing wishes are written one by one, where each is
@@ -424,7 +458,7 @@ async fn process_in_transaction(
 ) -> Result<EntryResult, ApiError> {
     let url = parse_url(entry)?;
     match (entry.method, assignment, resource) {
-        (Method::Post, Some(Assignment::Existing(version)), _) => Ok(EntryResult::from_version("200 OK", &version, preference, true)),
+        (Method::Post, Some(Assignment::Existing(version)), _) => existing_result(service, permit, &version, preference).await,
         (Method::Post, Some(Assignment::Create(id)), Some(resource)) => {
             check_references(service, &resource)?;
             let version =
@@ -543,6 +577,9 @@ async fn process_batch_entry(
         return Err(patients_only_read());
     }
     let entry_permit = permit.reauthorize(entry_interaction(entry, &url), Some(url.resource_type))?;
+    if matches!(entry.method, Method::Put | Method::Delete) {
+        super::access::check_patient_write(service, &entry_permit, url.resource_type, url.id, None, url.query.is_some()).await?;
+    }
     let context = &entry_permit.write_context();
     let resource = match entry.method {
         Method::Post | Method::Put => {
@@ -558,7 +595,7 @@ async fn process_batch_entry(
             let resource = resource.as_ref().expect("POST entries carry a resource");
             match create_in(service, tx, context, resource, entry.if_none_exist.as_deref(), now).await? {
                 Created::New(version) => EntryResult::from_version("201 Created", &version, preference, true),
-                Created::Existing(version) => EntryResult::from_version("200 OK", &version, preference, true),
+                Created::Existing(version) => existing_result(service, &entry_permit, &version, preference).await?,
             }
         }
         Method::Put => {

@@ -26,6 +26,13 @@ pub async fn delete_in(
         return Ok(None);
     }
     let version_id = current.version_id + 1;
+    let patients = current
+        .content
+        .as_deref()
+        .and_then(|content| serde_json::from_slice::<serde_json::Value>(content).ok())
+        .map(|value| fhir_models::search::extract_some(resource_type, id, &value, |_| false).patient_compartment)
+        .unwrap_or_default();
+    crate::audit::record_written(format!("{resource_type}/{id}/_history/{version_id}"), &patients);
     transaction
         .write(NewVersion {
             resource_type,

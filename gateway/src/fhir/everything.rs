@@ -63,7 +63,8 @@ pub async fn everything(
         _ => Vec::new(),
     };
     let scope = access::scope(service, permit, &named).await?;
-    access::gate(service, &scope, &named).await?;
+    let known = access::gate(service, &scope, &named).await?;
+    let scope = Arc::new(consent::Scope::clone(&scope).with_known_patients(&known));
 
     let path = format!("Patient/{patient_id}/$everything");
     let canonical = PagingKey::canonical(&format!("everything {path}"), &used);

@@ -186,12 +186,17 @@ async fn scoped(
     for target in &targets {
         resolved.push(access::resolve(service, target).await?);
     }
-    let named: Vec<String> = resolved.iter().flatten().cloned().collect();
+    // A self-claimed relationship covers the one patient a search names: not two named at once.
+    let named: Vec<String> = match resolved.split_first() {
+        Some((first, rest)) if rest.iter().all(|other| other == first) => first.clone(),
+        _ => Vec::new(),
+    };
     let scope = access::scope(service, permit, &named).await?;
+    let mut known = Vec::new();
     for patients in &resolved {
-        access::gate(service, &scope, patients).await?;
+        known.extend(access::gate(service, &scope, patients).await?);
     }
-    Ok(scope)
+    Ok(std::sync::Arc::new(consent::Scope::clone(&scope).with_known_patients(&known)))
 }
 
 /// What leaves of a page, each resource decided again.

@@ -152,10 +152,38 @@ pub fn conditional_query(resource_type: ResourceType, condition: &str, limits: &
     if parsed.query.filters.is_empty() {
         return Ok(None);
     }
+    // A conditional write looks unscoped (it decides what is written), and answers whether it
+    // matched: on anything but keys that would tell a writer what records it may not see hold
+    // (`code=<HIV test>&subject:Patient.identifier=…`). Identifiers, ids and a patient's
+    // identifier are what idempotent publishing needs.
+    if let Some(name) = parsed.used.iter().map(|(name, _)| name.as_str()).find(|name| !is_key_parameter(name)) {
+        return Err(ApiError::invalid_at(
+            IssueType::NotSupported,
+            name,
+            format!(
+                "a conditional write matches on identifiers only (identifier, _id, patient.identifier, subject:Patient.identifier), not {name}"
+            ),
+        ));
+    }
     let mut query = parsed.query;
     query.count = 2;
     query.total = TotalMode::None;
     Ok(Some(query))
+}
+
+/// The parameters a conditional write may match on.
+fn is_key_parameter(name: &str) -> bool {
+    matches!(
+        name,
+        "identifier"
+            | "_id"
+            | "patient.identifier"
+            | "subject.identifier"
+            | "patient:Patient.identifier"
+            | "subject:Patient.identifier"
+            | "beneficiary.identifier"
+            | "_count"
+    )
 }
 
 fn invalid(name: &str, message: impl Into<String>) -> ApiError {

@@ -101,6 +101,10 @@ pub async fn persist(
     let content = stamp(write.resource, write.id, write.version_id, last_updated)?;
     let index = extract(write.resource.resource_type, write.id, &write.resource.value);
     let access = access_rows(write.resource.resource_type, write.id, &write.resource.value)?;
+    crate::audit::record_written(
+        format!("{}/{}/_history/{}", write.resource.resource_type, write.id, write.version_id),
+        &index.patient_compartment,
+    );
     transaction
         .write(NewVersion {
             resource_type: write.resource.resource_type,

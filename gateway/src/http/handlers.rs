@@ -81,7 +81,12 @@ pub async fn create(
     let preference = return_preference(&request);
     Ok(match fhir::create(&state.fhir, &permit, resource, header(&request, "If-None-Exist")).await? {
         Created::New(version) => written(&state.fhir, 201, &version, preference, "created"),
-        Created::Existing(version) => written(&state.fhir, 200, &version, preference, "a resource matching If-None-Exist already exists"),
+        Created::Existing(version) => match fhir::access::shown(&state.fhir, &permit, version).await? {
+            Some(shown) => written(&state.fhir, 200, &shown, preference, "a resource matching If-None-Exist already exists"),
+            None => HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, FHIR_JSON))
+                .body(fhir_models::OperationOutcome::all_ok(fhir::access::EXISTING_NOT_SHARED).to_json_bytes()),
+        },
     })
 }
 

@@ -105,6 +105,8 @@ pub fn configure(config: &mut web::ServiceConfig, content_security_policy: &str)
             .service(web::resource("/login").route(web::get().to(login)))
             .service(web::resource("/callback").route(web::get().to(callback)))
             .service(web::resource("/logout").route(web::post().to(logout)))
+            .service(web::resource("/sharing").route(web::post().to(add_wish)))
+            .service(web::resource("/sharing/withdraw").route(web::post().to(withdraw_wish)))
             .default_service(web::to(|| async { html(StatusCode::NOT_FOUND, page::problem("Page not found", "There is no such page.")) })),
     );
 }
@@ -139,39 +141,204 @@ fn cookie_value(request: &HttpRequest, name: &str) -> Option<String> {
     request.cookie(name).map(|cookie| cookie.value().to_owned()).filter(|value| !value.is_empty())
 }
 
-/// The record of whoever is signed in, or the sign-in page.
-async fn home(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+/// The session of whoever is signed in, with the patient its access token speaks for; or the
+/// page to answer with (sign in, session ended, try again).
+async fn signed_in(request: &HttpRequest, state: &AppState) -> Result<(Session, Principal), HttpResponse> {
     let portal = &state.portal;
-    let Some(id) = cookie_value(&request, SESSION_COOKIE) else { return html(StatusCode::OK, page::sign_in(None)) };
+    let Some(id) = cookie_value(request, SESSION_COOKIE) else { return Err(html(StatusCode::OK, page::sign_in(None))) };
     let ended = || {
         HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .cookie(expired(SESSION_COOKIE))
             .body(page::sign_in(Some("Your session has ended. Please sign in again.")))
     };
-    let Some(session) = portal.sessions.get::<Session>(Kind::Session, &id).await else { return ended() };
+    let Some(session) = portal.sessions.get::<Session>(Kind::Session, &id).await else { return Err(ended()) };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let authorization = format!("Bearer {}", session.access_token);
     let principal = match state.authenticator.authenticate(Some(authorization.as_bytes()), None).await {
         Ok(Some(principal @ Principal::Patient(..))) if now < session.expires_at => principal,
         Ok(_) | Err(_) => {
             let _ = portal.sessions.remove(Kind::Session, &id).await;
-            return ended();
+            return Err(ended());
         }
     };
     // Sliding idle expiry, never past the access token's own.
     let ttl = portal.idle.min(Duration::from_secs((session.expires_at - now).max(1) as u64));
     if portal.sessions.put(Kind::Session, &id, &session, ttl).await.is_err() {
-        return html(StatusCode::SERVICE_UNAVAILABLE, page::problem("Try again later", "Sessions cannot be kept just now."));
+        return Err(html(StatusCode::SERVICE_UNAVAILABLE, page::problem("Try again later", "Sessions cannot be kept just now.")));
     }
+    crate::audit::record_requester(&Requester::anonymous().with_principal(principal.clone()));
+    Ok((session, principal))
+}
+
+/// The record of whoever is signed in, or the sign-in page.
+async fn home(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (session, principal) = match signed_in(&request, &state).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
     let requester = Requester::anonymous().with_principal(principal);
-    match read_record(&state.fhir, requester).await {
-        Ok((patients, sections)) => html(StatusCode::OK, page::record(&patients, &sections, &session.csrf, None)),
+    let record = async {
+        let (patients, sections) = read_record(&state.fhir, requester.clone()).await?;
+        let governance = read_governance(&state, &requester).await?;
+        Ok::<_, ApiError>((patients, sections, governance))
+    };
+    match record.await {
+        Ok((patients, sections, governance)) => html(StatusCode::OK, page::record(&patients, &sections, &governance, &session.csrf, None)),
         Err(error) => {
             let message = error.outcome().issue.first().and_then(|issue| issue.diagnostics.clone()).unwrap_or_else(|| error.to_string());
-            html(error.status(), page::record(&[], &[], &session.csrf, Some(&message)))
+            html(error.status(), page::record(&[], &[], &page::Governance::default(), &session.csrf, Some(&message)))
         }
     }
+}
+
+/// Who looked at the patient's record (the audit trail, as the patient sees it) and their
+/// sharing choices (their patient-privacy Consents, read as a FHIR search by them).
+async fn read_governance(state: &AppState, requester: &Requester) -> Result<page::Governance, ApiError> {
+    let Some(Principal::Patient(patient, scopes)) = &requester.principal else { return Ok(page::Governance::default()) };
+    let own = crate::fhir::access::patients_with_nhs_number(&state.fhir, &patient.nhs_number.to_string()).await?;
+    let access = state.audit.about(&own, None, 20).await?.iter().map(|(_, event)| crate::audit::for_patient(event, &own)).collect();
+    let consent_type = ResourceType::parse("Consent").map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let permit = crate::enforce::authorize(requester.clone(), Interaction::SearchType, Some(consent_type))?;
+    let params = [("status".to_owned(), "active".to_owned()), ("_count".to_owned(), "50".to_owned())];
+    let response = crate::fhir::search(&state.fhir, &permit, SearchScope::Type(consent_type), &params, Handling::Strict).await?;
+    let crate::fhir::Body::Json(bytes) = response.body else { return Ok(page::Governance::default()) };
+    let bundle: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.into()))?;
+    let wishes = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| entry["resource"].clone())
+        .filter(|consent| consent["resourceType"] == "Consent" && consent::directives::is_privacy_consent(consent))
+        .collect();
+    let can_change_wishes = scopes.allows(consent::ScopeContext::Patient, Interaction::Create, Some(consent_type))
+        && scopes.allows(consent::ScopeContext::Patient, Interaction::Delete, Some(consent_type));
+    Ok(page::Governance { access, wishes, can_change_wishes })
+}
+
+#[derive(Deserialize)]
+struct WishForm {
+    csrf: String,
+    wish: String,
+    #[serde(default)]
+    organisation: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct WithdrawForm {
+    csrf: String,
+    consent: String,
+}
+
+/// A form post from a signed-in page of this site, with the session's form token.
+async fn signed_in_form(request: &HttpRequest, state: &AppState, csrf: &str) -> Result<(Session, Principal), HttpResponse> {
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !same_origin(request, origin)
+    {
+        return Err(html(StatusCode::FORBIDDEN, page::problem("Not changed", "The form did not come from this site.")));
+    }
+    let (session, principal) = signed_in(request, state).await?;
+    if session.csrf != csrf {
+        return Err(html(StatusCode::FORBIDDEN, page::problem("Not changed", "The form has expired; reload the page.")));
+    }
+    Ok((session, principal))
+}
+
+/// Save a sharing choice: a patient-privacy Consent written as the patient, through the API's
+/// own write path and checks.
+async fn add_wish(request: HttpRequest, form: web::Form<WishForm>, state: web::Data<AppState>) -> HttpResponse {
+    let (_, principal) = match signed_in_form(&request, &state, &form.csrf).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Principal::Patient(patient, _) = &principal else {
+        return html(StatusCode::FORBIDDEN, page::problem("Not changed", "Sign in as a patient."));
+    };
+    let save = async {
+        let own = crate::fhir::access::patients_with_nhs_number(&state.fhir, &patient.nhs_number.to_string()).await?;
+        if own.is_empty() {
+            return Err(ApiError::invalid(fhir_models::outcome::IssueType::NotFound, "no record here carries your NHS number yet"));
+        }
+        // Every record that carries the NHS number gets the choice: the person's wish is theirs,
+        // whichever record a trust or practice filed.
+        let consent_type = ResourceType::parse("Consent").map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        let requester = Requester::anonymous().with_principal(principal.clone());
+        let permit = crate::enforce::authorize(requester, Interaction::Create, Some(consent_type))?;
+        for patient_id in &own {
+            let consent =
+                wish_consent(patient_id, &form).map_err(|reason| ApiError::invalid(fhir_models::outcome::IssueType::Value, reason))?;
+            let bytes = serde_json::to_vec(&consent).map_err(|e| ApiError::Internal(e.into()))?;
+            let validated = crate::fhir::prepare(&state.fhir, bytes, Some(consent_type)).await?;
+            crate::fhir::create(&state.fhir, &permit, validated, None).await?;
+        }
+        Ok(())
+    };
+    match save.await {
+        Ok(()) => HttpResponse::SeeOther().insert_header((header::LOCATION, "/portal/#sharing")).finish(),
+        Err(error) => changed_nothing(&error),
+    }
+}
+
+/// Withdraw a sharing choice (delete the Consent, as the patient: only their own).
+async fn withdraw_wish(request: HttpRequest, form: web::Form<WithdrawForm>, state: web::Data<AppState>) -> HttpResponse {
+    let (_, principal) = match signed_in_form(&request, &state, &form.csrf).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let withdraw = async {
+        let consent_type = ResourceType::parse("Consent").map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        let permit = crate::enforce::authorize(Requester::anonymous().with_principal(principal), Interaction::Delete, Some(consent_type))?;
+        crate::fhir::delete(&state.fhir, &permit, consent_type, &form.consent).await?;
+        Ok::<_, ApiError>(())
+    };
+    match withdraw.await {
+        Ok(()) => HttpResponse::SeeOther().insert_header((header::LOCATION, "/portal/#sharing")).finish(),
+        Err(error) => changed_nothing(&error),
+    }
+}
+
+fn changed_nothing(error: &ApiError) -> HttpResponse {
+    let message = error.outcome().issue.first().and_then(|issue| issue.diagnostics.clone()).unwrap_or_else(|| error.to_string());
+    html(error.status(), page::problem("Your choice was not saved", &message))
+}
+
+/// The Consent a form asks for, in the shapes of docs/information-governance.md.
+fn wish_consent(patient_id: &str, form: &WishForm) -> Result<Value, String> {
+    use serde_json::json;
+    let organisation = || {
+        let code = form.organisation.trim().to_uppercase();
+        fhir_models::OdsCode::parse(&code)
+            .map(|ods| ods.to_string())
+            .map_err(|_| format!("{:?} is not an organisation code (ODS)", form.organisation.trim()))
+    };
+    let actor = |role: &str, ods: String| {
+        json!([{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": role}]},
+                "reference": {"identifier": {"system": fhir_models::system::ODS_ORGANIZATION_CODE, "value": ods}}}])
+    };
+    let provision = match form.wish.as_str() {
+        "nothing" => json!({"type": "deny"}),
+        "not-with" => json!({"type": "permit", "provision": [{"type": "deny", "actor": actor("IRCP", organisation()?)}]}),
+        "not-from" => json!({"type": "permit", "provision": [{"type": "deny", "actor": actor("AUT", organisation()?)}]}),
+        "only-with" => json!({"type": "deny", "provision": [{"type": "permit", "actor": actor("IRCP", organisation()?)}]}),
+        "keep-back" => {
+            let (_, _, types) = page::KINDS.iter().find(|(key, _, _)| *key == form.kind).ok_or("choose a kind of record to keep back")?;
+            let class: Vec<Value> =
+                types.iter().map(|code| json!({"system": "http://hl7.org/fhir/resource-types", "code": code})).collect();
+            json!({"type": "permit", "provision": [{"type": "deny", "class": class}]})
+        }
+        _ => return Err("choose what to change".into()),
+    };
+    Ok(json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": consent::directives::CONSENT_SCOPE_SYSTEM, "code": consent::directives::PATIENT_PRIVACY}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-6", "display": "Consent Document"}]}],
+        "patient": {"reference": format!("Patient/{patient_id}")},
+        "dateTime": fhir_models::datetime::format_instant(time::OffsetDateTime::now_utc()),
+        "provision": provision
+    }))
 }
 
 /// The signed-in patient's own record, section by section, each read as a FHIR search by that
@@ -335,4 +502,47 @@ fn sign_in_failed(error: &oidc::SignInError) -> HttpResponse {
         oidc::SignInError::Rejected(_) => StatusCode::BAD_GATEWAY,
     };
     html(status, page::problem("Sign-in did not finish", &error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(wish: &str, organisation: &str, kind: &str) -> WishForm {
+        WishForm { csrf: String::new(), wish: wish.into(), organisation: organisation.into(), kind: kind.into() }
+    }
+
+    #[test]
+    fn each_choice_is_a_valid_consent_the_engine_reads_as_meant() {
+        let validator = conformance::Validator::embedded().unwrap();
+        let consent_type = ResourceType::parse("Consent").unwrap();
+        for (choice, expected) in [
+            (form("nothing", "", ""), "deny0 * * *"),
+            (form("not-with", " rxa ", ""), "deny0 RXA * *"),
+            (form("not-from", "RXA", ""), "deny0 * RXA *"),
+            (form("only-with", "A81001", ""), "deny0 * * *|except0 A81001 * *"),
+            (
+                form("keep-back", "", "medicines"),
+                "deny0 * * MedicationStatement|deny0 * * MedicationRequest|deny0 * * MedicationDispense|deny0 * * MedicationAdministration",
+            ),
+        ] {
+            let consent = wish_consent("p1", &choice).unwrap();
+            let report = validator.validate(consent_type, &consent);
+            assert!(report.is_acceptable(), "{}: {report:?}", choice.wish);
+            let rows = consent::directives::directive_rows(&consent).unwrap();
+            let summary: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    let any = |value: &Option<String>| value.clone().unwrap_or_else(|| "*".into());
+                    format!("{}{} {} {} {}", r.effect.code(), r.rule, any(&r.recipient), any(&r.source), any(&r.class))
+                })
+                .collect();
+            assert_eq!(summary.join("|"), expected, "{}", choice.wish);
+            assert!(!page::describe_wish(&consent).is_empty());
+        }
+        assert!(wish_consent("p1", &form("not-with", "not an ods code!", "")).is_err());
+        assert!(wish_consent("p1", &form("keep-back", "", "Patient")).is_err(), "only the listed kinds");
+        assert!(page::describe_wish(&wish_consent("p1", &form("keep-back", "", "results")).unwrap()).contains("Test results"));
+        assert!(wish_consent("p1", &form("share-everything-with-everyone", "", "")).is_err());
+    }
 }

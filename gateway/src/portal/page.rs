@@ -81,8 +81,20 @@ pub struct Section {
     pub resources: Vec<Value>,
 }
 
-/// The signed-in record page: who, then each section, then sign-out.
-pub fn record(patients: &[Value], sections: &[Section], csrf: &str, notice: Option<&str>) -> String {
+/// What the record page shows beyond the record: who looked at it, and the patient's sharing
+/// choices (with the forms to change them when their sign-in allows it).
+#[derive(Default)]
+pub struct Governance {
+    /// AuditEvents about the patient, newest first, as `audit::for_patient` shows them.
+    pub access: Vec<Value>,
+    /// The patient's active patient-privacy Consents.
+    pub wishes: Vec<Value>,
+    pub can_change_wishes: bool,
+}
+
+/// The signed-in record page: who, then each section, then who looked and the sharing choices,
+/// then sign-out.
+pub fn record(patients: &[Value], sections: &[Section], governance: &Governance, csrf: &str, notice: Option<&str>) -> String {
     let mut body = String::from("<h1>Your shared care record</h1>");
     if let Some(notice) = notice {
         let _ = write!(body, "<p class=\"error\" id=\"notice\">{}</p>", escape(notice));
@@ -122,12 +134,141 @@ pub fn record(patients: &[Value], sections: &[Section], csrf: &str, notice: Opti
         }
         body.push_str("</tbody></table></section>");
     }
+    if !patients.is_empty() {
+        sharing(&mut body, governance, csrf);
+        access_log(&mut body, &governance.access);
+    }
     let _ = write!(
         body,
         "<form method=\"post\" action=\"/portal/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
         escape(csrf)
     );
     document("Your record", &body)
+}
+
+/// The patient's sharing choices, each with a withdraw button, and the form to add one.
+fn sharing(body: &mut String, governance: &Governance, csrf: &str) {
+    body.push_str("<section id=\"sharing\"><h2>Who your record is shared with</h2>");
+    if governance.wishes.is_empty() {
+        body.push_str("<p id=\"no-wishes\">Your record is shared with the organisations caring for you (your GP practice, and hospitals and services you are referred to or treated by).</p>");
+    } else {
+        body.push_str("<table><thead><tr><th>Your choice</th><th>Since</th><th></th></tr></thead><tbody>");
+        for wish in &governance.wishes {
+            let withdraw = match (governance.can_change_wishes, wish["id"].as_str()) {
+                (true, Some(id)) => format!(
+                    "<form method=\"post\" action=\"/portal/sharing/withdraw\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"consent\" value=\"{}\"><button type=\"submit\" class=\"withdraw\">Withdraw</button></form>",
+                    escape(csrf),
+                    escape(id)
+                ),
+                _ => String::new(),
+            };
+            let _ = write!(
+                body,
+                "<tr class=\"wish\"><td>{}</td><td>{}</td><td>{withdraw}</td></tr>",
+                escape(&describe_wish(wish)),
+                escape(&text(&wish["dateTime"]).or_else(|| text(&wish["meta"]["lastUpdated"])).unwrap_or_default())
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    if governance.can_change_wishes {
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/portal/sharing\" id=\"add-wish\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<p><label for=\"wish\">Change who sees your record</label><br><select name=\"wish\" id=\"wish\">\
+<option value=\"not-with\">Do not share with this organisation</option>\
+<option value=\"only-with\">Share only with this organisation</option>\
+<option value=\"not-from\">Do not share what this organisation recorded</option>\
+<option value=\"nothing\">Share nothing beyond the organisation that recorded it</option>\
+<option value=\"keep-back\">Keep this kind of record back</option></select></p>\
+<p><label for=\"organisation\">Organisation code (ODS), for the first three</label><br><input name=\"organisation\" id=\"organisation\" maxlength=\"10\"></p>\
+<p><label for=\"kind\">Kind of record, for the last</label><br><select name=\"kind\" id=\"kind\">{}</select></p>\
+<p><button type=\"submit\" id=\"save-wish\">Save this choice</button></p></form>",
+            escape(csrf),
+            KINDS.iter().map(|(key, words, _)| format!("<option value=\"{key}\">{}</option>", escape(words))).collect::<String>()
+        );
+    } else {
+        body.push_str(
+            "<p class=\"notice\">To change who sees your record, sign in again allowing this service to manage your sharing choices.</p>",
+        );
+    }
+    body.push_str("</section>");
+}
+
+/// The kinds of record a patient may keep back: the form's value, the words, and every resource
+/// type that holds that kind.
+pub const KINDS: [(&str, &str, &[&str]); 6] = [
+    ("medicines", "Medicines", &["MedicationStatement", "MedicationRequest", "MedicationDispense", "MedicationAdministration"]),
+    ("conditions", "Conditions and diagnoses", &["Condition"]),
+    ("results", "Test results and measurements", &["Observation", "DiagnosticReport"]),
+    ("allergies", "Allergies", &["AllergyIntolerance"]),
+    ("vaccinations", "Vaccinations", &["Immunization"]),
+    ("documents", "Letters and documents", &["DocumentReference", "Composition"]),
+];
+
+/// A sharing choice in words, read from its Consent's shape.
+pub fn describe_wish(consent: &Value) -> String {
+    let provision = &consent["provision"];
+    let nested = provision["provision"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let organisation = |provision: &Value| {
+        provision["actor"][0]["reference"]["identifier"]["value"].as_str().map(str::to_owned).unwrap_or_else(|| "an organisation".into())
+    };
+    let role = |provision: &Value| provision["actor"][0]["role"]["coding"][0]["code"].as_str().map(str::to_owned);
+    let kind = |provision: &Value| {
+        let code = provision["class"][0]["code"].as_str().unwrap_or_default();
+        KINDS.iter().find(|(_, _, types)| types.contains(&code)).map_or_else(|| code.to_owned(), |(_, words, _)| (*words).to_owned())
+    };
+    match (provision["type"].as_str(), nested) {
+        (Some("permit"), [deny]) if deny.get("class").is_some() => format!("Keep back: {}", kind(deny)),
+        (Some("permit"), [deny]) if role(deny).as_deref() == Some("AUT") => format!("Do not share what {} recorded", organisation(deny)),
+        (Some("permit"), [deny]) => format!("Do not share with {}", organisation(deny)),
+        (_, []) => "Share nothing beyond the organisation that recorded it".to_owned(),
+        (_, [permit]) => format!("Share only with {}", organisation(permit)),
+        _ => "A sharing choice recorded for you".to_owned(),
+    }
+}
+
+/// "Who has looked at your record": when, who, which organisation, why, and the outcome.
+fn access_log(body: &mut String, events: &[Value]) {
+    body.push_str("<section id=\"access-log\"><h2>Who has looked at your record</h2>");
+    if events.is_empty() {
+        body.push_str("<p>No one has looked at your record through this service yet.</p></section>");
+        return;
+    }
+    body.push_str("<table><thead><tr><th>When</th><th>Who</th><th>Organisation</th><th>Why</th><th>What happened</th></tr></thead><tbody>");
+    for event in events {
+        let agents = event["agent"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let who = agents.first().map(|agent| {
+            let kind = agent["who"]["identifier"]["system"].as_str().and_then(|system| system.rsplit('/').next()).unwrap_or("someone");
+            let role = agent["role"][0]["coding"][0]["code"].as_str().map(|role| format!(" ({role})")).unwrap_or_default();
+            format!("{kind}{role}")
+        });
+        let organisation = agents
+            .iter()
+            .find(|agent| agent["type"]["coding"][0]["code"] == "110153")
+            .and_then(|agent| text(&agent["who"]["identifier"]["value"]));
+        let purpose = event["purposeOfEvent"][0]["coding"][0]["code"].as_str().map(|code| match code {
+            "TREAT" => "Your care".to_owned(),
+            "ETREAT" | "BTG" => "Emergency care".to_owned(),
+            other => other.to_owned(),
+        });
+        let reason = text(&event["purposeOfEvent"][0]["text"]).map(|reason| format!(": {reason}")).unwrap_or_default();
+        let flagged = event["meta"]["tag"].as_array().is_some_and(|tags| !tags.is_empty());
+        let outcome = if event["outcome"] == "0" { "Shown" } else { "Refused or failed" };
+        let _ = write!(
+            body,
+            "<tr class=\"access{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            if flagged { " flagged" } else { "" },
+            escape(&text(&event["recorded"]).unwrap_or_default()),
+            escape(&who.unwrap_or_default()),
+            escape(&organisation.unwrap_or_default()),
+            escape(&purpose.unwrap_or_default()),
+            escape(&reason),
+            escape(outcome)
+        );
+    }
+    body.push_str("</tbody></table></section>");
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -235,14 +376,45 @@ mod tests {
             "identifier": [{"system": fhir_models::system::NHS_NUMBER, "value": "9449305552"}]});
         let observation = json!({"resourceType": "Observation", "code": {"text": "\"><img src=x onerror=alert(1)>"},
             "effectiveDateTime": "2024-01-02", "valueString": "a & b"});
-        let page =
-            record(&[patient], &[Section { id: "Observation", title: "Test results", resources: vec![observation] }], "tok\"en", None);
+        let governance = Governance {
+            access: vec![json!({"recorded": "2026-01-01T00:00:00Z", "outcome": "0",
+                "agent": [{"who": {"identifier": {"system": "https://x/clinician", "value": "<b>dr</b>"}}, "role": [{"coding": [{"code": "R8000"}]}]},
+                          {"type": {"coding": [{"code": "110153"}]}, "who": {"identifier": {"value": "A81001"}}}],
+                "purposeOfEvent": [{"coding": [{"code": "ETREAT"}], "text": "<script>x</script>"}],
+                "meta": {"tag": [{"code": "emergency-access"}]}})],
+            wishes: vec![json!({"id": "c\"1", "provision": {"type": "deny"}})],
+            can_change_wishes: true,
+        };
+        let page = record(
+            &[patient],
+            &[Section { id: "Observation", title: "Test results", resources: vec![observation] }],
+            &governance,
+            "tok\"en",
+            None,
+        );
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("944 930 5552"));
         assert!(page.contains("a &amp; b"));
         assert!(page.contains("value=\"tok&quot;en\""));
+        assert!(page.contains("Emergency care: &lt;script&gt;x&lt;/script&gt;"), "{page}");
+        assert!(page.contains("class=\"access flagged\""));
+        assert!(page.contains("Share nothing beyond the organisation that recorded it"));
+        assert!(page.contains("value=\"c&quot;1\""));
+    }
+
+    #[test]
+    fn sharing_choices_are_described_in_words() {
+        let actor = |role: &str| json!([{"role": {"coding": [{"code": role}]}, "reference": {"identifier": {"value": "RXA"}}}]);
+        let not_with = json!({"provision": {"type": "permit", "provision": [{"type": "deny", "actor": actor("IRCP")}]}});
+        assert_eq!(describe_wish(&not_with), "Do not share with RXA");
+        let not_from = json!({"provision": {"type": "permit", "provision": [{"type": "deny", "actor": actor("AUT")}]}});
+        assert_eq!(describe_wish(&not_from), "Do not share what RXA recorded");
+        let only = json!({"provision": {"type": "deny", "provision": [{"type": "permit", "actor": actor("IRCP")}]}});
+        assert_eq!(describe_wish(&only), "Share only with RXA");
+        let keep = json!({"provision": {"type": "permit", "provision": [{"type": "deny", "class": [{"code": "MedicationStatement"}]}]}});
+        assert_eq!(describe_wish(&keep), "Keep back: Medicines");
     }
 
     #[test]

@@ -14,14 +14,17 @@ use super::connection::Bind;
 use super::query::CompiledQuery;
 
 /// `alias` (a `resources` row) may be seen within `scope`: a Binary with a securityContext when
-/// the resource it names may be, anything else by the rules.
+/// the resource it names may be and it carries no withheld label itself, anything else by the
+/// rules.
 pub(super) fn push_access<'q>(query: &mut CompiledQuery<'q>, me: &str, scope: &'q Scope) {
     let (context, target) = (format!("{me}_sc"), format!("{me}_st"));
     let has_context = format!("EXISTS (SELECT 1 FROM security_contexts {context} WHERE {context}.res_key = {me}.res_key)");
     query.push(&format!("((({me}.resource_type <> 'Binary' OR NOT {has_context}) AND "));
     push_rules(query, me, scope);
+    query.push(&format!(") OR ({me}.resource_type = 'Binary' AND "));
+    push_no_withheld_label(query, me, &scope.withheld_labels);
     query.push(&format!(
-        ") OR ({me}.resource_type = 'Binary' AND EXISTS (SELECT 1 FROM security_contexts {context} JOIN resources {target} \
+        " AND EXISTS (SELECT 1 FROM security_contexts {context} JOIN resources {target} \
          ON {target}.resource_type = {context}.target_type AND {target}.id = {context}.target_id \
          WHERE {context}.res_key = {me}.res_key AND {target}.deleted = FALSE AND "
     ));
@@ -111,6 +114,15 @@ fn push_patient_permits<'q>(
     purpose: &'static str,
     claimed: &'q [String],
 ) {
+    // Patients already decided for every resource skip the derivation.
+    let permitted: Vec<&str> = scope.known_patients.iter().filter(|(_, ok)| *ok).map(|(id, _)| id.as_str()).collect();
+    if !scope.known_patients.is_empty() {
+        query.push("(");
+        if !permitted.is_empty() {
+            query.push(patient).push(" IN (").push_list(permitted.iter().map(|id| Bind::Text(id))).push(") OR ");
+        }
+        query.push(patient).push(" NOT IN (").push_list(scope.known_patients.iter().map(|(id, _)| Bind::Text(id))).push(") AND ");
+    }
     query.push("((");
     if !claimed.is_empty() {
         query.push(patient).push(" IN (").push_list(claimed.iter().map(|id| Bind::Text(id))).push(") OR ");
@@ -150,6 +162,9 @@ fn push_patient_permits<'q>(
     query.push(&format!(" AND ({e}.label IS NULL OR {e}.label IN ("));
     push_labels_of(query, me, "el");
     query.push(&format!(")) AND ({e}.purpose IS NULL OR {e}.purpose = ")).push_name(purpose).push("))))");
+    if !scope.known_patients.is_empty() {
+        query.push(")");
+    }
 }
 
 /// `rows.org_ods` / `rows.org_id` name organisation `org`: by ODS code, or as an Organization

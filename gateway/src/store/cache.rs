@@ -11,7 +11,11 @@
 //! - a read that raced a write does not fill the cache (an epoch counter, bumped by every
 //!   invalidation, must be unchanged across the database read).
 //!
-//! Only data is cached, never a decision: every read is still authorised per request.
+//! Only data is cached, never a decision: every read is still authorised per request. Beside
+//! the resources it keeps what the access rules read of patients (`consent::PatientFacts`:
+//! relationships and sharing wishes), derived from the Patients, Encounters, EpisodesOfCare,
+//! ServiceRequests, Consents and Organizations that every commit of one of those types
+//! invalidates, here and on every other instance, by the same paths.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,9 +29,14 @@ type Key = (ResourceType, Box<str>);
 
 pub struct ReadCache {
     entries: moka::sync::Cache<Key, Arc<StoredVersion>>,
+    facts: moka::sync::Cache<Box<str>, Arc<consent::PatientFacts>>,
     epoch: AtomicU64,
     trusted: AtomicBool,
 }
+
+/// The types whose versions give the rows `PatientFacts` are read from (and Organization, whose
+/// identifiers name the organisations those rows point at).
+const ACCESS_TYPES: [&str; 6] = ["Patient", "Encounter", "EpisodeOfCare", "ServiceRequest", "Consent", "Organization"];
 
 impl ReadCache {
     /// A cache holding up to `max_bytes` of resource JSON.
@@ -38,7 +47,7 @@ impl ReadCache {
                 (version.content.as_ref().map_or(0, |content| content.len()) + version.id.len() + 96).try_into().unwrap_or(u32::MAX)
             })
             .build();
-        Self { entries, epoch: AtomicU64::new(0), trusted: AtomicBool::new(true) }
+        Self { entries, facts: moka::sync::Cache::new(100_000), epoch: AtomicU64::new(0), trusted: AtomicBool::new(true) }
     }
 
     fn get(&self, resource_type: ResourceType, id: &str) -> Option<Arc<StoredVersion>> {
@@ -56,17 +65,24 @@ impl ReadCache {
         version
     }
 
-    /// Evict resources written elsewhere (`Type/id`).
+    /// Evict resources written elsewhere (`Type/id`), and every patient's facts when one of
+    /// them is of a type they are derived from.
     pub fn invalidate(&self, keys: impl IntoIterator<Item = (ResourceType, String)>) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut facts_changed = false;
         for (resource_type, id) in keys {
+            facts_changed |= ACCESS_TYPES.contains(&resource_type.as_str());
             self.entries.invalidate(&(resource_type, id.into_boxed_str()));
+        }
+        if facts_changed {
+            self.facts.invalidate_all();
         }
     }
 
     pub fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
+        self.facts.invalidate_all();
     }
 
     /// Whether invalidations from other writers are arriving. When they may be missed, the
@@ -145,7 +161,28 @@ impl FhirStore for CachedStore {
     }
 
     async fn patient_facts(&self, patient_ids: &[String]) -> Result<Vec<consent::PatientFacts>, StoreError> {
-        self.inner.patient_facts(patient_ids).await
+        let trusted = self.cache.trusted.load(Ordering::Acquire);
+        let mut known = Vec::with_capacity(patient_ids.len());
+        let mut missing = Vec::new();
+        for id in patient_ids {
+            match self.cache.facts.get(id.as_str()).filter(|_| trusted) {
+                Some(facts) => known.push(consent::PatientFacts::clone(&facts)),
+                None => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(known);
+        }
+        let epoch = self.cache.epoch.load(Ordering::Acquire);
+        let loaded = self.inner.patient_facts(&missing).await?;
+        // As for resources: a read that raced a commit of the types these come from is not kept.
+        if self.cache.trusted.load(Ordering::Acquire) && self.cache.epoch.load(Ordering::Acquire) == epoch {
+            for facts in &loaded {
+                self.cache.facts.insert(facts.id.as_str().into(), Arc::new(facts.clone()));
+            }
+        }
+        known.extend(loaded);
+        Ok(known)
     }
 
     async fn published_for(&self, patient_ids: &[String], org: &str) -> Result<bool, StoreError> {

@@ -3,8 +3,8 @@
 //! A [`SearchQuery`] is what the FHIR layer understood from a search request: filters ANDed
 //! together, each OR-ing its values, as FHIR composes them; sort keys; a keyset position. It
 //! compiles to one SQL statement that runs entirely in the database: every filter is a semi-join
-//! (`IN (subquery)`) on an index table, chains and `_has` nest those, and the consent scope of the
-//! consent issue will arrive as one more [`Filter`]. The SQL text is the same on SQLite and
+//! (`IN (subquery)`) on an index table, chains and `_has` nest those, and the consent scope
+//! (`SearchQuery::access`) is compiled into every resource level. The SQL text is the same on SQLite and
 //! PostgreSQL except where [`Dialect`] says otherwise.
 
 use fhir_models::ResourceType;

@@ -433,16 +433,15 @@ async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredV
     Ok(included)
 }
 
-async fn append_audit(conn: &mut dyn SqlConn, events: Vec<(serde_json::Value, i64, Vec<String>)>, lock: &str) -> Result<(), StoreError> {
+async fn append_audit(conn: &mut dyn SqlConn, events: Vec<(String, i64, Vec<String>)>, lock: &str) -> Result<(), StoreError> {
     let head = conn.fetch_int_text(&format!("SELECT seq, hash FROM audit_head WHERE id = 1{lock}"), &[]).await?;
     let (mut seq, mut previous) =
         head.into_iter().next().ok_or_else(|| StoreError::Internal(anyhow::anyhow!("the audit trail has no head")))?;
     let mut records: Vec<(i64, i64, String, String, String)> = Vec::with_capacity(events.len());
     let mut patients: Vec<(String, i64)> = Vec::new();
-    for (mut event, recorded, about) in events {
+    for (event, recorded, about) in events {
         seq += 1;
-        event["id"] = serde_json::Value::String(seq.to_string());
-        let text = serde_json::to_string(&event).map_err(|e| StoreError::Internal(e.into()))?;
+        let text = crate::audit::with_id(&event, seq);
         let hash = crate::audit::chain_hash(&previous, seq, recorded, &text);
         records.push((seq, recorded, text, std::mem::replace(&mut previous, hash.clone()), hash));
         patients.extend(about.into_iter().map(|patient| (patient, seq)));
@@ -478,7 +477,12 @@ async fn backfill_access_rows(conn: &mut dyn SqlConn) -> Result<(), StoreError> 
             .filter_map(|row| {
                 let value: serde_json::Value = serde_json::from_str(row.content.as_deref()?).ok()?;
                 let directives = if row.resource_type == "Consent" {
-                    consent::directives::directive_rows(&value).unwrap_or_default()
+                    consent::directives::directive_rows(&value).unwrap_or_else(|error| {
+                        // Stored before writes were checked: it names no stored patient, so it
+                        // cannot be enforced. Said loudly, so the publisher can be asked to fix it.
+                        tracing::warn!(consent = %row.id, %error, "a patient-privacy Consent cannot be read as a sharing wish");
+                        Vec::new()
+                    })
                 } else {
                     Vec::new()
                 };
@@ -666,7 +670,7 @@ impl SqlStore {
     /// (its FHIR id) and a hash over the previous record's. The head row is locked while the
     /// batch is written, so every instance extends one chain in turn.
     /// (Not counted in `hie_store_operations_total`, which shows the data the requests reach.)
-    pub async fn append_audit(&self, events: Vec<(serde_json::Value, i64, Vec<String>)>) -> Result<(), StoreError> {
+    pub async fn append_audit(&self, events: Vec<(String, i64, Vec<String>)>) -> Result<(), StoreError> {
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
                 let mut transaction = writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -696,6 +700,12 @@ impl SqlStore {
                 hash: row.hash,
             })
             .collect())
+    }
+
+    /// `(seq, patient_id)` of the patient index rows of records `after < seq <= through`.
+    pub async fn audit_patient_rows(&self, after: i64, through: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = "SELECT seq, patient_id FROM audit_patients WHERE seq > $1 AND seq <= $2";
+        with_reader!(self, |conn| Ok(conn.fetch_int_text(sql, &[Bind::Int(after), Bind::Int(through)]).await?))
     }
 
     /// The last record the chain's head names.

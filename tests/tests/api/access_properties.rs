@@ -321,33 +321,39 @@ async fn compare(service: &FhirService, world: &World, viewer: &Viewer) -> Resul
     for type_name in TYPES {
         let resource_type = ResourceType::parse(type_name).unwrap();
         let permit = gateway::enforce::authorize(requester.clone(), Interaction::SearchType, Some(resource_type)).unwrap();
-        let scope = gateway::fhir::access::scope(service, &permit, &claimed).await.unwrap();
-        let params = [("_count".to_owned(), "1000".to_owned()), ("_total".to_owned(), "accurate".to_owned())];
-        let mut limits = service.limits.clone();
-        limits.max_count = 1000;
-        let everything = gateway::fhir::parse_search(resource_type, &params, &limits, Handling::Strict).unwrap().query;
-        let all = service.store.search(&everything).await.unwrap().matches;
-        let decided: BTreeSet<String> = gateway::fhir::access::release(service, &scope, all, false)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.is_visible())
-            .map(|r| r.version.id)
-            .collect();
-        let mut scoped = everything.clone();
-        scoped.access = Some(Arc::clone(&scope));
-        scoped.position = Some(gateway::store::Position { values: Vec::new(), key: 0, backward: false });
-        let page = service.store.search(&scoped).await.unwrap();
-        let in_sql: BTreeSet<String> = page.matches.iter().map(|v| v.id.clone()).collect();
-        if in_sql != decided {
-            return Err(format!(
-                "{viewer:?} {type_name}: the SQL scope gives {:?} but decide permits {:?}",
-                in_sql.symmetric_difference(&decided).filter(|id| in_sql.contains(*id)).collect::<Vec<_>>(),
-                decided.symmetric_difference(&in_sql).filter(|id| decided.contains(*id)).collect::<Vec<_>>()
-            ));
-        }
-        if page.total != Some(in_sql.len() as i64) {
-            return Err(format!("{viewer:?} {type_name}: total {:?} for {} matches", page.total, in_sql.len()));
+        let plain = gateway::fhir::access::scope(service, &permit, &claimed).await.unwrap();
+        // The same decisions when some patients are already decided from their facts (as a
+        // patient-targeted search does after its gate).
+        let facts = service.store.patient_facts(&world.patients).await.unwrap();
+        let known = Arc::new(consent::Scope::clone(&plain).with_known_patients(&facts));
+        for scope in [plain, known] {
+            let params = [("_count".to_owned(), "1000".to_owned()), ("_total".to_owned(), "accurate".to_owned())];
+            let mut limits = service.limits.clone();
+            limits.max_count = 1000;
+            let everything = gateway::fhir::parse_search(resource_type, &params, &limits, Handling::Strict).unwrap().query;
+            let all = service.store.search(&everything).await.unwrap().matches;
+            let decided: BTreeSet<String> = gateway::fhir::access::release(service, &scope, all, false)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.is_visible())
+                .map(|r| r.version.id)
+                .collect();
+            let mut scoped = everything.clone();
+            scoped.access = Some(Arc::clone(&scope));
+            scoped.position = Some(gateway::store::Position { values: Vec::new(), key: 0, backward: false });
+            let page = service.store.search(&scoped).await.unwrap();
+            let in_sql: BTreeSet<String> = page.matches.iter().map(|v| v.id.clone()).collect();
+            if in_sql != decided {
+                return Err(format!(
+                    "{viewer:?} {type_name}: the SQL scope gives {:?} but decide permits {:?}",
+                    in_sql.symmetric_difference(&decided).filter(|id| in_sql.contains(*id)).collect::<Vec<_>>(),
+                    decided.symmetric_difference(&in_sql).filter(|id| decided.contains(*id)).collect::<Vec<_>>()
+                ));
+            }
+            if page.total != Some(in_sql.len() as i64) {
+                return Err(format!("{viewer:?} {type_name}: total {:?} for {} matches", page.total, in_sql.len()));
+            }
         }
     }
     Ok(())

@@ -128,6 +128,17 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
     execute(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
+    // Hiding a record from its patient's access log (the index is outside the chain).
+    execute(&app, "CREATE TABLE kept_patients AS SELECT * FROM audit_patients WHERE seq = 3").await;
+    execute(&app, "DELETE FROM audit_patients WHERE seq = 3").await;
+    assert!(
+        matches!(verdict(&app).await, Verdict::Broken { at: 3, ref reason } if reason.contains("patient index")),
+        "{:?}",
+        verdict(&app).await
+    );
+    execute(&app, "INSERT INTO audit_patients SELECT * FROM kept_patients").await;
+    assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
+
     execute(&app, &format!("DELETE FROM audit_log WHERE seq = {total}")).await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { ref reason, .. } if reason.contains("end")), "{:?}", verdict(&app).await);
 }

@@ -11,6 +11,7 @@ mod crud;
 mod discharge;
 mod examples;
 mod faults;
+mod governance;
 mod gp_extracts;
 mod hl7v2;
 mod labels;

@@ -66,7 +66,7 @@ fn start_provider(tools: &Path, dir: &Path, port: u16) -> PortalSetup {
             "audience": TEST_AUDIENCE,
             "clients": [{"client_id": "hie-portal", "type": "confidential", "jwks": key.jwks(),
                          "redirect_uris": [format!("https://127.0.0.1:{port}/portal/callback")],
-                         "scope": "openid profile patient/*.rs"}],
+                         "scope": "openid profile patient/*.rs patient/Consent.cud"}],
             "accounts": {
                 "patient-1": {"nhs_number": "9449305552", "identity_proofing_level": "P9", "family_name": "Fixture"},
                 "patient-p5": {"nhs_number": "9449305552", "identity_proofing_level": "P5", "family_name": "Fixture"}
@@ -112,7 +112,7 @@ async fn a_patient_signs_in_through_the_portal_in_a_browser_reads_only_their_rec
     app.create(&observation(&theirs, "Haemoglobin OTHER-RESULT")).await;
     let portal = format!("https://127.0.0.1:{port}/portal/");
 
-    let seen = journey(&tools, &chromium, &portal, "patient-1", &[]);
+    let seen = journey(&tools, &chromium, &portal, "patient-1", &["--wish-not-with", "r9z"]);
     // Not signed in: the sign-in page, with the portal's security headers.
     assert_eq!(seen["start"]["status"], 200);
     assert!(text(&seen["start"]).contains("Sign in"), "{}", seen["start"]);
@@ -150,6 +150,18 @@ async fn a_patient_signs_in_through_the_portal_in_a_browser_reads_only_their_rec
     assert_eq!(*cookies[0], json!({"name": SESSION_COOKIE, "httpOnly": true, "secure": true, "sameSite": "Lax", "path": "/"}));
     assert!(!seen["session_cookie"].as_str().unwrap().contains('.'), "the cookie is not a token");
     assert!(text(&seen["reloaded"]).contains("Haemoglobin MY-RESULT"), "the session holds across a reload");
+    // The patient's sharing choices, changed through the form and withdrawn again, and who has
+    // looked at the record (the patient's own earlier page loads, at least).
+    assert!(page.contains("Who your record is shared with") && page.contains("Who has looked at your record"), "{page}");
+    let wished = text(&seen["wished"]);
+    assert_eq!(seen["wished"]["status"], 200, "{}", seen["wished"]);
+    assert!(wished.contains("Do not share with R9Z"), "the saved choice is listed:\n{wished}");
+    assert!(wished.contains("Shown"), "the access log lists the earlier page loads:\n{wished}");
+    let withdrawn = text(&seen["withdrawn"]);
+    assert!(
+        !withdrawn.contains("Do not share with R9Z") && withdrawn.contains("shared with the organisations caring for you"),
+        "{withdrawn}"
+    );
     // Signed out: the cookie is gone and the portal asks for sign-in again.
     assert!(text(&seen["signed_out"]).contains("You have signed out."), "{}", seen["signed_out"]);
     assert!(!seen["cookies_after_sign_out"].as_array().unwrap().iter().any(|name| name == SESSION_COOKIE));

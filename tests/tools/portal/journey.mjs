@@ -6,7 +6,10 @@
 // the Rust test judges it.
 //
 //   node journey.mjs --portal https://127.0.0.1:PORT/portal/ --login ACCOUNT [--cancel | --keep]
-//       [--chromium /usr/bin/chromium] [--screenshot FILE.png]
+//       [--wish-not-with ODS] [--chromium /usr/bin/chromium] [--screenshot FILE.png]
+//
+// With --wish-not-with, after the reload it saves the sharing choice "do not share with" that
+// organisation through the portal's form, then withdraws it, snapshotting both pages.
 //
 // The gateway's development certificate is not in the browser's trust store, so certificate
 // errors are ignored for this browser context only.
@@ -28,6 +31,7 @@ try {
       login: { type: 'string' },
       cancel: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      'wish-not-with': { type: 'string' },
       chromium: { type: 'string', default: process.env.HIE_TEST_CHROMIUM ?? '/usr/bin/chromium' },
       screenshot: { type: 'string' },
     },
@@ -102,6 +106,16 @@ try {
 
   // 3. Reload: the session holds.
   report.reloaded = await snapshot(page, await page.reload());
+
+  // 3a. A sharing choice saved through the form, then withdrawn.
+  if (args['wish-not-with']) {
+    await page.selectOption('#wish', 'not-with');
+    await page.fill('#organisation', args['wish-not-with']);
+    const [saved] = await Promise.all([page.waitForNavigation(), page.click('#save-wish')]);
+    report.wished = await snapshot(page, saved);
+    const [withdrawn] = await Promise.all([page.waitForNavigation(), page.click('.withdraw')]);
+    report.withdrawn = await snapshot(page, withdrawn);
+  }
 
   // 4. Sign out (only shown when signed in), then come back.
   if (!args.keep && await page.locator('#sign-out').count()) {

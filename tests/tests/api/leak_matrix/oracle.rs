@@ -174,29 +174,29 @@ fn insert(set: &mut Option<BTreeSet<String>>, value: &str) {
     set.get_or_insert_with(BTreeSet::new).insert(value.to_owned());
 }
 
-/// An actor's role (recipient or source) and ODS code, if the engine can read both.
-fn read_actor(actor: &Value) -> Option<(bool, String)> {
+/// An actor's role — `Some(true)` recipient, `Some(false)` source, `None` another — and its
+/// ODS code, if it names one.
+fn read_actor(actor: &Value) -> (Option<bool>, Option<String>) {
     let ods = actor["reference"]["identifier"]
         .as_object()
         .filter(|identifier| identifier.get("system").and_then(Value::as_str) == Some(ODS_SYSTEM))
-        .and_then(|identifier| identifier.get("value")?.as_str())?
-        .to_owned();
-    let role = codings(&actor["role"])
-        .into_iter()
-        .filter(|coding| coding["system"] == PARTICIPATION)
-        .find_map(|coding| coding["code"].as_str())?;
-    if RECIPIENT_ROLES.contains(&role) {
-        Some((true, ods))
-    } else if SOURCE_ROLES.contains(&role) {
-        Some((false, ods))
-    } else {
-        None
-    }
+        .and_then(|identifier| identifier.get("value")?.as_str())
+        .map(str::to_owned);
+    let role =
+        codings(&actor["role"]).into_iter().filter(|coding| coding["system"] == PARTICIPATION).find_map(|coding| coding["code"].as_str());
+    let role = match role {
+        Some(role) if RECIPIENT_ROLES.contains(&role) => Some(true),
+        Some(role) if SOURCE_ROLES.contains(&role) => Some(false),
+        _ => None,
+    };
+    (role, ods)
 }
 
 /// Read a provision's own conditions (not its nested provisions). An element the engine cannot
-/// interpret is left out of the conditions and marks the reading as not understood; `class` and
-/// `purpose` are dropped whole when any coding is in another system.
+/// wholly interpret is left out of the conditions (dropped whole) and marks the reading as not
+/// understood: `class`, `securityLabel` and `purpose` with any coding in another system; the
+/// recipients (or sources) when any actor of that role names no ODS code. An actor of another
+/// role adds no condition.
 fn read_provision(provision: &Value, is_base: bool) -> Reading {
     let mut conditions = Conditions::default();
     let mut understood = true;
@@ -207,13 +207,24 @@ fn read_provision(provision: &Value, is_base: bool) -> Reading {
             // The base period is when the directive is in force, read elsewhere.
             "period" if is_base => {}
             "actor" => {
+                let (mut recipients, mut sources) = (Some(Vec::new()), Some(Vec::new()));
                 for actor in value.as_array().into_iter().flatten() {
                     match read_actor(actor) {
-                        Some((true, ods)) => insert(&mut conditions.recipients, &ods),
-                        Some((false, ods)) => insert(&mut conditions.sources, &ods),
-                        None => understood = false,
+                        (Some(true), Some(ods)) => recipients.iter_mut().for_each(|r| r.push(ods.clone())),
+                        (Some(false), Some(ods)) => sources.iter_mut().for_each(|s| s.push(ods.clone())),
+                        (Some(true), None) => {
+                            recipients = None;
+                            understood = false;
+                        }
+                        (Some(false), None) => {
+                            sources = None;
+                            understood = false;
+                        }
+                        (None, _) => understood = false,
                     }
                 }
+                recipients.into_iter().flatten().for_each(|ods| insert(&mut conditions.recipients, &ods));
+                sources.into_iter().flatten().for_each(|ods| insert(&mut conditions.sources, &ods));
             }
             "class" => {
                 let all: Vec<&Value> = value.as_array().into_iter().flatten().collect();
@@ -224,12 +235,15 @@ fn read_provision(provision: &Value, is_base: bool) -> Reading {
                 }
             }
             "securityLabel" => {
-                value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|coding| coding["code"].as_str())
-                    .for_each(|code| insert(&mut conditions.labels, code));
+                let all: Vec<&Value> = value.as_array().into_iter().flatten().collect();
+                if all
+                    .iter()
+                    .all(|coding| coding["system"].as_str().is_some_and(|s| LABEL_SYSTEMS.contains(&s)) && coding["code"].is_string())
+                {
+                    all.iter().filter_map(|coding| coding["code"].as_str()).for_each(|code| insert(&mut conditions.labels, code));
+                } else {
+                    understood = false;
+                }
             }
             "purpose" => {
                 let all: Vec<&Value> = value.as_array().into_iter().flatten().collect();
