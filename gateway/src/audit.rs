@@ -128,6 +128,17 @@ struct Pending {
 pub struct AuditTrail {
     sender: mpsc::Sender<Pending>,
     store: Arc<SqlStore>,
+    pub metrics: AuditMetrics,
+}
+
+/// What the writer did, for `/metrics`: how many events in how many commits, and the time the
+/// commits took (operators watch the answer time the trail adds).
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    pub events: prometheus_client::metrics::counter::Counter,
+    pub commits: prometheus_client::metrics::counter::Counter,
+    pub commit_seconds: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
+    pub failures: prometheus_client::metrics::counter::Counter,
 }
 
 /// The most events one commit takes.
@@ -137,7 +148,11 @@ impl AuditTrail {
     pub fn start(store: Arc<SqlStore>) -> Self {
         let (sender, mut receiver) = mpsc::channel::<Pending>(8 * MAX_BATCH);
         let writer = store.clone();
+        let metrics = AuditMetrics::default();
+        let counted = metrics.clone();
         tokio::spawn(async move {
+            // The chain's head as this writer last left it (read from the store when unknown).
+            let mut head: Option<(i64, String)> = None;
             while let Some(first) = receiver.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -148,8 +163,19 @@ impl AuditTrail {
                 }
                 let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.event, p.recorded, p.patients), p.done)).unzip();
                 let events = records.len();
-                let result = writer.append_audit(records).await.map_err(|error| error.to_string());
+                let started = std::time::Instant::now();
+                let result = match writer.append_audit(head.take(), &records).await {
+                    Ok(next) => {
+                        head = Some(next);
+                        Ok(())
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                counted.commit_seconds.inc_by(started.elapsed().as_secs_f64());
+                counted.commits.inc();
+                counted.events.inc_by(events as u64);
                 if let Err(error) = &result {
+                    counted.failures.inc();
                     tracing::error!(%error, events, "audit records could not be written");
                 }
                 for done in waiting {
@@ -157,7 +183,7 @@ impl AuditTrail {
                 }
             }
         });
-        Self { sender, store }
+        Self { sender, store, metrics }
     }
 
     /// Events about these patients, newest first, below a sequence number.

@@ -64,6 +64,13 @@ impl Metrics {
         self.registry.register("store_operations", "Store reads and transactions begun", operations);
     }
 
+    pub fn register_audit(&mut self, metrics: &crate::audit::AuditMetrics) {
+        self.registry.register("audit_events", "Audit events committed to the trail", metrics.events.clone());
+        self.registry.register("audit_commits", "Commits of audit events (each holds a batch)", metrics.commits.clone());
+        self.registry.register("audit_commit_seconds", "Time spent committing audit events", metrics.commit_seconds.clone());
+        self.registry.register("audit_failures", "Audit commits that failed (their requests were answered 503)", metrics.failures.clone());
+    }
+
     pub fn register_mllp(&mut self, metrics: &crate::mllp::MllpMetrics) {
         self.registry.register("hl7v2_messages", "HL7 v2 messages received over MLLP, by acknowledgement code", metrics.messages.clone());
     }

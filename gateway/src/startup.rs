@@ -106,6 +106,7 @@ impl Application {
         let app_state = state.clone();
         let mut metrics = Metrics::new();
         metrics.register_store_operations(store.operations_counter());
+        metrics.register_audit(&app_state.audit.metrics);
         let mllp = if settings.mllp.enabled {
             let listener = TcpListener::bind(settings.mllp.listen)
                 .with_context(|| format!("failed to listen for MLLP on {}", settings.mllp.listen))?;

@@ -46,14 +46,17 @@ CREATE TABLE security_contexts (
 );
 
 -- The audit trail: one AuditEvent per request, append-only, each record's hash covering the
--- previous record's hash, its sequence number, its time and its event. audit_head holds the last
--- record written, so appenders on every instance extend one chain in turn.
+-- previous record's hash, its sequence number, its time and its event. A batch of records is
+-- one INSERT (one round trip); the trigger below keeps audit_head on the last record and the
+-- patients' index (`patients`, a JSON array of ids) beside it. Two appenders that took the same
+-- head collide on `seq`, and the loser starts again from the new head: one chain.
 CREATE TABLE audit_log (
     seq      BIGINT NOT NULL PRIMARY KEY,
     recorded BIGINT NOT NULL,
     event    TEXT   NOT NULL,
     previous TEXT   NOT NULL,
-    hash     TEXT   NOT NULL
+    hash     TEXT   NOT NULL,
+    patients TEXT   NOT NULL
 );
 CREATE TABLE audit_head (
     id   INTEGER NOT NULL PRIMARY KEY,
@@ -67,6 +70,12 @@ CREATE TABLE audit_patients (
     seq        BIGINT NOT NULL,
     PRIMARY KEY (patient_id, seq)
 );
+
+CREATE TRIGGER audit_log_appended AFTER INSERT ON audit_log
+BEGIN
+    UPDATE audit_head SET seq = NEW.seq, hash = NEW.hash WHERE id = 1 AND seq < NEW.seq;
+    INSERT OR IGNORE INTO audit_patients (patient_id, seq) SELECT value, NEW.seq FROM json_each(NEW.patients);
+END;
 
 -- Rows derived in Rust for versions written before this migration are filled in at start.
 CREATE TABLE store_markers (

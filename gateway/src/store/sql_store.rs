@@ -433,27 +433,36 @@ async fn include(conn: &mut dyn SqlConn, query: &SearchQuery, matches: &[StoredV
     Ok(included)
 }
 
-async fn append_audit(conn: &mut dyn SqlConn, events: Vec<(String, i64, Vec<String>)>, lock: &str) -> Result<(), StoreError> {
-    let head = conn.fetch_int_text(&format!("SELECT seq, hash FROM audit_head WHERE id = 1{lock}"), &[]).await?;
-    let (mut seq, mut previous) =
-        head.into_iter().next().ok_or_else(|| StoreError::Internal(anyhow::anyhow!("the audit trail has no head")))?;
-    let mut records: Vec<(i64, i64, String, String, String)> = Vec::with_capacity(events.len());
-    let mut patients: Vec<(String, i64)> = Vec::new();
-    for (event, recorded, about) in events {
+/// A record ready to append.
+struct ChainedRecord {
+    seq: i64,
+    recorded: i64,
+    event: String,
+    previous: String,
+    hash: String,
+    /// JSON array of the patient ids the record is about.
+    patients: String,
+}
+
+/// Number and hash `events` after `head`; returns them and the new head.
+fn chain(head: &(i64, String), events: &[(String, i64, Vec<String>)]) -> Result<(Vec<ChainedRecord>, (i64, String)), StoreError> {
+    let (mut seq, mut previous) = head.clone();
+    let mut records = Vec::with_capacity(events.len());
+    for (event, recorded, patients) in events {
         seq += 1;
-        let text = crate::audit::with_id(&event, seq);
-        let hash = crate::audit::chain_hash(&previous, seq, recorded, &text);
-        records.push((seq, recorded, text, std::mem::replace(&mut previous, hash.clone()), hash));
-        patients.extend(about.into_iter().map(|patient| (patient, seq)));
+        let event = crate::audit::with_id(event, seq);
+        let hash = crate::audit::chain_hash(&previous, seq, *recorded, &event);
+        let patients = serde_json::to_string(patients).map_err(|e| StoreError::Internal(e.into()))?;
+        records.push(ChainedRecord {
+            seq,
+            recorded: *recorded,
+            event,
+            previous: std::mem::replace(&mut previous, hash.clone()),
+            hash,
+            patients,
+        });
     }
-    insert_all(conn, "audit_log", &["seq", "recorded", "event", "previous", "hash"], &records, |(seq, recorded, event, previous, hash)| {
-        vec![Bind::Int(*seq), Bind::Int(*recorded), Bind::Text(event), Bind::Text(previous), Bind::Text(hash)]
-    })
-    .await?;
-    insert_all(conn, "audit_patients", &["patient_id", "seq"], &patients, |(patient, seq)| vec![Bind::Text(patient), Bind::Int(*seq)])
-        .await?;
-    conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", &[Bind::Int(seq), Bind::Text(&previous)]).await?;
-    Ok(())
+    Ok((records, (seq, previous)))
 }
 
 /// Derive the access rows of resources stored before migration 0005 (once, marked as done).
@@ -666,24 +675,53 @@ impl FhirStore for SqlStore {
 }
 
 impl SqlStore {
-    /// Append audit events to the chain, in one transaction: each gets the next sequence number
-    /// (its FHIR id) and a hash over the previous record's. The head row is locked while the
-    /// batch is written, so every instance extends one chain in turn.
-    /// (Not counted in `hie_store_operations_total`, which shows the data the requests reach.)
-    pub async fn append_audit(&self, events: Vec<(String, i64, Vec<String>)>) -> Result<(), StoreError> {
-        match &self.pools {
-            Pools::Sqlite { writer, .. } => {
-                let mut transaction = writer.begin_with("BEGIN IMMEDIATE").await?;
-                append_audit(&mut *transaction, events, "").await?;
-                transaction.commit().await?;
-            }
-            Pools::Postgres(pool) => {
-                let mut transaction = pool.begin().await?;
-                append_audit(&mut *transaction, events, " FOR UPDATE").await?;
-                transaction.commit().await?;
+    /// Append audit events to the chain after `head` (the last record's sequence number and
+    /// hash, as this writer last wrote or read it), as one INSERT — one round trip, committed
+    /// durably on its own: each event gets the next sequence number (its FHIR id) and a hash over
+    /// the previous record's; the table's trigger moves `audit_head` and fills the patients'
+    /// index. When another writer extended the chain first, the sequence numbers collide, the
+    /// INSERT changes nothing, and this starts again from the head as it now is. Returns the new
+    /// head. (Not counted in `hie_store_operations_total`, which shows the data requests reach.)
+    pub async fn append_audit(
+        &self,
+        head: Option<(i64, String)>,
+        events: &[(String, i64, Vec<String>)],
+    ) -> Result<(i64, String), StoreError> {
+        let mut head = match head {
+            Some(head) => head,
+            None => self.audit_head().await?,
+        };
+        for attempt in 0..5 {
+            let (records, next) = chain(&head, events)?;
+            let mut insert = bulk_insert_in(
+                self.dialect(),
+                "audit_log",
+                &["seq", "recorded", "event", "previous", "hash", "patients"],
+                &records,
+                |record| {
+                    vec![
+                        Bind::Int(record.seq),
+                        Bind::Int(record.recorded),
+                        Bind::Text(&record.event),
+                        Bind::Text(&record.previous),
+                        Bind::Text(&record.hash),
+                        Bind::Text(&record.patients),
+                    ]
+                },
+                &[usize::MAX],
+            );
+            let insert = insert.pop().ok_or_else(|| StoreError::Internal(anyhow::anyhow!("no audit events to append")))?;
+            let result = match &self.pools {
+                Pools::Sqlite { writer, .. } => writer.acquire().await?.execute(&insert.sql, &insert.binds).await,
+                Pools::Postgres(pool) => pool.acquire().await?.execute(&insert.sql, &insert.binds).await,
+            };
+            match result.map_err(StoreError::from) {
+                Ok(_) => return Ok(next),
+                Err(StoreError::Conflict(_)) if attempt < 4 => head = self.audit_head().await?,
+                Err(error) => return Err(error),
             }
         }
-        Ok(())
+        Err(StoreError::Conflict("other writers kept extending the audit trail; try again".into()))
     }
 
     /// Records of the trail after a sequence number, in order.
@@ -1042,6 +1080,19 @@ fn bulk_insert<'a, T>(
     rows: &'a [T],
     values: impl Fn(&'a T) -> Vec<Bind<'a>>,
 ) -> Vec<CompiledQuery<'a>> {
+    bulk_insert_in(dialect, table, columns, rows, values, &SQLITE_CHUNKS)
+}
+
+/// As [`bulk_insert`], with SQLite's statements holding up to the first of `chunks` rows each
+/// (`[usize::MAX]`: one statement, for a commit where round trips cost more than compiling).
+fn bulk_insert_in<'a, T>(
+    dialect: Dialect,
+    table: &str,
+    columns: &[&str],
+    rows: &'a [T],
+    values: impl Fn(&'a T) -> Vec<Bind<'a>>,
+    chunks: &[usize],
+) -> Vec<CompiledQuery<'a>> {
     if rows.is_empty() {
         return Vec::new();
     }
@@ -1070,7 +1121,7 @@ fn bulk_insert<'a, T>(
             let mut statements = Vec::new();
             let mut remaining = rows;
             while !remaining.is_empty() {
-                let size = SQLITE_CHUNKS.into_iter().find(|size| *size <= remaining.len()).unwrap_or(remaining.len());
+                let size = chunks.iter().copied().find(|size| *size <= remaining.len()).unwrap_or(remaining.len());
                 let (chunk, rest) = remaining.split_at(size);
                 remaining = rest;
                 let mut query = CompiledQuery::new(dialect);

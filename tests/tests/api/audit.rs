@@ -191,3 +191,25 @@ async fn a_patient_reads_who_looked_at_their_record_and_emergencies_are_flagged(
     // Only patients read an access log.
     app.get(&app.gp, "$access-log").await.assert_status(403).assert_outcome();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_writing_at_once_extend_one_intact_chain() {
+    let first = TestApp::spawn().await;
+    let second =
+        TestApp::spawn_with(tests::TestOptions { backend: first.backend, database_url: Some(first.database_url.clone()), configure: None })
+            .await;
+    // Each instance's writer holds the head it last wrote; the other's appends make it collide
+    // and start again from the new head.
+    let mut requests = Vec::new();
+    for round in 0..40 {
+        for app in [&first, &second] {
+            requests.push(app.get(&app.gp, if round % 2 == 0 { "metadata" } else { "Patient/unknown" }));
+        }
+    }
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers.iter().all(|answer| matches!(answer.status.as_u16(), 200 | 404)));
+    match verdict(&first).await {
+        Verdict::Intact { records, .. } => assert_eq!(records, 80, "every request, once"),
+        broken => panic!("{broken:?}"),
+    }
+}
