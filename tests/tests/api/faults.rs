@@ -88,7 +88,7 @@ async fn a_postgres_restart_under_load_fails_fast_and_loses_no_acknowledged_writ
     let acknowledged: Vec<&String> = outcomes.iter().filter(|(_, status, ..)| *status == 201).map(|(value, ..)| value).collect();
     assert!(acknowledged.len() > 20);
     for value in acknowledged {
-        let found = app.get(&app.gp, &format!("Observation?identifier=https://fault.example/obs|{value}")).await;
+        let found = app.get(&app.trust, &format!("Observation?identifier=https://fault.example/obs|{value}")).await;
         assert_eq!(found.body["total"], 1, "acknowledged write {value} is missing");
     }
     assert_eq!(reqwest::get(format!("{}/readyz", app.ops)).await.unwrap().status(), 200);
