@@ -496,7 +496,7 @@ pub async fn access_log(
     permit: &crate::enforce::Permitted,
     params: &[(String, String)],
 ) -> Result<crate::fhir::FhirResponse, ApiError> {
-    use fhir_models::bundle::{BundleWriter, EntryParts, Link};
+    use fhir_models::bundle::EntryParts;
     use fhir_models::outcome::IssueType;
     let Some(consent::Principal::Patient(patient, _)) = &permit.requester().principal else {
         return Err(ApiError::Forbidden {
@@ -510,12 +510,7 @@ pub async fn access_log(
     for (name, value) in params {
         match name.as_str() {
             "_count" => {
-                count = value
-                    .parse::<usize>()
-                    .map_err(|_| {
-                        ApiError::invalid_at(IssueType::Value, "_count", format!("_count must be a whole number, found {value:?}"))
-                    })?
-                    .clamp(1, 100);
+                count = crate::fhir::parse_count(value)?.clamp(1, 100);
             }
             "_cursor" => cursor = Some(value.clone()),
             "_format" | "_pretty" => {}
@@ -547,12 +542,8 @@ pub async fn access_log(
         None => base.clone(),
     };
     let next_link = events.last().filter(|_| more).map(|(seq, _)| link(*seq));
-    let mut links = vec![Link { relation: "self", url: &self_link }];
-    if let Some(next) = &next_link {
-        links.push(Link { relation: "next", url: next });
-    }
-    let now = crate::fhir::instant(fhir_models::datetime::to_micros(service.now()));
-    let mut writer = BundleWriter::new(&uuid::Uuid::new_v4().to_string(), &now, "searchset", None, &links);
+    let links = crate::fhir::page_links(&self_link, None, None, next_link.as_deref());
+    let mut writer = service.bundle_writer("searchset", None, &links);
     for (seq, event) in &events {
         let shown = serde_json::to_vec(&for_patient(event, &own)).map_err(|e| ApiError::Internal(e.into()))?;
         let full_url = format!("{}/AuditEvent/{seq}", service.base_url);

@@ -300,12 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async {
-                let store = crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
-                    url: &settings.database.url,
-                    max_connections: Some(1),
-                    acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms),
-                })
-                .await?;
+                let store = connect_one(&settings).await?;
                 store.migrate().await?;
                 store.close().await;
                 println!("database migrated");
@@ -316,12 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async {
-                let store = crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
-                    url: &settings.database.url,
-                    max_connections: Some(1),
-                    acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms),
-                })
-                .await?;
+                let store = connect_one(&settings).await?;
                 let verdict = crate::audit::verify(&store).await;
                 store.close().await;
                 match verdict? {
@@ -353,6 +343,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// An extract's files: every `*.csv` in each directory named, and every file named.
+/// One connection to the configured database, for the maintenance commands.
+async fn connect_one(settings: &Settings) -> anyhow::Result<crate::store::SqlStore> {
+    let options = crate::store::sql_store::StoreOptions {
+        url: &settings.database.url,
+        max_connections: Some(1),
+        acquire_timeout: std::time::Duration::from_millis(settings.database.acquire_timeout_ms),
+    };
+    crate::store::SqlStore::connect(&options).await
+}
+
 fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis::ExtractFile>> {
     let is_csv = |file: &std::path::Path| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("csv"));
     Ok(read_files(paths, is_csv)?.into_iter().map(|(name, bytes)| crate::translate::emis::ExtractFile { name, bytes }).collect())

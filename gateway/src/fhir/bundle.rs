@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use fhir_models::bundle::{BundleWriter, EntryParts, EntryResponse};
+use fhir_models::bundle::{EntryParts, EntryResponse};
 use fhir_models::json::{RawMembers, rewrite_strings, rewrite_value_strings};
 use fhir_models::outcome::IssueType;
 use fhir_models::{OperationOutcome, Reference, ResourceType};
@@ -622,13 +622,7 @@ async fn process_batch_entry(
 }
 
 fn response_bundle(service: &FhirService, bundle_type: &str, results: Vec<EntryResult>) -> FhirResponse {
-    let mut writer = BundleWriter::new(
-        &uuid::Uuid::new_v4().to_string(),
-        &instant(fhir_models::datetime::to_micros(service.now())),
-        bundle_type,
-        None,
-        &[],
-    );
+    let mut writer = service.bundle_writer(bundle_type, None, &[]);
     for result in &results {
         writer.entry(EntryParts {
             resource: result.resource.as_deref(),

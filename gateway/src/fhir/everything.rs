@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use fhir_models::ResourceType;
-use fhir_models::bundle::{BundleWriter, EntryParts, Link};
+use fhir_models::bundle::EntryParts;
 use fhir_models::outcome::IssueType;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::paging::PagingKey;
 use super::read::check_id;
 use super::search::query_string;
-use super::{FhirResponse, FhirService, access, instant};
+use super::{FhirResponse, FhirService, access};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
 use crate::store::{CompartmentQuery, Position};
@@ -31,12 +31,7 @@ pub async fn everything(
     for (name, value) in params {
         match name.as_str() {
             "_count" => {
-                count = value
-                    .parse::<usize>()
-                    .map_err(|_| {
-                        ApiError::invalid_at(IssueType::Value, "_count", format!("_count must be a whole number, found {value:?}"))
-                    })?
-                    .clamp(1, service.limits.max_count);
+                count = super::parse_count(value)?.clamp(1, service.limits.max_count);
                 used.push((name.clone(), count.to_string()));
             }
             "_type" => {
@@ -100,17 +95,8 @@ pub async fn everything(
         (true, Some(key)) => Some(link(Some(service.paging.sign(&canonical, &Position { values: Vec::new(), key, backward: false })))),
         _ => None,
     };
-    let mut links = vec![Link { relation: "self", url: &self_link }, Link { relation: "first", url: &first_link }];
-    if let Some(next) = &next_link {
-        links.push(Link { relation: "next", url: next });
-    }
-    let mut writer = BundleWriter::new(
-        &uuid::Uuid::new_v4().to_string(),
-        &instant(fhir_models::datetime::to_micros(service.now())),
-        "searchset",
-        total,
-        &links,
-    );
+    let links = super::page_links(&self_link, Some(&first_link), None, next_link.as_deref());
+    let mut writer = service.bundle_writer("searchset", total, &links);
     for version in &released {
         let full_url = service.full_url(version);
         writer.entry(EntryParts {

@@ -1,6 +1,6 @@
 //! `history-instance`, `history-type` and `history-system`: versions newest first.
 
-use fhir_models::bundle::{BundleWriter, EntryParts, EntryResponse, Link};
+use fhir_models::bundle::{EntryParts, EntryResponse};
 use fhir_models::outcome::IssueType;
 use percent_encoding::utf8_percent_encode;
 
@@ -24,12 +24,7 @@ pub async fn history(
     for (name, value) in params {
         match name.as_str() {
             "_count" => {
-                count = value
-                    .parse::<usize>()
-                    .map_err(|_| {
-                        ApiError::invalid_at(IssueType::Value, "_count", format!("_count must be a whole number, found {value:?}"))
-                    })?
-                    .min(service.limits.max_count);
+                count = super::parse_count(value)?.min(service.limits.max_count);
                 used.push((name.clone(), count.to_string()));
             }
             "_since" => {
@@ -110,17 +105,8 @@ pub async fn history(
             })
         })
         .flatten();
-    let mut links = vec![Link { relation: "self", url: &self_link }];
-    if let Some(next) = &next_link {
-        links.push(Link { relation: "next", url: next });
-    }
-    let mut writer = BundleWriter::new(
-        &uuid::Uuid::new_v4().to_string(),
-        &instant(fhir_models::datetime::to_micros(service.now())),
-        "history",
-        None,
-        &links,
-    );
+    let links = super::page_links(&self_link, None, None, next_link.as_deref());
+    let mut writer = service.bundle_writer("history", None, &links);
     for version in &versions {
         let full_url = service.full_url(version);
         let request_url = match version.method {

@@ -36,11 +36,13 @@ pub use write::{Validated, prepare};
 
 use std::sync::Arc;
 
+use fhir_models::bundle::{BundleWriter, Link};
 use fhir_models::datetime::{format_instant, from_micros};
 use fhir_models::{OdsCode, OperationOutcome};
 use time::OffsetDateTime;
 
 use crate::configuration::Limits;
+use crate::error::ApiError;
 use crate::store::{SharedStore, StoredVersion};
 
 /// What every interaction needs: the store, the validator, limits and the base URL.
@@ -74,6 +76,28 @@ impl FhirService {
     pub fn full_url(&self, version: &StoredVersion) -> String {
         format!("{}/{}/{}", self.base_url, version.resource_type, version.id)
     }
+
+    /// A new Bundle of `bundle_type` stamped now.
+    pub fn bundle_writer(&self, bundle_type: &str, total: Option<i64>, links: &[Link<'_>]) -> BundleWriter {
+        let now = instant(fhir_models::datetime::to_micros(self.now()));
+        BundleWriter::new(&uuid::Uuid::new_v4().to_string(), &now, bundle_type, total, links)
+    }
+}
+
+/// A page's links: `self`, then `first`, `previous` and `next` where there are such pages.
+pub fn page_links<'a>(self_url: &'a str, first: Option<&'a str>, previous: Option<&'a str>, next: Option<&'a str>) -> Vec<Link<'a>> {
+    let mut links = vec![Link { relation: "self", url: self_url }];
+    links.extend(first.map(|url| Link { relation: "first", url }));
+    links.extend(previous.map(|url| Link { relation: "previous", url }));
+    links.extend(next.map(|url| Link { relation: "next", url }));
+    links
+}
+
+/// `_count=value`, a whole number; each operation bounds it.
+pub fn parse_count(value: &str) -> Result<usize, ApiError> {
+    value.parse::<usize>().map_err(|_| {
+        ApiError::invalid_at(fhir_models::outcome::IssueType::Value, "_count", format!("_count must be a whole number, found {value:?}"))
+    })
 }
 
 /// Who is writing, as far as the stored data needs to know.

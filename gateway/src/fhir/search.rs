@@ -3,7 +3,7 @@
 
 use fhir_models::OperationOutcome;
 use fhir_models::ResourceType;
-use fhir_models::bundle::{BundleWriter, EntryParts, Link};
+use fhir_models::bundle::EntryParts;
 use fhir_models::outcome::{Issue, IssueSeverity, IssueType};
 use fhir_models::search::table;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::paging::PagingKey;
 use super::search_params::{Handling, ParsedSearch, Summary, parse_search};
-use super::{FhirResponse, FhirService, access, instant};
+use super::{FhirResponse, FhirService, access};
 use crate::enforce::Permitted;
 use crate::error::ApiError;
 use crate::store::{Filter, Position, StoredVersion};
@@ -134,22 +134,8 @@ pub async fn search(
         (None, _) => query.position.as_ref().filter(|p| !p.backward).map(|p| cursor_link(p, true)),
         _ => None,
     };
-    let mut links = vec![Link { relation: "self", url: &self_link }, Link { relation: "first", url: &first_link }];
-    if let Some(previous) = &previous_link {
-        links.push(Link { relation: "previous", url: previous });
-    }
-    if let Some(next) = &next_link {
-        links.push(Link { relation: "next", url: next });
-    }
-
-    let now = service.now();
-    let mut writer = BundleWriter::new(
-        &uuid::Uuid::new_v4().to_string(),
-        &instant(fhir_models::datetime::to_micros(now)),
-        "searchset",
-        page.total,
-        &links,
-    );
+    let links = super::page_links(&self_link, Some(&first_link), previous_link.as_deref(), next_link.as_deref());
+    let mut writer = service.bundle_writer("searchset", page.total, &links);
     let shape = Shape::new(summary, elements);
     for (versions, mode) in [(&page.matches, "match"), (&page.included, "include")] {
         for version in versions {

@@ -82,7 +82,7 @@ pub fn parse_search(
             }
             _ if FORMAT_PARAMETERS.contains(&name) => continue,
             "_count" => {
-                let count: usize = value.parse().map_err(|_| invalid(name, format!("_count must be a whole number, found {value:?}")))?;
+                let count = super::parse_count(value)?;
                 parsed.query.count = count.min(limits.max_count);
                 parsed.used.push(("_count".to_owned(), parsed.query.count.to_string()));
                 continue;
