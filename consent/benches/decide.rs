@@ -68,7 +68,7 @@ fn decisions(c: &mut Criterion) {
         "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}});
     let observation_type = fhir_models::ResourceType::parse("Observation").unwrap();
     c.bench_function("facts of a resource read from its JSON (once per resource, beside decide)", |b| {
-        b.iter(|| ResourceFacts::from_resource(&clinician, observation_type, "o1", Some("RXA"), std::hint::black_box(&value)))
+        b.iter(|| ResourceFacts::from_resource(&policy, observation_type, "o1", Some("RXA"), std::hint::black_box(&value)))
     });
 }
 

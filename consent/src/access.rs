@@ -236,18 +236,21 @@ pub struct ResourceFacts {
 }
 
 impl ResourceFacts {
+    /// The facts of a version, the same for every viewer (the categories and dates of types
+    /// with a release delay are read whoever asks; only patients' scopes hold them back), so a
+    /// version's facts can be kept and reused.
     pub fn from_resource(
-        scope: &Scope,
+        policy: &AccessPolicy,
         resource_type: fhir_models::ResourceType,
         id: &str,
         source: Option<&str>,
         resource: &Value,
     ) -> Self {
-        let holds: Vec<&ReleaseHold> = scope.release_holds.iter().filter(|h| h.resource_type == resource_type.as_str()).collect();
-        // Only the compartment, and the category and dates a release hold reads.
-        let wanted = |param: &str| !holds.is_empty() && (param == "category" || holds.iter().any(|hold| hold.date_param == param));
+        let delays: Vec<&ReleaseDelay> = policy.release_delays.iter().filter(|d| d.resource_type == resource_type.as_str()).collect();
+        // Only the compartment, and the category and dates a release delay reads.
+        let wanted = |param: &str| !delays.is_empty() && (param == "category" || delays.iter().any(|delay| delay.date_param == param));
         let index = fhir_models::search::extract_some(resource_type, id, resource, wanted);
-        Self::from_parts(resource_type.as_str(), id, source, resource, &index, &holds)
+        Self::from_parts(resource_type.as_str(), id, source, resource, &index, &delays)
     }
 
     fn from_parts(
@@ -256,7 +259,7 @@ impl ResourceFacts {
         source: Option<&str>,
         resource: &Value,
         index: &IndexEntries,
-        holds: &[&ReleaseHold],
+        delays: &[&ReleaseDelay],
     ) -> Self {
         let labels = resource["meta"]["security"]
             .as_array()
@@ -266,10 +269,14 @@ impl ResourceFacts {
             .filter_map(|label| label["code"].as_str().map(str::to_owned))
             .collect();
         let (mut categories, mut dates) = (Vec::new(), Vec::new());
-        if !holds.is_empty() {
+        if !delays.is_empty() {
             categories = index.tokens.iter().filter(|t| t.param == "category").map(|t| (t.system.clone(), t.code.clone())).collect();
-            dates =
-                index.dates.iter().filter(|d| holds.iter().any(|h| h.date_param == d.param)).map(|d| (d.param.clone(), d.high)).collect();
+            dates = index
+                .dates
+                .iter()
+                .filter(|d| delays.iter().any(|delay| delay.date_param == d.param))
+                .map(|d| (d.param.clone(), d.high))
+                .collect();
         }
         Self {
             resource_type: resource_type.to_owned(),

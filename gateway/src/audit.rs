@@ -11,6 +11,7 @@
 //! instance: each record's hash covers the previous record's hash, its sequence number, its time
 //! and its JSON, so `hie-gateway audit verify` finds any record edited, deleted or reordered.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,36 +31,66 @@ tokio::task_local! {
     static NOTE: Arc<Mutex<AuditNote>>;
 }
 
+/// Text that is mostly a fixed code (kept without allocating) but read back as owned.
+pub type Code = Cow<'static, str>;
+
 /// Who asked, as the audit trail keeps it (a snapshot of the requester at the time).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Who {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ods: Option<String>,
     /// `clinician`, `patient` or `system`.
-    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organisation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    pub purpose: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub self_claimed: bool,
 }
 
-/// What one request did, noted as it runs.
-#[derive(Clone, Debug, Default)]
+/// What one request did, noted as it runs; with the request and its answer, it is the record
+/// the trail stores and hashes (compact JSON, rendered as a FHIR `AuditEvent` when read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditNote {
+    /// The request: method, and path with query (which may name a patient or an NHS number:
+    /// kept for auditors, never shown to patients).
+    pub method: String,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The status of the answer.
+    pub status: u16,
     pub who: Who,
-    pub interaction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
     /// The rule that decided: the refusing one, or the permitting one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Patients named or whose records were returned.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub patients: BTreeSet<String>,
     /// `Type/id/_history/version` of every resource returned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub returned: Vec<String>,
     /// The rules that withheld resources the request reached (not which resources).
-    pub withheld: BTreeSet<&'static str>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub withheld: BTreeSet<Code>,
     /// `Type/id/_history/version` of every version the request wrote.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<String>,
 }
 
@@ -91,22 +123,22 @@ pub fn record_requester(requester: &consent::Requester) {
         }
         match &requester.principal {
             Some(Principal::Clinician(clinician, _)) => {
-                who.kind = Some("clinician");
+                who.kind = Some(Cow::Borrowed("clinician"));
                 who.subject = Some(clinician.subject.clone());
                 who.organisation = Some(clinician.organisation.to_string());
                 who.role = clinician.role.clone();
-                who.purpose = Some(clinician.purpose.code());
+                who.purpose = Some(Cow::Borrowed(clinician.purpose.code()));
                 who.reason = clinician.reason.clone();
                 who.self_claimed = clinician.self_claimed;
             }
             Some(Principal::System(system, _)) => {
-                who.kind = Some("system");
+                who.kind = Some(Cow::Borrowed("system"));
                 who.subject = Some(system.subject.clone());
                 who.organisation = Some(system.organisation.to_string());
-                who.purpose = Some(system.purpose.code());
+                who.purpose = Some(Cow::Borrowed(system.purpose.code()));
             }
             Some(Principal::Patient(patient, _)) => {
-                who.kind = Some("patient");
+                who.kind = Some(Cow::Borrowed("patient"));
                 who.subject = Some(patient.subject.clone());
             }
             None => {}
@@ -114,8 +146,8 @@ pub fn record_requester(requester: &consent::Requester) {
     });
 }
 
-/// An event waiting for its place in the chain: its JSON without an id (the chain gives it one),
-/// serialised by the request that made it, so the one writer only numbers, hashes and stores.
+/// A record waiting for its place in the chain, serialised by the request that made it, so the
+/// one writer only numbers, hashes and stores.
 struct Pending {
     event: String,
     patients: Vec<String>,
@@ -139,6 +171,9 @@ pub struct AuditMetrics {
     pub commits: prometheus_client::metrics::counter::Counter,
     pub commit_seconds: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
     pub failures: prometheus_client::metrics::counter::Counter,
+    /// Requests refused (503) because their record could not be written: with `events`, every
+    /// request the API answered (`hie_http_requests_total`).
+    pub unrecorded: prometheus_client::metrics::counter::Counter,
 }
 
 /// The most events one commit takes.
@@ -186,19 +221,29 @@ impl AuditTrail {
         Self { sender, store, metrics }
     }
 
-    /// Events about these patients, newest first, below a sequence number.
+    /// Events about these patients, newest first, below a sequence number, as FHIR AuditEvents.
     pub async fn about(&self, patient_ids: &[String], before: Option<i64>, limit: i64) -> Result<Vec<(i64, Value)>, StoreError> {
-        let rows = self.store.audit_for_patients(patient_ids, before, limit).await?;
-        rows.into_iter().map(|(seq, event)| Ok((seq, serde_json::from_str(&event).map_err(|e| StoreError::Internal(e.into()))?))).collect()
+        let records = self.store.audit_for_patients(patient_ids, before, limit).await?;
+        Ok(records.iter().map(|record| (record.seq, record.event())).collect())
     }
 
-    /// Append an event and wait until it is durable.
-    pub async fn append(&self, event: &Value, patients: Vec<String>, recorded: i64) -> Result<(), String> {
-        let event = serde_json::to_string(event).map_err(|error| error.to_string())?;
+    /// Append a request's record and wait until it is durable.
+    pub async fn append(&self, note: &AuditNote, recorded: i64) -> Result<(), String> {
+        let event = serde_json::to_string(note).map_err(|error| error.to_string())?;
+        let patients = note.patients.iter().cloned().collect();
         let (done, wait) = oneshot::channel();
         self.sender.send(Pending { event, patients, recorded, done }).await.map_err(|_| "the audit writer stopped".to_owned())?;
         wait.await.map_err(|_| "the audit writer stopped".to_owned())?
     }
+}
+
+/// Run `work` with `note` as the running request's note, and return what was noted.
+pub async fn noted<T>(note: AuditNote, work: impl Future<Output = T>) -> (T, AuditNote) {
+    let note = Arc::new(Mutex::new(note));
+    let output = NOTE.scope(note.clone(), work).await;
+    // The work is over: nothing else holds the note now.
+    let note = note.lock().map(|mut note| std::mem::take(&mut *note)).unwrap_or_default();
+    (output, note)
 }
 
 /// Middleware: run the request with a note, then record it before the answer leaves.
@@ -206,34 +251,40 @@ pub async fn audit(request: ServiceRequest, next: Next<impl MessageBody + 'stati
     let Some(state) = request.app_data::<web::Data<crate::http::AppState>>().cloned() else {
         return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
     };
-    let note = Arc::new(Mutex::new(AuditNote::default()));
-    if let Some(certificate) = request.conn_data::<crate::tls::PeerCertificate>()
-        && let Some(client) = state.clients.identify(certificate)
-        && let Ok(mut note) = note.lock()
-    {
-        note.who.client = Some(client.name.clone());
-        note.who.client_ods = Some(client.ods.to_string());
-    }
-    let method = request.method().to_string();
     let target = match request.query_string() {
         "" => request.path().to_owned(),
         query => format!("{}?{query}", request.path()),
     };
-    let address = request.peer_addr().map(|address| address.ip().to_string());
-    // (The rate limit further in answers its refusals as responses, so they are recorded too.)
-    let response = NOTE.scope(note.clone(), next.call(request)).await?.map_into_boxed_body();
-    let status = response.status().as_u16();
-    let now = time::OffsetDateTime::now_utc();
-    let note = note.lock().map(|note| note.clone()).unwrap_or_default();
-    let event = event(&note, &method, &target, address.as_deref(), status, now);
-    let patients = note.patients.iter().cloned().collect();
-    match state.audit.append(&event, patients, fhir_models::datetime::to_micros(now)).await {
-        Ok(()) => Ok(response),
+    let mut note = AuditNote {
+        method: request.method().to_string(),
+        target,
+        address: request.peer_addr().map(|address| address.ip().to_string()),
+        ..Default::default()
+    };
+    if let Some(certificate) = request.conn_data::<crate::tls::PeerCertificate>()
+        && let Some(client) = state.clients.identify(certificate)
+    {
+        note.who.client = Some(client.name.clone());
+        note.who.client_ods = Some(client.ods.to_string());
+    }
+    // (The rate limit further in answers its refusals as responses, so they are recorded too;
+    // an error from further in is recorded with the status actix will answer it with.)
+    let (response, mut note) = noted(note, next.call(request)).await;
+    note.status = match &response {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => error.as_response_error().status_code().as_u16(),
+    };
+    let recorded = fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc());
+    match state.audit.append(&note, recorded).await {
+        Ok(()) => response.map(ServiceResponse::map_into_boxed_body),
         Err(error) => {
+            state.audit.metrics.unrecorded.inc();
             tracing::error!(%error, "answer withheld: its audit record could not be written");
             let refused = ApiError::Unavailable("the audit trail cannot record this request now; try again".into());
-            let (request, _) = response.into_parts();
-            Ok(ServiceResponse::new(request, refused.error_response()))
+            match response {
+                Ok(response) => Ok(ServiceResponse::new(response.into_parts().0, refused.error_response())),
+                Err(_) => Err(refused.into()),
+            }
         }
     }
 }
@@ -253,11 +304,12 @@ pub const FLAG_SYSTEM: &str = "https://hie-gateway.nhs.example/CodeSystem/audit-
 const JOB_ROLE: &str = "https://hie-gateway.nhs.example/CodeSystem/nrbac-job-role";
 const SUBJECT: &str = "https://hie-gateway.nhs.example/Id/token-subject";
 
-/// The AuditEvent of one request.
-pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>, status: u16, now: time::OffsetDateTime) -> Value {
+/// The FHIR AuditEvent of a stored record: its sequence number is its id.
+pub fn event(note: &AuditNote, seq: i64, recorded: time::OffsetDateTime) -> Value {
+    let (method, target, status) = (note.method.as_str(), note.target.as_str(), note.status);
     let who = &note.who;
     let action = match method {
-        "POST" if note.interaction.is_some_and(|i| i != "create") => "E",
+        "POST" | "MLLP" if note.interaction.as_deref().is_some_and(|i| i != "create") => "E",
         "POST" => "C",
         "PUT" | "PATCH" => "U",
         "DELETE" => "D",
@@ -270,7 +322,7 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
     };
     // No path or query here (they may name a patient or an NHS number): the query entity keeps
     // them for auditors, and patients see this description.
-    let mut outcome_desc = format!("{status} {}", note.interaction.unwrap_or(method));
+    let mut outcome_desc = format!("{status} {}", note.interaction.as_deref().unwrap_or(method));
     if let Some(resource_type) = &note.resource_type {
         outcome_desc.push(' ');
         outcome_desc.push_str(resource_type);
@@ -281,22 +333,23 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
     }
     if !note.withheld.is_empty() {
         outcome_desc.push_str("; withheld by ");
-        outcome_desc.push_str(&note.withheld.iter().copied().collect::<Vec<_>>().join(", "));
+        outcome_desc.push_str(&note.withheld.iter().map(|rule| rule.as_ref()).collect::<Vec<_>>().join(", "));
     }
     let mut requestor =
         json!({"requestor": true, "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}]}});
     if let Some(subject) = &who.subject {
-        requestor["who"] = json!({"identifier": {"system": format!("{SUBJECT}/{}", who.kind.unwrap_or("unknown")), "value": subject}});
+        requestor["who"] =
+            json!({"identifier": {"system": format!("{SUBJECT}/{}", who.kind.as_deref().unwrap_or("unknown")), "value": subject}});
     } else {
         requestor["who"] = json!({"display": "not identified"});
     }
     if let Some(role) = &who.role {
         requestor["role"] = json!([{"coding": [{"system": JOB_ROLE, "code": role}]}]);
     }
-    if let Some(address) = address {
+    if let Some(address) = &note.address {
         requestor["network"] = json!({"address": address, "type": "2"});
     }
-    if let Some(purpose) = who.purpose {
+    if let Some(purpose) = &who.purpose {
         requestor["purposeOfUse"] = json!([{"coding": [{"system": ACT_REASON, "code": purpose}]}]);
     }
     let mut agents = vec![requestor];
@@ -348,19 +401,20 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
     }));
     let mut event = json!({
         "resourceType": "AuditEvent",
+        "id": seq.to_string(),
         "type": {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
         "action": action,
-        "recorded": fhir_models::datetime::format_instant(now),
+        "recorded": fhir_models::datetime::format_instant(recorded),
         "outcome": outcome,
         "outcomeDesc": outcome_desc,
         "agent": agents,
         "source": {"observer": {"display": "HIE Gateway"}, "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
         "entity": entities
     });
-    if let Some(interaction) = note.interaction {
+    if let Some(interaction) = &note.interaction {
         event["subtype"] = json!([{"system": INTERACTION, "code": interaction}]);
     }
-    if let Some(purpose) = who.purpose {
+    if let Some(purpose) = &who.purpose {
         let mut purpose_of_event = json!({"coding": [{"system": ACT_REASON, "code": purpose}]});
         if let Some(reason) = &who.reason {
             purpose_of_event["text"] = json!(reason);
@@ -368,7 +422,7 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
         event["purposeOfEvent"] = json!([purpose_of_event]);
     }
     let mut flags = Vec::new();
-    if matches!(who.purpose, Some("ETREAT" | "BTG")) {
+    if matches!(who.purpose.as_deref(), Some("ETREAT" | "BTG")) {
         flags.push(json!({"system": FLAG_SYSTEM, "code": "emergency-access", "display": "Emergency access"}));
     }
     if who.self_claimed {
@@ -385,34 +439,57 @@ pub fn event(note: &AuditNote, method: &str, target: &str, address: Option<&str>
 pub struct AuditRecord {
     pub seq: i64,
     pub recorded: i64,
-    pub event: String,
+    /// The record as hashed: an [`AuditNote`]'s JSON (records written before this form were
+    /// stored as FHIR AuditEvents, and are read as they are).
+    pub text: String,
     pub previous: String,
     pub hash: String,
 }
 
+/// How records written before the compact form begin.
+const FHIR_RECORD: &str = "{\"resourceType\":\"AuditEvent\"";
+
+impl AuditRecord {
+    /// The record as a FHIR AuditEvent.
+    pub fn event(&self) -> Value {
+        if self.text.starts_with(FHIR_RECORD) {
+            return serde_json::from_str(&self.text).unwrap_or(Value::Null);
+        }
+        let note: AuditNote = serde_json::from_str(&self.text).unwrap_or_default();
+        event(&note, self.seq, fhir_models::datetime::from_micros(self.recorded))
+    }
+
+    /// The patients the record names.
+    fn patients(&self) -> BTreeSet<String> {
+        if !self.text.starts_with(FHIR_RECORD) {
+            return serde_json::from_str::<AuditNote>(&self.text).map(|note| note.patients).unwrap_or_default();
+        }
+        let event: Value = serde_json::from_str(&self.text).unwrap_or(Value::Null);
+        event["entity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entity| entity["role"]["code"] == "1")
+            .filter_map(|entity| entity["what"]["reference"].as_str()?.strip_prefix("Patient/").map(str::to_owned))
+            .collect()
+    }
+}
+
 /// The hash of a record: over the previous record's hash, its sequence number, its time and its
-/// JSON, each on its own line.
-pub fn chain_hash(previous: &str, seq: i64, recorded: i64, event: &str) -> String {
+/// text, each on its own line.
+pub fn chain_hash(previous: &str, seq: i64, recorded: i64, text: &str) -> String {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     context.update(previous.as_bytes());
     context.update(format!("\n{seq}\n{recorded}\n").as_bytes());
-    context.update(event.as_bytes());
-    context.finish().as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// An event's JSON with its id (its sequence number) as its second member: the events are
-/// serialised with `resourceType` first and no id.
-pub fn with_id(event: &str, seq: i64) -> String {
-    const HEAD: &str = "{\"resourceType\":\"AuditEvent\"";
-    match event.strip_prefix(HEAD) {
-        Some(rest) => format!("{HEAD},\"id\":\"{seq}\"{rest}"),
-        None => {
-            // Not the shape this module writes: insert through a parse, the slow way.
-            let mut value: Value = serde_json::from_str(event).unwrap_or(Value::Null);
-            value["id"] = Value::String(seq.to_string());
-            value.to_string()
-        }
+    context.update(text.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = context.finish();
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
+    hex
 }
 
 /// The hash a chain starts from.
@@ -458,13 +535,13 @@ pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
                     ),
                 });
             }
-            if chain_hash(&record.previous, record.seq, record.recorded, &record.event) != record.hash {
+            if chain_hash(&record.previous, record.seq, record.recorded, &record.text) != record.hash {
                 return Ok(Verdict::Broken {
                     at: record.seq,
                     reason: format!("record {} was edited: its hash does not match its content", record.seq),
                 });
             }
-            if indexed.remove(&record.seq).unwrap_or_default() != patients_of(&record.event) {
+            if indexed.remove(&record.seq).unwrap_or_default() != record.patients() {
                 return Ok(Verdict::Broken {
                     at: record.seq,
                     reason: format!(
@@ -552,18 +629,6 @@ pub async fn access_log(
     Ok(crate::fhir::FhirResponse::ok(writer.finish()))
 }
 
-/// The patients an event names (its entities in the role Patient).
-fn patients_of(event: &str) -> BTreeSet<String> {
-    let event: Value = serde_json::from_str(event).unwrap_or(Value::Null);
-    event["entity"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|entity| entity["role"]["code"] == "1")
-        .filter_map(|entity| entity["what"]["reference"].as_str()?.strip_prefix("Patient/").map(str::to_owned))
-        .collect()
-}
-
 /// An event as its patient sees it: who, which organisation, when, why and with what outcome;
 /// the query and the resources returned are left out (a search may have named others).
 pub fn for_patient(event: &Value, own: &[String]) -> Value {
@@ -589,18 +654,22 @@ mod tests {
 
     fn note() -> AuditNote {
         AuditNote {
+            method: "GET".into(),
+            target: "/fhir/r4/Observation?patient=p1".into(),
+            address: Some("127.0.0.1".into()),
+            status: 200,
             who: Who {
                 client: Some("gp-system".into()),
                 client_ods: Some("A81001".into()),
-                kind: Some("clinician"),
+                kind: Some("clinician".into()),
                 subject: Some("u1".into()),
                 organisation: Some("A81001".into()),
                 role: Some("R8000".into()),
-                purpose: Some("ETREAT"),
+                purpose: Some("ETREAT".into()),
                 reason: Some("unconscious in A&E".into()),
                 self_claimed: false,
             },
-            interaction: Some("search-type"),
+            interaction: Some("search-type".into()),
             resource_type: Some("Observation".into()),
             rule: Some("token-scopes".into()),
             patients: ["p1".to_owned(), "p2".to_owned()].into_iter().collect(),
@@ -613,17 +682,22 @@ mod tests {
     #[test]
     fn an_event_says_who_what_why_and_how_it_ended_and_flags_emergencies() {
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let event = event(&note(), "GET", "/fhir/r4/Observation?patient=p1", Some("127.0.0.1"), 200, now);
+        let event = event(&note(), 7, now);
+        assert_eq!(event["id"], "7");
+        assert_eq!(event["recorded"], "2027-01-15T08:00:00.000000Z");
         assert_eq!(event["action"], "R");
         assert_eq!(event["outcome"], "0");
         assert_eq!(event["subtype"][0]["code"], "search-type");
         assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
         assert_eq!(event["purposeOfEvent"][0]["text"], "unconscious in A&E");
         assert_eq!(event["meta"]["tag"][0]["code"], "emergency-access");
+        assert_eq!(event["agent"][0]["network"]["address"], "127.0.0.1");
         assert_eq!(event["agent"][1]["who"]["identifier"]["value"], "A81001");
         assert_eq!(event["outcomeDesc"], "200 search-type Observation; rule token-scopes");
         let entities = event["entity"].as_array().unwrap();
         assert_eq!(entities.len(), 4, "two patients, the query, one resource");
+        let query = base64::engine::general_purpose::STANDARD.decode(entities[2]["query"].as_str().unwrap()).unwrap();
+        assert_eq!(query, b"GET /fhir/r4/Observation?patient=p1");
         let seen_by_p1 = for_patient(&event, &["p1".into()]);
         let kept: Vec<&str> = seen_by_p1["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
         assert_eq!(kept, ["Patient/p1"], "a patient sees neither the query nor other patients");
@@ -634,11 +708,19 @@ mod tests {
     }
 
     #[test]
-    fn an_id_goes_in_second_without_a_parse() {
-        let event = serde_json::to_string(&json!({"resourceType": "AuditEvent", "action": "R"})).unwrap();
-        assert_eq!(with_id(&event, 42), r#"{"resourceType":"AuditEvent","id":"42","action":"R"}"#);
-        let parsed: Value = serde_json::from_str(&with_id(r#"{"action":"R","resourceType":"AuditEvent"}"#, 7)).unwrap();
-        assert_eq!(parsed["id"], "7");
+    fn a_record_is_stored_compact_and_read_back_as_the_same_event() {
+        let text = serde_json::to_string(&note()).unwrap();
+        assert!(text.len() < 600, "{} bytes: {text}", text.len());
+        assert_eq!(serde_json::from_str::<AuditNote>(&text).unwrap(), note());
+        let record = AuditRecord { seq: 7, recorded: 1_800_000_000_000_000, text, previous: GENESIS.into(), hash: String::new() };
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(record.event(), event(&note(), 7, now));
+        assert_eq!(record.patients(), note().patients);
+        // A record written as a FHIR AuditEvent (before the compact form) is read as it is.
+        let fhir = serde_json::to_string(&event(&note(), 7, now)).unwrap();
+        let older = AuditRecord { text: fhir, ..record };
+        assert_eq!(older.event(), event(&note(), 7, now));
+        assert_eq!(older.patients(), note().patients);
     }
 
     #[test]

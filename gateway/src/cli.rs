@@ -508,6 +508,7 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         // Ingest writes no paging links.
         paging: crate::fhir::PagingKey::new(&uuid::Uuid::new_v4().into_bytes()),
         policy: settings.policy(),
+        resource_facts: Default::default(),
     });
     if format.is_document() {
         let result = ingest_documents(&fhir, &store, format, paths, replay).await;

@@ -46,7 +46,7 @@ pub fn authorize(requester: Requester, interaction: Interaction, resource_type: 
     crate::audit::record(|note| {
         // A batch's entries are authorised again: the bundle's own interaction names the request.
         if note.interaction.is_none() {
-            note.interaction = Some(interaction.code());
+            note.interaction = Some(interaction.code().into());
             note.resource_type = resource_type.map(|t| t.as_str().to_owned());
         }
         if note.rule.is_none() || !decision.is_permit() {

@@ -22,6 +22,56 @@ pub struct MllpService {
     pub ingest: Hl7v2Ingest,
     pub settings: MllpSettings,
     pub metrics: Arc<MllpMetrics>,
+    /// Every message is recorded before its ACK leaves, as every HTTP request is.
+    pub audit: crate::audit::AuditTrail,
+}
+
+/// File one message and record it in the audit trail (the sender, the message, what it wrote
+/// and whose records those are in) before its ACK leaves; a message whose record cannot be
+/// written is answered `AR`, so the sender sends it again (a re-send changes nothing).
+async fn audited(service: &MllpService, message: &[u8], peer: std::net::SocketAddr) -> (AckCode, String) {
+    let text = crate::translate::hl7v2::message::decode(message);
+    let header = crate::translate::hl7v2::Message::parse(&text).ok().and_then(|parsed| crate::translate::hl7v2::header(&parsed).ok());
+    let target = match &header {
+        Some(header) => format!("{}^{} {} from {}", header.message_code, header.trigger_event, header.control_id, header.sender()),
+        None => "a message without a readable MSH".to_owned(),
+    };
+    let note = crate::audit::AuditNote {
+        method: "MLLP".into(),
+        target,
+        address: Some(peer.ip().to_string()),
+        interaction: Some("transaction".into()),
+        who: crate::audit::Who {
+            client: header.as_ref().map(|h| h.sending_application.clone()).filter(|a| !a.is_empty()),
+            organisation: header.as_ref().map(|h| h.sending_facility.clone()).filter(|f| !f.is_empty()),
+            kind: Some("system".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ((code, ack), mut note) = crate::audit::noted(note, service.ingest.handle(message)).await;
+    // The HTTP status of the same outcome, and the ACK code itself.
+    note.status = match code {
+        AckCode::Accept => 200,
+        AckCode::Error => 422,
+        AckCode::Reject => 400,
+    };
+    note.target.push_str(" ACK ");
+    note.target.push_str(code.code());
+    let recorded = fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc());
+    match service.audit.append(&note, recorded).await {
+        Ok(()) => (code, ack),
+        Err(error) => {
+            service.audit.metrics.unrecorded.inc();
+            tracing::error!(%error, "ACK withheld: the message's audit record could not be written");
+            let error = Hl7Error::new(
+                ErrorCode::ApplicationInternal,
+                Location::segment("MSH", 10),
+                "the gateway cannot record this message in its audit trail now; send it again",
+            );
+            (AckCode::Reject, acknowledgement(header.as_ref(), AckCode::Reject, Some(&error), None, &now_hl7(), &ack_control_id()))
+        }
+    }
 }
 
 /// Messages by outcome, for `/metrics`.
@@ -46,7 +96,7 @@ pub async fn serve(listener: TcpListener, service: Arc<MllpService>) {
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
                     connections.spawn(async move {
-                        if let Err(error) = connection(stream, &service).await {
+                        if let Err(error) = connection(stream, &service, peer).await {
                             tracing::info!(%peer, %error, "MLLP connection closed");
                         }
                     });
@@ -95,7 +145,7 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
     framed
 }
 
-async fn connection(mut stream: TcpStream, service: &MllpService) -> std::io::Result<()> {
+async fn connection(mut stream: TcpStream, service: &MllpService, peer: std::net::SocketAddr) -> std::io::Result<()> {
     let idle = Duration::from_secs(service.settings.idle_timeout_secs.max(1));
     let max = service.settings.max_message_bytes;
     let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -103,7 +153,7 @@ async fn connection(mut stream: TcpStream, service: &MllpService) -> std::io::Re
     loop {
         match find_frame(&buffer, max) {
             Frame::Message { start, end, consumed } => {
-                let (code, ack) = service.ingest.handle(&buffer[start..end]).await;
+                let (code, ack) = audited(service, &buffer[start..end], peer).await;
                 service.metrics.count(code);
                 buffer.drain(..consumed);
                 stream.write_all(&frame(ack.as_bytes())).await?;

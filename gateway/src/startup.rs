@@ -27,6 +27,7 @@ pub struct Application {
     store: Arc<SqlStore>,
     state: web::Data<AppState>,
     mllp: Option<(std::net::TcpListener, Arc<crate::mllp::MllpService>)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -73,6 +74,7 @@ impl Application {
             limits: settings.limits.clone(),
             paging: PagingKey::new(&paging_secret),
             policy: settings.policy(),
+            resource_facts: Default::default(),
         };
         let authenticator = Arc::new(authenticator(&settings, &base_url)?);
         authenticator.load_keys().await;
@@ -115,6 +117,7 @@ impl Application {
                 ingest: crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "mllp"),
                 settings: settings.mllp.clone(),
                 metrics: Default::default(),
+                audit: app_state.audit.clone(),
             });
             metrics.register_mllp(&service.metrics);
             Some((listener, service))
@@ -168,7 +171,7 @@ impl Application {
 
         let mllp_port = mllp.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|a| a.port());
         tracing::info!(port, ops_port, mllp_port, backend = store.backend(), base_url = %base_url, "gateway listening");
-        Ok(Self { port, ops_port, base_url, server, ops_server, store, state: app_state, mllp })
+        Ok(Self { port, ops_port, base_url, server, ops_server, store, state: app_state, mllp, metrics })
     }
 
     pub fn port(&self) -> u16 {
@@ -191,6 +194,11 @@ impl Application {
     /// The FHIR layer over this application's store (what every ingest path files through).
     pub fn fhir(&self) -> Arc<FhirService> {
         self.state.fhir.clone()
+    }
+
+    /// What `/metrics` on the ops port exports.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     pub fn handle(&self) -> ServerHandle {

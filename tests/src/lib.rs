@@ -293,6 +293,8 @@ pub struct TestApp {
     /// The FHIR layer of the running gateway, for ingest paths that have no network listener
     /// (extract files).
     pub fhir: std::sync::Arc<gateway::fhir::FhirService>,
+    /// The running gateway's metrics, read when the test ends (every request audited).
+    metrics: std::sync::Arc<gateway::metrics::Metrics>,
     handle: actix_web_handle::Handle,
 }
 
@@ -340,6 +342,7 @@ impl TestApp {
         let ops_port = application.ops_port();
         let mllp = format!("127.0.0.1:{}", application.mllp_port().unwrap_or(0));
         let fhir = application.fhir();
+        let metrics = application.metrics();
         let join = tokio::spawn(application.run_until_stopped());
         Self {
             backend: options.backend,
@@ -357,6 +360,7 @@ impl TestApp {
             database_url,
             mllp,
             fhir,
+            metrics,
             pki,
             issuers,
             handle: actix_web_handle::Handle(Some(join)),
@@ -375,6 +379,11 @@ impl TestApp {
         let kept = store.rejected_inputs(1_000).await.unwrap();
         store.close().await;
         kept
+    }
+
+    /// What the gateway's `/metrics` says now.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -489,7 +498,30 @@ impl Drop for TestApp {
         if let Some(join) = self.handle.0.take() {
             join.abort();
         }
+        // Every test checks, as it ends, that every request its gateway answered has its audit
+        // record (or was refused because the record could not be written).
+        if !std::thread::panicking() {
+            let (answered, recorded, unrecorded) = audit_coverage(&self.metrics.encode());
+            assert!(
+                answered <= recorded + unrecorded,
+                "{answered} requests answered, {recorded} audited, {unrecorded} refused for want of an audit record"
+            );
+        }
     }
+}
+
+/// From the metrics text: requests the API answered, audit events committed, and requests
+/// refused because their record could not be written. An event is committed before its
+/// request is counted, so `answered <= recorded + unrecorded` holds at every instant.
+pub fn audit_coverage(metrics: &str) -> (u64, u64, u64) {
+    let sum = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (sum("hie_http_requests_total"), sum("hie_audit_events_total"), sum("hie_audit_unrecorded_requests_total"))
 }
 
 /// Test fixtures in `tests/fixtures`.

@@ -128,12 +128,15 @@ pub async fn gate(service: &FhirService, scope: &Scope, patient_ids: &[String]) 
     if !matches!(scope.viewer, Viewer::Clinician { .. }) || scope.is_emergency() {
         return Ok(Vec::new());
     }
-    let published = service.store.published_for(patient_ids, org).await?;
     let facts = service.store.patient_facts(patient_ids).await?;
     let refs: Vec<&PatientFacts> = facts.iter().collect();
-    match consent::patient_gate(scope, &refs, published) {
+    // What the requester's organisation published itself is asked only when the patient's facts
+    // alone would refuse (it lets the publisher search what it filed): one query fewer for
+    // every permitted search.
+    let Some(code) = consent::patient_gate(scope, &refs, false) else { return Ok(facts) };
+    match consent::patient_gate(scope, &refs, service.store.published_for(patient_ids, org).await?) {
         None => Ok(facts),
-        Some(code) => Err(refused(code)),
+        Some(_) => Err(refused(code)),
     }
 }
 
@@ -194,10 +197,10 @@ pub fn returned(released: Vec<Released>) -> Vec<StoredVersion> {
 /// Compositions without references to what the requester may not see. A version the SQL scope
 /// let through (`scoped`) and the recheck withholds is a bug: it is withheld and logged.
 pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredVersion>, scoped: bool) -> Result<Vec<Released>, ApiError> {
-    let mut facts = Facts::of(scope, &versions);
+    let mut facts = Facts::of(service, &versions);
     restricted_now(service, &versions, &mut facts).await?;
     // Binaries are decided by the resource their securityContext names (one entry per version).
-    let contexts = security_contexts(service, scope, &versions).await?;
+    let contexts = security_contexts(service, &versions).await?;
     let mut patients = facts.patient_ids();
     patients.extend(contexts.iter().flatten().flatten().flat_map(|context| context.patients.iter().cloned()));
     let known = PatientIndex::load(service, scope, patients).await?;
@@ -219,18 +222,18 @@ pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredV
                 resource_type = %version.resource_type, id = %version.id, "the SQL scope let through a resource the recheck withholds"
             );
         }
-        let mut patients = match resource {
-            Parsed::Facts(facts) => facts.patients,
+        let mut patients = match &resource {
+            Parsed::Facts(facts) => facts.patients.clone(),
             _ => Vec::new(),
         };
-        patients.extend(context.flatten().map(|context| context.patients).unwrap_or_default());
+        patients.extend(context.flatten().map(|context| context.patients.clone()).unwrap_or_default());
         let version = match visibility {
             Visibility::Visible { redact } => shape(service, scope, &known, version, redact).await?,
             Visibility::Withheld(reason) => {
                 // Whose record was asked for, and the rule that withheld it, go in the audit.
                 crate::audit::record(|note| {
                     note.patients.extend(patients.iter().cloned());
-                    note.withheld.insert(reason.name());
+                    note.withheld.insert(reason.name().into());
                 });
                 version
             }
@@ -268,45 +271,58 @@ async fn restricted_now(service: &FhirService, versions: &[StoredVersion], facts
                 })
             })
         }) {
-            resource.labels.push(consent::access::RESTRICTED.to_owned());
+            Arc::make_mut(resource).labels.push(consent::access::RESTRICTED.to_owned());
         }
     }
     Ok(())
 }
 
 /// What a version's JSON says for the rules.
+#[derive(Clone)]
 enum Parsed {
-    Facts(ResourceFacts),
+    Facts(Arc<ResourceFacts>),
     /// A deletion: no content.
     Deletion,
     /// Stored JSON that does not parse: withheld from everyone (its labels are unknown).
     Unreadable,
 }
 
-/// The facts of each version, read from its JSON.
+/// The facts of versions already read, by version: a version never changes and its facts are
+/// the same for every requester (`ResourceFacts::from_resource`), so a resource read again is
+/// not parsed again. Only data is kept, never a decision.
+pub struct FactsCache(moka::sync::Cache<(ResourceType, Box<str>, i64), Parsed>);
+
+impl Default for FactsCache {
+    fn default() -> Self {
+        Self(moka::sync::Cache::new(100_000))
+    }
+}
+
+impl FactsCache {
+    fn facts(&self, policy: &consent::AccessPolicy, version: &StoredVersion) -> Parsed {
+        let Some(content) = version.content.as_deref() else { return Parsed::Deletion };
+        let key = (version.resource_type, Box::from(version.id.as_str()), version.version_id);
+        self.0.get_with(key, || match serde_json::from_slice::<Value>(content) {
+            Ok(value) => Parsed::Facts(Arc::new(ResourceFacts::from_resource(
+                policy,
+                version.resource_type,
+                &version.id,
+                version.source_org.as_deref(),
+                &value,
+            ))),
+            Err(_) => Parsed::Unreadable,
+        })
+    }
+}
+
+/// The facts of each version.
 struct Facts {
     resources: Vec<Parsed>,
 }
 
 impl Facts {
-    fn of(scope: &Scope, versions: &[StoredVersion]) -> Self {
-        let resources = versions
-            .iter()
-            .map(|version| {
-                let Some(content) = version.content.as_deref() else { return Parsed::Deletion };
-                match serde_json::from_slice::<Value>(content) {
-                    Ok(value) => Parsed::Facts(ResourceFacts::from_resource(
-                        scope,
-                        version.resource_type,
-                        &version.id,
-                        version.source_org.as_deref(),
-                        &value,
-                    )),
-                    Err(_) => Parsed::Unreadable,
-                }
-            })
-            .collect();
-        Self { resources }
+    fn of(service: &FhirService, versions: &[StoredVersion]) -> Self {
+        Self { resources: versions.iter().map(|version| service.resource_facts.facts(&service.policy.access, version)).collect() }
     }
 
     fn patient_ids(&self) -> BTreeSet<String> {
@@ -344,18 +360,14 @@ impl PatientIndex {
 /// For each version, in order: `None` unless it is a Binary with a `securityContext`; then the
 /// facts of the resource that names (`None` when it names none stored, so the Binary is
 /// withheld).
-async fn security_contexts(
-    service: &FhirService,
-    scope: &Scope,
-    versions: &[StoredVersion],
-) -> Result<Vec<Option<Option<ResourceFacts>>>, ApiError> {
+async fn security_contexts(service: &FhirService, versions: &[StoredVersion]) -> Result<Vec<Option<Option<Arc<ResourceFacts>>>>, ApiError> {
     let mut contexts = Vec::with_capacity(versions.len());
     for version in versions {
         let context = match (version.resource_type.as_str(), version.content.as_deref()) {
             ("Binary", Some(content)) => {
                 let value: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
                 match consent::access::security_context("Binary", &value) {
-                    Some(target) => Some(context_facts(service, scope, target).await?),
+                    Some(target) => Some(context_facts(service, target).await?),
                     None => None,
                 }
             }
@@ -366,15 +378,15 @@ async fn security_contexts(
     Ok(contexts)
 }
 
-async fn context_facts(service: &FhirService, scope: &Scope, target: Option<(String, String)>) -> Result<Option<ResourceFacts>, ApiError> {
+async fn context_facts(service: &FhirService, target: Option<(String, String)>) -> Result<Option<Arc<ResourceFacts>>, ApiError> {
     let Some((resource_type, id)) = target.and_then(|(type_name, id)| Some((ResourceType::parse(&type_name).ok()?, id))) else {
         return Ok(None);
     };
     Ok(match service.store.read(resource_type, &id).await? {
-        Some(target) if !target.deleted => target.content.as_deref().and_then(|content| {
-            let value: Value = serde_json::from_slice(content).ok()?;
-            Some(ResourceFacts::from_resource(scope, resource_type, &target.id, target.source_org.as_deref(), &value))
-        }),
+        Some(target) if !target.deleted => match service.resource_facts.facts(&service.policy.access, &target) {
+            Parsed::Facts(facts) => Some(facts),
+            Parsed::Deletion | Parsed::Unreadable => None,
+        },
         _ => None,
     })
 }
@@ -430,7 +442,7 @@ async fn withhold_sections(service: &FhirService, scope: &Scope, known: &Patient
         }
     }
     let versions: Vec<StoredVersion> = targets.iter().map(|(_, v)| v.clone()).collect();
-    let facts = Facts::of(scope, &versions);
+    let facts = Facts::of(service, &versions);
     let mut extra =
         PatientIndex::load(service, scope, facts.patient_ids().into_iter().filter(|p| !known.facts.contains_key(p)).collect()).await?;
     extra.facts.extend(known.facts.iter().map(|(k, v)| (k.clone(), v.clone())));

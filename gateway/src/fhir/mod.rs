@@ -55,6 +55,8 @@ pub struct FhirService {
     pub paging: PagingKey,
     /// Sensitive code sets and the access rules.
     pub policy: Policy,
+    /// What the access rules read of each version already released.
+    pub resource_facts: access::FactsCache,
 }
 
 /// Policy as data: what writes are labelled with and what reads may see.

@@ -105,6 +105,12 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+impl AuditRow {
+    pub fn into_record(self) -> crate::audit::AuditRecord {
+        crate::audit::AuditRecord { seq: self.seq, recorded: self.recorded, text: self.event, previous: self.previous, hash: self.hash }
+    }
+}
+
 /// A row of `consent_directives`.
 #[derive(Debug, sqlx::FromRow)]
 pub struct DirectiveRecord {

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
-use super::connection::{Bind, SqlConn, VersionRow};
+use super::connection::{AuditRow, Bind, SqlConn, VersionRow};
 use super::query::{CompiledQuery, Dialect, HISTORY_COLUMNS, HistoryScope, Position, SearchQuery, TotalMode, VERSION_COLUMNS};
 use super::{FhirStore, NewVersion, SearchPage, StoreError, StoreTransaction, StoredVersion, WriteMethod};
 
@@ -140,6 +140,9 @@ impl SqlStore {
             .pragma("cache_size", "-8192");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A file connection does not break in the pool; a ping before each write (every
+            // audit commit among them) would be one more round trip to its thread.
+            .test_before_acquire(false)
             // Writers queue for the one connection; waiting is better than refusing.
             .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
             // Commits only append to the WAL; a background task checkpoints it (see
@@ -450,13 +453,12 @@ fn chain(head: &(i64, String), events: &[(String, i64, Vec<String>)]) -> Result<
     let mut records = Vec::with_capacity(events.len());
     for (event, recorded, patients) in events {
         seq += 1;
-        let event = crate::audit::with_id(event, seq);
-        let hash = crate::audit::chain_hash(&previous, seq, *recorded, &event);
+        let hash = crate::audit::chain_hash(&previous, seq, *recorded, event);
         let patients = serde_json::to_string(patients).map_err(|e| StoreError::Internal(e.into()))?;
         records.push(ChainedRecord {
             seq,
             recorded: *recorded,
-            event,
+            event: event.clone(),
             previous: std::mem::replace(&mut previous, hash.clone()),
             hash,
             patients,
@@ -728,16 +730,7 @@ impl SqlStore {
     pub async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<crate::audit::AuditRecord>, StoreError> {
         let sql = "SELECT seq, recorded, event, previous, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
         let rows = with_reader!(self, |conn| Ok::<_, StoreError>(conn.fetch_audit(sql, &[Bind::Int(after), Bind::Int(limit)]).await?))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| crate::audit::AuditRecord {
-                seq: row.seq,
-                recorded: row.recorded,
-                event: row.event,
-                previous: row.previous,
-                hash: row.hash,
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditRow::into_record).collect())
     }
 
     /// `(seq, patient_id)` of the patient index rows of records `after < seq <= through`.
@@ -754,24 +747,28 @@ impl SqlStore {
         rows.into_iter().next().ok_or_else(|| StoreError::Internal(anyhow::anyhow!("the audit trail has no head")))
     }
 
-    /// Events about these patients, newest first, below a sequence number.
+    /// Records about these patients, newest first, below a sequence number.
     pub async fn audit_for_patients(
         &self,
         patient_ids: &[String],
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    ) -> Result<Vec<crate::audit::AuditRecord>, StoreError> {
         if patient_ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut query = CompiledQuery::new(self.dialect());
-        query.push("SELECT l.seq, l.event FROM audit_log l WHERE l.seq IN (SELECT p.seq FROM audit_patients p WHERE p.patient_id IN (");
+        query.push(
+            "SELECT l.seq, l.recorded, l.event, l.previous, l.hash FROM audit_log l \
+             WHERE l.seq IN (SELECT p.seq FROM audit_patients p WHERE p.patient_id IN (",
+        );
         query.push_list(patient_ids.iter().map(|id| Bind::Text(id))).push("))");
         if let Some(before) = before {
             query.push(" AND l.seq < ").push_bind(Bind::Int(before));
         }
         query.push(" ORDER BY l.seq DESC LIMIT ").push_bind(Bind::Int(limit));
-        with_reader!(self, |conn| Ok(conn.fetch_int_text(&query.sql, &query.binds).await?))
+        let rows = with_reader!(self, |conn| Ok::<_, StoreError>(conn.fetch_audit(&query.sql, &query.binds).await?))?;
+        Ok(rows.into_iter().map(AuditRow::into_record).collect())
     }
 }
 

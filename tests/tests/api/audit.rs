@@ -28,10 +28,7 @@ async fn recorded_statuses(store: &SqlStore) -> Vec<u16> {
         .await
         .unwrap()
         .iter()
-        .map(|record| {
-            let event: Value = serde_json::from_str(&record.event).unwrap();
-            event["outcomeDesc"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap()
-        })
+        .map(|record| record.event()["outcomeDesc"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap())
         .collect()
 }
 
@@ -82,10 +79,15 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
         store.close().await;
     }
 
+    // The check every test makes as it ends (tests::audit_coverage), here with exact figures:
+    // every request answered has its record, and no record is without a request.
+    let (answered, recorded, unrecorded) = tests::audit_coverage(&app.metrics_text());
+    assert_eq!((answered, recorded, unrecorded), (expected.len() as u64, expected.len() as u64, 0));
+
     // What a record holds: who, which organisation, what, the patient, the resource returned.
     let store = store(&app).await;
     let records = store.audit_records(0, 100).await.unwrap();
-    let read: Value = serde_json::from_str(&records[2].event).unwrap();
+    let read = records[2].event();
     assert_eq!(read["resourceType"], "AuditEvent");
     assert_eq!(read["id"], "3");
     assert_eq!(read["subtype"][0]["code"], "read");
@@ -95,7 +97,7 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
     assert_eq!(read["agent"][1]["who"]["identifier"]["value"], "Y90001");
     let entities: Vec<&str> = read["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
     assert_eq!(entities, [format!("Patient/{patient}"), format!("Patient/{patient}/_history/1")]);
-    let refused: Value = serde_json::from_str(&records[5].event).unwrap();
+    let refused = records[5].event();
     assert_eq!(refused["outcome"], "4");
     assert!(refused["outcomeDesc"].as_str().unwrap().contains("client-registration"), "{refused}");
     store.close().await;
@@ -103,9 +105,9 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
     // Intact, then each kind of tampering is found at its place.
     let total = expected.len() as i64;
     assert!(matches!(verdict(&app).await, Verdict::Intact { records, .. } if records == total));
-    execute(&app, "UPDATE audit_log SET event = replace(event, '\"outcome\":\"0\"', '\"outcome\":\"4\"') WHERE seq = 3").await;
+    execute(&app, "UPDATE audit_log SET event = replace(event, '\"status\":200', '\"status\":403') WHERE seq = 3").await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { at: 3, ref reason } if reason.contains("edited")), "{:?}", verdict(&app).await);
-    execute(&app, "UPDATE audit_log SET event = replace(event, '\"outcome\":\"4\"', '\"outcome\":\"0\"') WHERE seq = 3").await;
+    execute(&app, "UPDATE audit_log SET event = replace(event, '\"status\":403', '\"status\":200') WHERE seq = 3").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
     execute(&app, "CREATE TABLE kept AS SELECT * FROM audit_log WHERE seq = 4").await;
