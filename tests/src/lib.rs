@@ -381,6 +381,20 @@ impl TestApp {
         kept
     }
 
+    /// The audit trail as FHIR AuditEvents, oldest first.
+    pub async fn audit_events(&self) -> Vec<Value> {
+        let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
+            url: &self.database_url,
+            max_connections: Some(1),
+            acquire_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let records = store.audit_records(0, 100_000).await.unwrap();
+        store.close().await;
+        records.iter().map(gateway::audit::AuditRecord::event).collect()
+    }
+
     /// What the gateway's `/metrics` says now.
     pub fn metrics_text(&self) -> String {
         self.metrics.encode()

@@ -189,6 +189,25 @@ async fn an_admission_is_acknowledged_after_it_is_committed_and_later_events_upd
     let provenances = app.search_all(&app.gp, &format!("Provenance?target=Encounter/{encounter_id}")).await;
     assert_eq!(provenances.len(), 5);
     assert!(provenances.iter().any(|p| p["entity"][0]["what"]["identifier"]["value"] == "PAS|RRK|M1"));
+
+    // Every message is in the audit trail, recorded before its ACK: the sender, the message,
+    // its outcome, what it wrote and whose record that is.
+    let events = app.audit_events().await;
+    let query = |event: &Value| -> String {
+        event["entity"].as_array().unwrap().iter().find_map(|e| e["query"].as_str()).map_or_else(String::new, |q| {
+            String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, q).unwrap()).unwrap()
+        })
+    };
+    let messages: Vec<&Value> = events.iter().filter(|event| query(event).starts_with("MLLP ")).collect();
+    assert_eq!(messages.len(), 5, "one record per message");
+    let first = messages[0];
+    assert_eq!(query(first), "MLLP ADT^A01 M1 from PAS|RRK ACK AA");
+    assert_eq!((first["action"].as_str(), first["outcome"].as_str()), (Some("E"), Some("0")));
+    assert_eq!(first["agent"][1]["who"]["identifier"]["value"], "RRK", "the sending facility");
+    let patient_id = patients[0]["id"].as_str().unwrap();
+    let references: Vec<&str> = first["entity"].as_array().unwrap().iter().filter_map(|e| e["what"]["reference"].as_str()).collect();
+    assert!(references.contains(&format!("Patient/{patient_id}").as_str()), "{references:?}");
+    assert!(references.contains(&format!("Encounter/{encounter_id}/_history/1").as_str()), "{references:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
