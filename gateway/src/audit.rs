@@ -171,8 +171,9 @@ pub struct AuditMetrics {
     pub commits: prometheus_client::metrics::counter::Counter,
     pub commit_seconds: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
     pub failures: prometheus_client::metrics::counter::Counter,
-    /// Requests refused (503) because their record could not be written: with `events`, every
-    /// request the API answered (`hie_http_requests_total`).
+    /// HTTP requests whose record is committed, and those refused (503) because it could not
+    /// be: together, every request the API answered (`hie_http_requests_total`).
+    pub recorded_requests: prometheus_client::metrics::counter::Counter,
     pub unrecorded: prometheus_client::metrics::counter::Counter,
 }
 
@@ -208,7 +209,9 @@ impl AuditTrail {
                 };
                 counted.commit_seconds.inc_by(started.elapsed().as_secs_f64());
                 counted.commits.inc();
-                counted.events.inc_by(events as u64);
+                if result.is_ok() {
+                    counted.events.inc_by(events as u64);
+                }
                 if let Err(error) = &result {
                     counted.failures.inc();
                     tracing::error!(%error, events, "audit records could not be written");
@@ -242,7 +245,7 @@ pub async fn noted<T>(note: AuditNote, work: impl Future<Output = T>) -> (T, Aud
     let note = Arc::new(Mutex::new(note));
     let output = NOTE.scope(note.clone(), work).await;
     // The work is over: nothing else holds the note now.
-    let note = note.lock().map(|mut note| std::mem::take(&mut *note)).unwrap_or_default();
+    let note = std::mem::take(&mut *note.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     (output, note)
 }
 
@@ -276,7 +279,10 @@ pub async fn audit(request: ServiceRequest, next: Next<impl MessageBody + 'stati
     };
     let recorded = fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc());
     match state.audit.append(&note, recorded).await {
-        Ok(()) => response.map(ServiceResponse::map_into_boxed_body),
+        Ok(()) => {
+            state.audit.metrics.recorded_requests.inc();
+            response.map(ServiceResponse::map_into_boxed_body)
+        }
         Err(error) => {
             state.audit.metrics.unrecorded.inc();
             tracing::error!(%error, "answer withheld: its audit record could not be written");
@@ -456,7 +462,9 @@ impl AuditRecord {
             return serde_json::from_str(&self.text).unwrap_or(Value::Null);
         }
         let note: AuditNote = serde_json::from_str(&self.text).unwrap_or_default();
-        event(&note, self.seq, fhir_models::datetime::from_micros(self.recorded))
+        // A time out of range (only a tampered row holds one; `verify` names it) reads as the epoch.
+        let recorded = time::OffsetDateTime::UNIX_EPOCH.checked_add(time::Duration::microseconds(self.recorded));
+        event(&note, self.seq, recorded.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
     }
 
     /// The patients the record names.

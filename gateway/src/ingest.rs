@@ -133,6 +133,8 @@ impl Hl7v2Ingest {
             }
         }
         let requester = publisher.unwrap_or_else(|| self.requester(&translated.header));
+        // The audit record names the organisation the message is filed as, not MSH-4's text.
+        crate::audit::record_requester(&requester);
         let permit = crate::enforce::authorize(requester, Interaction::Transaction, None)
             .map_err(|error| Failure::Rejected(internal(&format!("the feed is not permitted to write: {error}"))))?;
         commit(&self.fhir, &permit, &translated.bundle).await.map(|()| Outcome::Filed)

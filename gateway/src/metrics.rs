@@ -70,6 +70,11 @@ impl Metrics {
         self.registry.register("audit_commit_seconds", "Time spent committing audit events", metrics.commit_seconds.clone());
         self.registry.register("audit_failures", "Audit commits that failed (their requests were answered 503)", metrics.failures.clone());
         self.registry.register(
+            "audit_recorded_requests",
+            "HTTP requests whose audit record was committed before their answer",
+            metrics.recorded_requests.clone(),
+        );
+        self.registry.register(
             "audit_unrecorded_requests",
             "Requests answered 503 instead because their audit record could not be written",
             metrics.unrecorded.clone(),

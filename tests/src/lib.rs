@@ -524,9 +524,9 @@ impl Drop for TestApp {
     }
 }
 
-/// From the metrics text: requests the API answered, audit events committed, and requests
-/// refused because their record could not be written. An event is committed before its
-/// request is counted, so `answered <= recorded + unrecorded` holds at every instant.
+/// From the metrics text: HTTP requests the API answered, those whose audit record was
+/// committed, and those refused because it could not be. Both are counted before the request
+/// is, so `answered <= recorded + unrecorded` holds at every instant.
 pub fn audit_coverage(metrics: &str) -> (u64, u64, u64) {
     let sum = |name: &str| -> u64 {
         metrics
@@ -535,7 +535,7 @@ pub fn audit_coverage(metrics: &str) -> (u64, u64, u64) {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     };
-    (sum("hie_http_requests_total"), sum("hie_audit_events_total"), sum("hie_audit_unrecorded_requests_total"))
+    (sum("hie_http_requests_total"), sum("hie_audit_recorded_requests_total"), sum("hie_audit_unrecorded_requests_total"))
 }
 
 /// Test fixtures in `tests/fixtures`.

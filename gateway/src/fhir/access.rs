@@ -290,7 +290,7 @@ enum Parsed {
 /// The facts of versions already read, by version: a version never changes and its facts are
 /// the same for every requester (`ResourceFacts::from_resource`), so a resource read again is
 /// not parsed again. Only data is kept, never a decision.
-pub struct FactsCache(moka::sync::Cache<(ResourceType, Box<str>, i64), Parsed>);
+pub struct FactsCache(moka::sync::Cache<(ResourceType, Box<str>, i64, i64), Parsed>);
 
 impl Default for FactsCache {
     fn default() -> Self {
@@ -301,7 +301,8 @@ impl Default for FactsCache {
 impl FactsCache {
     fn facts(&self, policy: &consent::AccessPolicy, version: &StoredVersion) -> Parsed {
         let Some(content) = version.content.as_deref() else { return Parsed::Deletion };
-        let key = (version.resource_type, Box::from(version.id.as_str()), version.version_id);
+        // With its time too: a database restored under a running gateway reuses version numbers.
+        let key = (version.resource_type, Box::from(version.id.as_str()), version.version_id, version.last_updated);
         self.0.get_with(key, || match serde_json::from_slice::<Value>(content) {
             Ok(value) => Parsed::Facts(Arc::new(ResourceFacts::from_resource(
                 policy,
