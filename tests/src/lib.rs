@@ -367,15 +367,20 @@ impl TestApp {
         }
     }
 
-    /// What the gateway keeps in its dead-letter store, newest first.
-    pub async fn rejected_inputs(&self) -> Vec<gateway::store::RejectedInput> {
-        let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
+    /// A connection of its own to the gateway's database (close it when done).
+    pub async fn store(&self) -> gateway::store::SqlStore {
+        gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
             url: &self.database_url,
             max_connections: Some(1),
             acquire_timeout: std::time::Duration::from_secs(5),
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// What the gateway keeps in its dead-letter store, newest first.
+    pub async fn rejected_inputs(&self) -> Vec<gateway::store::RejectedInput> {
+        let store = self.store().await;
         let kept = store.rejected_inputs(1_000).await.unwrap();
         store.close().await;
         kept
@@ -383,13 +388,7 @@ impl TestApp {
 
     /// The audit trail as FHIR AuditEvents, oldest first.
     pub async fn audit_events(&self) -> Vec<Value> {
-        let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
-            url: &self.database_url,
-            max_connections: Some(1),
-            acquire_timeout: std::time::Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
+        let store = self.store().await;
         let records = store.audit_records(0, 100_000).await.unwrap();
         store.close().await;
         records.iter().map(gateway::audit::AuditRecord::event).collect()

@@ -4,7 +4,6 @@
 
 use gateway::audit::Verdict;
 use gateway::store::SqlStore;
-use gateway::store::sql_store::StoreOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tests::{TestApp, https_client_with_token};
@@ -12,13 +11,7 @@ use tests::{TestApp, https_client_with_token};
 const NHS: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
 async fn store(app: &TestApp) -> SqlStore {
-    SqlStore::connect(&StoreOptions {
-        url: &app.database_url,
-        max_connections: Some(1),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap()
+    app.store().await
 }
 
 /// The status each record says its request was answered with, in order.

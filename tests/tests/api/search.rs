@@ -188,13 +188,7 @@ async fn hot_searches_use_indexes_on_postgres() {
     if app.backend != tests::Backend::Postgres {
         return;
     }
-    let store = gateway::store::SqlStore::connect(&gateway::store::sql_store::StoreOptions {
-        url: &app.database_url,
-        max_connections: Some(1),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let store = app.store().await;
     let limits = gateway::configuration::Settings::default().limits;
     for (type_name, query) in [
         ("Patient", "identifier=https://fhir.nhs.uk/Id/nhs-number|9449305552"),
