@@ -482,10 +482,9 @@ struct Input {
     publisher: Option<String>,
 }
 
-/// `hie-gateway ingest`: file every input, or replay the dead-letter store.
-async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
-    use crate::ingest::{Hl7v2Ingest, Outcome};
-    use std::io::IsTerminal;
+/// `hie-gateway ingest`: file every input, or replay the dead-letter store, and record the run
+/// in the audit trail.
+pub async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     crate::auth::install_crypto();
@@ -510,27 +509,52 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
         policy: settings.policy(),
         resource_facts: Default::default(),
     });
+    // The run is one record in the audit trail: who ran it, and every version it wrote with the
+    // patients they belong to, as an MLLP message's record says.
+    let audit = crate::audit::AuditTrail::start(store.clone());
+    let operator = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let note = crate::audit::AuditNote {
+        method: "CLI".into(),
+        target: format!("hie-gateway ingest --from {format}{} ({} paths)", if replay { " --replay" } else { "" }, paths.len()),
+        interaction: Some("transaction".into()),
+        who: crate::audit::Who { client: Some(format!("operator {operator}")), kind: Some("system".into()), ..Default::default() },
+        ..Default::default()
+    };
+    let (result, mut note) = crate::audit::noted(note, file_inputs(settings, fhir, store.clone(), format, paths, replay)).await;
+    note.status = if result.is_ok() { 200 } else { 422 };
+    let audited = audit.append(&note, fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc())).await;
+    store.close().await;
+    if let Err(error) = audited {
+        let filed = match &result {
+            Ok(()) => "everything was filed".to_owned(),
+            Err(error) => format!("{error}"),
+        };
+        anyhow::bail!("{filed}, but the run's audit record could not be written: {error}; tell the information governance lead");
+    }
+    result
+}
+
+/// The inputs of `hie-gateway ingest`, filed; the caller records the run.
+async fn file_inputs(
+    settings: &Settings,
+    fhir: std::sync::Arc<crate::fhir::FhirService>,
+    store: std::sync::Arc<crate::store::SqlStore>,
+    format: crate::translate::Format,
+    paths: &[PathBuf],
+    replay: bool,
+) -> anyhow::Result<()> {
+    use crate::ingest::{Hl7v2Ingest, Outcome};
+    use std::io::IsTerminal;
+
     if format.is_document() {
-        let result = ingest_documents(&fhir, &store, format, paths, replay).await;
-        store.close().await;
-        return result;
+        return ingest_documents(&fhir, &store, format, paths, replay).await;
     }
     if format.is_extract() {
         anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
         let maps = settings.translation.code_maps()?;
         let files = read_extract(paths)?;
-        let report = crate::ingest::file_extract(&fhir, format, &files, &maps, None, "cli").await;
-        store.close().await;
-        let report = report?;
-        println!(
-            "{} patients: {} filed, {} already filed (nothing changed), {} refused, {} not filed now (database unavailable); {} codes kept without a SNOMED CT concept",
-            report.patients,
-            report.filed,
-            report.duplicates,
-            report.refused.len(),
-            report.retry.len(),
-            report.unmapped_codes
-        );
+        let report = crate::ingest::file_extract(&fhir, format, &files, &maps, None, "cli").await?;
+        println!("{report}");
         for line in report.refused.iter().chain(&report.retry) {
             println!("  {line}");
         }
@@ -581,7 +605,6 @@ async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[
             eprint!("\r{} of {} messages", index + 1, inputs.len());
         }
     }
-    store.close().await;
     if progress {
         eprintln!();
     }

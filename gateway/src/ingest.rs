@@ -287,9 +287,25 @@ pub struct ExtractReport {
     pub unmapped_codes: usize,
 }
 
+impl std::fmt::Display for ExtractReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} patients: {} filed, {} already filed (nothing changed), {} refused, {} not filed now (database unavailable); {} codes kept without a SNOMED CT concept",
+            self.patients,
+            self.filed,
+            self.duplicates,
+            self.refused.len(),
+            self.retry.len(),
+            self.unmapped_codes
+        )
+    }
+}
+
 /// File a GP extract (`emis-csv` or `systmone-csv`): each patient's Bundle is committed on its
 /// own (a refused patient does not hold back the others) as the practice's GP system — the
-/// practice named in the extract, or `publisher` (an authenticated client) when given.
+/// practice named in the extract, or `publisher` (an authenticated client) when given, which
+/// may file only the patients of its own practice.
 pub async fn file_extract(
     fhir: &FhirService,
     format: crate::translate::Format,
@@ -323,7 +339,14 @@ pub async fn file_extract(
                 continue;
             }
         }
-        let requester = match (&publisher, patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok())) {
+        let practice = patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok());
+        let requester = match (&publisher, practice) {
+            // A practice's GP system publishes its own practice's record, never another's.
+            (Some(publisher), Some(ods)) if publisher.client.as_ref().is_some_and(|client| client.ods != ods) => {
+                let own = publisher.client.as_ref().map(|client| client.ods.to_string()).unwrap_or_default();
+                report.refused.push(format!("{place}: the extract is practice {ods}'s record; this client publishes for {own} only"));
+                continue;
+            }
             (Some(publisher), _) => publisher.clone(),
             (None, Some(ods)) => publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:{format}:{ods}")),
             (None, None) => {

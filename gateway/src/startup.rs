@@ -104,6 +104,7 @@ impl Application {
             ingest,
             portal,
             audit,
+            code_maps: std::sync::Arc::new(settings.translation.code_maps()?),
         });
         let app_state = state.clone();
         let mut metrics = Metrics::new();

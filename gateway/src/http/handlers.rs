@@ -301,7 +301,13 @@ pub async fn batch_or_transaction(
 /// client's organisation through the same path as the MLLP feed. One issue per message; 200 when
 /// every message was filed (or was already), 422 when any was refused (it is kept, with its
 /// reason), 503 when the database could not take it (send again).
-pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::Data<AppState>, requester: RequesterIdentity) -> Result {
+pub async fn ingest(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    requester: RequesterIdentity,
+) -> Result {
     use crate::ingest::Outcome;
     use crate::translate::{Format, hl7v2, split_hl7v2_messages};
     use fhir_models::outcome::{Issue, IssueSeverity};
@@ -315,15 +321,10 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
             message: "records are published by registered trust and GP-system clients".into(),
         });
     }
-    let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
     if format.is_extract() {
-        return Err(ApiError::invalid(
-            IssueType::NotSupported,
-            format!(
-                "{format} extracts are several files: file them with `hie-gateway ingest --from {format}`; over HTTP this gateway takes hl7v2, cda and itk3"
-            ),
-        ));
+        return ingest_extract(&state, format, &request, payload, permit.requester().clone()).await;
     }
+    let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
     if format.is_document() {
         return ingest_document(&state, format, &bytes, permit.requester().clone()).await;
     }
@@ -365,6 +366,47 @@ pub async fn ingest(path: web::Path<String>, payload: web::Payload, state: web::
         actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
     } else {
         actix_web::http::StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, FHIR_JSON))
+        .body(fhir_models::OperationOutcome::new(issues).to_json_bytes()))
+}
+
+/// A GP extract (`emis-csv`, `systmone-csv`) posted as `multipart/form-data`, one part per file
+/// under the file's own name (`curl -F file=@1_Admin_Patient_….csv …`), filed patient by patient
+/// as the posting GP system, which publishes only its own practice's patients: 200 when every
+/// patient is filed (or was already), 422 naming each patient refused and why (the others are
+/// filed), 503 when some could not be filed now.
+async fn ingest_extract(
+    state: &AppState,
+    format: crate::translate::Format,
+    request: &HttpRequest,
+    payload: web::Payload,
+    publisher: consent::Requester,
+) -> Result {
+    use actix_web::http::StatusCode;
+    use fhir_models::outcome::{Issue, IssueSeverity};
+    if publisher.client.as_ref().map(|client| client.kind) != Some(consent::ClientKind::GpSystem) {
+        return Err(ApiError::Forbidden {
+            code: consent::DenyCode::AccessDenied,
+            rule: "ingest-publishers",
+            message: "a GP extract is published by its practice's registered GP-system client".into(),
+        });
+    }
+    let files = super::multipart::files(request, payload, state.fhir.limits.max_body_bytes).await?;
+    let report = crate::ingest::file_extract(&state.fhir, format, &files, &state.code_maps, Some(publisher), "http")
+        .await
+        .map_err(|error| ApiError::invalid(IssueType::Invalid, format!("the extract is refused: {error}")))?;
+    let summary = format!("{format} extract of {report}");
+    let mut issues = vec![Issue::new(IssueSeverity::Information, IssueType::Informational, summary)];
+    issues.extend(report.refused.iter().map(|reason| Issue::error(IssueType::Invalid, reason.clone())));
+    issues.extend(report.retry.iter().map(|reason| Issue::error(IssueType::Transient, reason.clone())));
+    let status = if !report.retry.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if !report.refused.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
     };
     Ok(HttpResponse::build(status)
         .insert_header((CONTENT_TYPE, FHIR_JSON))

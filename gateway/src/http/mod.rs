@@ -2,6 +2,7 @@
 //! responses into HTTP. No FHIR logic lives here; no route reaches the store directly.
 
 mod handlers;
+mod multipart;
 mod negotiate;
 mod requester;
 pub(crate) mod respond;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub portal: std::sync::Arc<crate::portal::Portal>,
     /// Every request's AuditEvent is appended here before its answer leaves.
     pub audit: crate::audit::AuditTrail,
+    /// Read v2 / CTV3 to SNOMED CT maps for extracts posted to `/ingest/{format}`.
+    pub code_maps: std::sync::Arc<crate::translate::codes::CodeMaps>,
 }
 
 pub const FHIR_BASE: &str = "/fhir/r4";

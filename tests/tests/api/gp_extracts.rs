@@ -213,3 +213,110 @@ async fn a_patient_registered_twice_under_one_nhs_number_is_one_patient_not_two(
     assert_eq!(total(&app, &format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{first}")).await, 1);
     assert_eq!(total(&app, "Patient").await, 2);
 }
+
+/// An extract as a GP system posts it: `multipart/form-data`, one part per file.
+fn multipart(files: &[ExtractFile]) -> (String, Vec<u8>) {
+    let boundary = "hie-extract-boundary-7d1c";
+    let mut body = Vec::new();
+    for file in files {
+        let name = std::path::Path::new(&file.name).file_name().unwrap().to_string_lossy().into_owned();
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/csv\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(&file.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practice_s_gp_system_posts_its_extract_over_https_and_only_its_own() {
+    let app = TestApp::spawn().await;
+    let url = app.base.replace("/fhir/r4", "/ingest/emis-csv");
+    let post = |client: &reqwest::Client, url: &str, files: &[ExtractFile]| {
+        let (content_type, body) = multipart(files);
+        client.post(url).header("content-type", content_type).body(body).send()
+    };
+    let indexes: Vec<usize> = (0..4).collect();
+    // The test GP system is practice Y90001's.
+    let own = emis_extract(&PRACTICES[0], &indexes, "20260301120000");
+    let answer = post(&app.gp, &url, &own).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("4 patients: 4 filed"), "{outcome}");
+    assert_eq!(total(&app, "Patient").await, 4);
+    let patients = app.search_all(&app.gp, "Patient").await;
+    assert_eq!(patients.len(), 4, "the practice reads back what it filed");
+    let observations = total(&app, "Observation").await;
+
+    let again = post(&app.gp, &url, &own).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let outcome: Value = again.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("0 filed, 4 already filed"), "{outcome}");
+    assert_eq!(total(&app, "Observation").await, observations);
+
+    // Another practice's extract: every patient refused, saying why; nothing filed.
+    let other = emis_extract(&PRACTICES[1], &[10, 11], "20260301120000");
+    let answer = post(&app.gp, &url, &other).await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let outcome: Value = answer.json().await.unwrap();
+    let refusals: Vec<&str> = outcome["issue"].as_array().unwrap().iter().skip(1).map(|i| i["diagnostics"].as_str().unwrap()).collect();
+    assert_eq!(refusals.len(), 2, "{outcome}");
+    assert!(refusals.iter().all(|r| r.contains("practice Y90002's record; this client publishes for Y90001 only")), "{refusals:?}");
+    assert_eq!(total(&app, "Patient").await, 4);
+
+    // SystmOne practices post theirs the same way.
+    let systmone = systmone_extract(&PRACTICES[0], &[20, 21], "20260301120000");
+    let answer = post(&app.gp, &app.base.replace("/fhir/r4", "/ingest/systmone-csv"), &systmone).await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    assert_eq!(total(&app, "Patient").await, 6);
+
+    // Only a GP system publishes an extract, and only as files.
+    assert_eq!(post(&app.trust, &url, &own).await.unwrap().status(), 403);
+    assert_eq!(post(&app.portal, &url, &own).await.unwrap().status(), 401);
+    let not_multipart = app.gp.post(&url).header("content-type", "text/csv").body("PatientGuid\r\n").send().await.unwrap();
+    assert_eq!(not_multipart.status(), 415);
+    let bad = vec![ExtractFile { name: own[0].name.clone(), bytes: b"not,a\r\nvalid\"extract".to_vec() }];
+    let answer = post(&app.gp, &url, &bad).await.unwrap();
+    assert!(matches!(answer.status().as_u16(), 400 | 422), "{}", answer.status());
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains(".csv"), "the error names the file: {outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_s_ingest_is_recorded_in_the_audit_trail_with_the_patients_it_wrote() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    for file in emis_extract(&PRACTICES[0], &[0, 1, 2], "20260301120000") {
+        let name = std::path::Path::new(&file.name).file_name().unwrap().to_owned();
+        std::fs::write(dir.path().join(name), &file.bytes).unwrap();
+    }
+    let settings = tests::test_settings(&app.pki, &app.issuers, app.database_url.clone());
+    gateway::cli::ingest(&settings, Format::EmisCsv, &[dir.path().to_owned()], false).await.unwrap();
+    assert_eq!(total(&app, "Patient").await, 3);
+    let (_, patients) = app.stored("Patient").await;
+    let events = app.audit_events().await;
+    let asked = |event: &Value| -> String {
+        use base64::Engine;
+        let queries = event["entity"].as_array().into_iter().flatten().filter_map(|entity| entity["query"].as_str());
+        queries.map(|query| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(query).unwrap()).unwrap()).collect()
+    };
+    let runs: Vec<String> = events
+        .iter()
+        .filter(|event| asked(event).starts_with("CLI hie-gateway ingest --from emis-csv"))
+        .map(|event| event.to_string())
+        .collect();
+    assert_eq!(runs.len(), 1, "one record for the run");
+    for patient in &patients {
+        let reference = format!("Patient/{}", patient["id"].as_str().unwrap());
+        assert!(runs[0].contains(&reference), "the record names {reference}: {}", runs[0]);
+    }
+    assert!(runs[0].contains("operator"), "{}", runs[0]);
+    // The trail still verifies with the run's record in it.
+    let store = app.store().await;
+    let verified = gateway::audit::verify(&store).await.unwrap();
+    store.close().await;
+    assert!(matches!(verified, gateway::audit::Verdict::Intact { .. }), "{verified:?}");
+}

@@ -51,6 +51,8 @@ fn third_party_messages_translate_or_are_refused_with_a_reason() {
                         ("ORU", _) => &["Patient", "DiagnosticReport", "Provenance"],
                         ("MDM", _) => &["Patient", "DocumentReference", "Provenance"],
                         ("ORM" | "OML", _) => &["Patient", "ServiceRequest", "Provenance"],
+                        ("VXU", _) => &["Patient", "Immunization", "Provenance"],
+                        ("SIU", _) => &["Patient", "Appointment", "Provenance"],
                         _ => &["Patient", "Provenance"],
                     };
                     for need in needs {
@@ -246,13 +248,13 @@ async fn bad_messages_get_an_error_naming_the_place_and_are_kept() {
     assert!(msa(&ack)[3].contains("NHS number"), "{ack}");
     assert_eq!(ack_segment(&ack, "ERR").unwrap()[1], "PID^1^3^102&Data type error&HL70357", "{ack}");
     // v2.5.1: ERR-2 location, ERR-3 code, ERR-8 the reason in full.
-    let unsupported_event = "MSH|^~\\&|PAS|RRK|||20240305101500||SIU^S12^SIU_S12|B2|P|2.5.1\rPID|1||9449305552^^^NHS^NH";
+    let unsupported_event = "MSH|^~\\&|PAS|RRK|||20240305101500||BAR^P01^BAR_P01|B2|P|2.5.1\rPID|1||9449305552^^^NHS^NH";
     let ack = pas.send(unsupported_event).await;
     assert_eq!(msa(&ack)[1], "AR", "{ack}");
     let err = ack_segment(&ack, "ERR").unwrap();
     assert_eq!((err[2].as_str(), err[3].as_str()), ("MSH^1^9^1", "200^Unsupported message type^HL70357"), "{ack}");
     // The reason, with the component separator escaped as HL7 requires.
-    assert!(err[8].contains("SIU\\S\\S12 is not translated"), "{ack}");
+    assert!(err[8].contains("BAR\\S\\P01 is not translated"), "{ack}");
     let old_version = "MSH|^~\\&|PAS|RRK|||20240305101500||ADT^A01|B3|P|2.2\rPID|1||9449305552^^^NHS^NH";
     let ack = pas.send(old_version).await;
     assert_eq!(msa(&ack)[1], "AR");
@@ -387,6 +389,59 @@ async fn results_and_documents_become_reports_observations_and_document_referenc
         composition["section"][0]["text"]["div"],
         "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Admitted with chest pain.</p><p>Discharged home on aspirin.</p></div>"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immunisations_and_appointments_are_filed_and_later_messages_update_them() {
+    let app = TestApp::spawn().await;
+    let mut trust = MllpSender::connect(&app.mllp).await;
+    assert_eq!(msa(&trust.send(&adt("A01", "ADT1", "9449305552", "V100", "TAYLOR")).await)[1], "AA");
+    let vxu = |control_id: &str, action: &str| {
+        format!(
+            "MSH|^~\\&|IMMS|RRK|||20240310093000||VXU^V04^VXU_V04|{control_id}|P|2.5.1\r\
+             PID|1||9449305552^^^NHS^NH||TAYLOR^OLIVIA||19800101|F\r\
+             ORC|RE||IMM-77^RRK\r\
+             RXA|0|1|20240309101500||39114911000001105^Fluenz Tetra nasal spray^SCT|0.2|mL^milliliter^UCUM||00||||||AB1234|20241130||||CP|{action}\r\
+             RXR|NS^Nasal^HL70162"
+        )
+    };
+    assert_eq!(msa(&trust.send(&vxu("V1", "A")).await)[1], "AA");
+    let immunizations = app.search_all(&app.gp, &format!("Immunization?patient.identifier={NHS}|9449305552")).await;
+    assert_eq!(immunizations.len(), 1, "the registered practice sees the immunisation");
+    assert_eq!((immunizations[0]["status"].as_str(), immunizations[0]["lotNumber"].as_str()), (Some("completed"), Some("AB1234")));
+    // The sender withdraws the record: the same Immunization, now entered in error.
+    assert_eq!(msa(&trust.send(&vxu("V2", "D")).await)[1], "AA");
+    let withdrawn = app.get(&app.gp, &format!("Immunization/{}", immunizations[0]["id"].as_str().unwrap())).await;
+    assert_eq!((withdrawn.body["status"].as_str(), withdrawn.body["meta"]["versionId"].as_str()), (Some("entered-in-error"), Some("2")));
+    assert_eq!(total(&app, "Immunization").await, 1);
+
+    let siu = |event: &str, control_id: &str, start: &str| {
+        format!(
+            "MSH|^~\\&|PAS|RRK|||20240310093000||SIU^{event}^SIU_S12|{control_id}|P|2.5.1\r\
+             SCH||APT-900^RRK|||||||20|min|||||||||||||||Booked\r\
+             TQ1|1||||||{start}\r\
+             PID|1||9449305552^^^NHS^NH||TAYLOR^OLIVIA||19800101|F\r\
+             RGS|1\r\
+             AIL|1||CLINIC2^^^RRK"
+        )
+    };
+    assert_eq!(msa(&trust.send(&siu("S12", "S1", "20240320091500")).await)[1], "AA");
+    assert_eq!(msa(&trust.send(&siu("S13", "S2", "20240327091500")).await)[1], "AA");
+    let appointments = app.search_all(&app.gp, &format!("Appointment?actor:Patient.identifier={NHS}|9449305552")).await;
+    assert_eq!(appointments.len(), 1, "a reschedule moves the booking, it does not add one");
+    assert_eq!(
+        (appointments[0]["start"].as_str(), appointments[0]["end"].as_str()),
+        (Some("2024-03-27T09:15:00+00:00"), Some("2024-03-27T09:35:00Z"))
+    );
+    assert_eq!(msa(&trust.send(&siu("S15", "S3", "20240327091500")).await)[1], "AA");
+    let cancelled = app.get(&app.gp, &format!("Appointment/{}", appointments[0]["id"].as_str().unwrap())).await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    // Re-sending the whole feed changes nothing.
+    for message in [vxu("V1", "A"), vxu("V2", "D"), siu("S12", "S1", "20240320091500"), siu("S15", "S3", "20240327091500")] {
+        assert_eq!(msa(&trust.send(&message).await)[1], "AA");
+    }
+    assert_eq!((total(&app, "Immunization").await, total(&app, "Appointment").await), (1, 1));
+    assert_eq!(app.get(&app.gp, &format!("Appointment/{}", appointments[0]["id"].as_str().unwrap())).await.body["meta"]["versionId"], "3");
 }
 
 /// Four senders at once, each on its own connection: every message ACKed AA, the store holds

@@ -193,6 +193,13 @@ impl Identifier {
         format!("{}|{}", escape_search(&self.system), escape_search(&self.value))
     }
 
+    /// As [`Identifier::to_json`], typed with an HL7 table 0203 code (`FILL`, `PLAC`).
+    pub fn typed(&self, code: &str) -> Value {
+        let mut identifier = self.to_json();
+        identifier["type"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]});
+        identifier
+    }
+
     pub fn to_json(&self) -> Value {
         let mut identifier = Map::new();
         if let Some(code) = &self.type_code
@@ -402,6 +409,11 @@ pub fn organisation_reference(xon: &Repetition<'_>) -> Option<Value> {
         reference.insert("display".into(), json!(name));
     }
     Some(Value::Object(reference))
+}
+
+/// The numbers an order, appointment or dose is known by (filler's, placer's), each typed.
+pub fn typed_numbers(numbers: &[(&Option<Identifier>, &str)]) -> Vec<Value> {
+    numbers.iter().filter_map(|(number, code)| number.as_ref().map(|number| number.typed(code))).collect()
 }
 
 /// EI (entity identifier: an order or document number) as an Identifier.

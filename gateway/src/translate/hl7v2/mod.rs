@@ -1,4 +1,4 @@
-//! HL7 v2 (2.3 to 2.8) into FHIR R4 transaction Bundles: ADT, ORU, MDM, ORM/OML.
+//! HL7 v2 (2.3 to 2.8) into FHIR R4 transaction Bundles: ADT, ORU, MDM, ORM/OML, VXU, SIU.
 //!
 //! Pure: text in, Bundle or [`Hl7Error`] out. A message of a type this module does not know is
 //! refused whole (AR, with the reason), never half-translated. Every Bundle carries one
@@ -7,9 +7,11 @@
 
 pub mod ack;
 mod adt;
+mod appointments;
 pub mod datatypes;
 mod documents;
 pub mod error;
+mod immunizations;
 pub mod message;
 mod orders;
 mod patient;
@@ -27,7 +29,7 @@ use super::transaction::{Source, TransactionBuilder, content_digest, derived_id}
 pub const SUPPORTED_VERSIONS: [&str; 12] = ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"];
 
 /// The message types and trigger events translated, with what each becomes.
-pub const SUPPORTED_EVENTS: [(&str, &str, &str); 20] = [
+pub const SUPPORTED_EVENTS: [(&str, &str, &str); 27] = [
     ("ADT", "A01", "admit: Patient, Encounter in progress"),
     ("ADT", "A02", "transfer: Encounter location moves"),
     ("ADT", "A03", "discharge: Encounter finished"),
@@ -48,6 +50,13 @@ pub const SUPPORTED_EVENTS: [(&str, &str, &str); 20] = [
     ("MDM", "T08", "document edit with content: DocumentReference"),
     ("ORM", "O01", "order: ServiceRequest"),
     ("OML", "O21", "laboratory order: ServiceRequest"),
+    ("VXU", "V04", "immunisations given or refused: Immunization"),
+    ("SIU", "S12", "new appointment booking: Appointment booked"),
+    ("SIU", "S13", "appointment rescheduled: Appointment times change"),
+    ("SIU", "S14", "appointment modified: Appointment"),
+    ("SIU", "S15", "appointment cancelled: Appointment cancelled"),
+    ("SIU", "S17", "appointment deleted: Appointment entered in error"),
+    ("SIU", "S26", "patient did not attend: Appointment noshow"),
 ];
 
 /// What MSH says about a message: enough to acknowledge it even when its body is refused.
@@ -158,6 +167,8 @@ pub fn translate_parsed(message: &Message<'_>, header: Header) -> Result<Transla
             ));
         }
         ("ORM", "O01") | ("OML", "O21") => orders::translate(&context, &mut builder)?,
+        ("VXU", "V04") => immunizations::translate(&context, &mut builder)?,
+        ("SIU", event @ ("S12" | "S13" | "S14" | "S15" | "S17" | "S26")) => appointments::translate(&context, event, &mut builder)?,
         ("ACK", _) => {
             return Err(Hl7Error::new(ErrorCode::UnsupportedMessageType, msh.locate(9), "an ACK acknowledges a message; it is not filed"));
         }
@@ -254,7 +265,8 @@ mod tests {
     #[test]
     fn unsupported_types_versions_and_events_are_refused_whole() {
         let cases = [
-            (A01.replace("ADT^A01^ADT_A01", "SIU^S12"), ErrorCode::UnsupportedMessageType, "MSH-9"),
+            (A01.replace("ADT^A01^ADT_A01", "BAR^P01"), ErrorCode::UnsupportedMessageType, "MSH-9"),
+            (A01.replace("ADT^A01^ADT_A01", "SIU^S16"), ErrorCode::UnsupportedEventCode, "MSH-9.2"),
             (A01.replace("ADT^A01^ADT_A01", "ADT^A60"), ErrorCode::UnsupportedEventCode, "MSH-9.2"),
             (A01.replace("ADT^A01^ADT_A01", "MDM^T01"), ErrorCode::UnsupportedEventCode, "MSH-9.2"),
             (A01.replace("|2.4", "|2.1"), ErrorCode::UnsupportedVersionId, "MSH-12"),

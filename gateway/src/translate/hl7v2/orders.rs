@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Context;
-use super::datatypes::{codeable_concept, entity_identifier, person_reference, timestamp};
+use super::datatypes::{codeable_concept, entity_identifier, person_reference, timestamp, typed_numbers};
 use super::error::{ErrorCode, Hl7Error};
 use super::message::Segment;
 use super::patient::{self, PatientEntry};
@@ -77,16 +77,7 @@ fn service_request(
     let condition = format!("identifier={}", query_value(&key.search_token()));
     let mut request = Map::new();
     request.insert("resourceType".into(), json!("ServiceRequest"));
-    let identifiers: Vec<Value> = [(&placer, "PLAC"), (&filler, "FILL")]
-        .iter()
-        .filter_map(|(identifier, code)| {
-            identifier.as_ref().map(|identifier| {
-                let mut value = identifier.to_json();
-                value["type"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]});
-                value
-            })
-        })
-        .collect();
+    let identifiers: Vec<Value> = typed_numbers(&[(&placer, "PLAC"), (&filler, "FILL")]);
     request.insert("identifier".into(), Value::Array(identifiers));
     let control = orc.required_value(1, "order control")?;
     let status = match orc.value(5).as_deref() {

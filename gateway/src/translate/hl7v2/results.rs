@@ -113,10 +113,10 @@ fn new_report(context: &Context<'_, '_>, obr: &Segment<'_>, orc: Option<&Segment
     })?;
     let mut resource = Map::new();
     resource.insert("resourceType".into(), json!("DiagnosticReport"));
-    let identifiers: Vec<Value> = filler.iter().map(|i| with_type(i.to_json(), "FILL")).collect();
+    let identifiers: Vec<Value> = filler.iter().map(|i| i.typed("FILL")).collect();
     resource.insert("identifier".into(), Value::Array(if identifiers.is_empty() { vec![key.to_json()] } else { identifiers }));
     if let Some(placer) = &placer {
-        resource.insert("basedOn".into(), json!([{"type": "ServiceRequest", "identifier": with_type(placer.to_json(), "PLAC")}]));
+        resource.insert("basedOn".into(), json!([{"type": "ServiceRequest", "identifier": placer.typed("PLAC")}]));
     }
     let status = match obr.value(25).as_deref() {
         None => "unknown",
@@ -137,13 +137,6 @@ fn new_report(context: &Context<'_, '_>, obr: &Segment<'_>, orc: Option<&Segment
     let effective = obr.value(7).map(|t| timestamp(&t, &obr.locate(7))).transpose()?.map(|t| t.text);
     let issued = obr.value(22).map(|t| timestamp(&t, &obr.locate(22))).transpose()?.and_then(|t| t.instant().map(str::to_owned));
     Ok(Report { resource, key, results: Vec::new(), conclusion: Vec::new(), presented: Vec::new(), effective, issued })
-}
-
-fn with_type(mut identifier: Value, code: &str) -> Value {
-    if let Value::Object(map) = &mut identifier {
-        map.insert("type".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]}));
-    }
-    identifier
 }
 
 /// An OBX as an Observation; `None` for encapsulated data, which goes to the report instead.
