@@ -202,7 +202,7 @@ pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredV
     // Binaries are decided by the resource their securityContext names (one entry per version).
     let contexts = security_contexts(service, &versions).await?;
     let mut patients = facts.patient_ids();
-    patients.extend(contexts.iter().flatten().flatten().flat_map(|context| context.patients.iter().cloned()));
+    patients.extend(contexts.iter().flatten().flatten().flat_map(|context| context.facts.patients.iter().cloned()));
     let known = PatientIndex::load(service, scope, patients).await?;
     let mut released = Vec::with_capacity(versions.len());
     for ((version, resource), context) in versions.into_iter().zip(facts.resources).zip(contexts) {
@@ -210,7 +210,17 @@ pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredV
             (Parsed::Unreadable, _) => Visibility::Withheld(consent::Withheld::NotShared),
             (Parsed::Facts(binary), Some(Some(context))) => match withheld_label(scope, binary) {
                 Some(reason) => Visibility::Withheld(reason),
-                None => known.decide(scope, context),
+                // A Binary holding a document is the whole document: withheld when the
+                // requester would see only part of it.
+                None => match known.decide(scope, &context.facts) {
+                    Visibility::Visible { .. }
+                        if context.version.resource_type.as_str() == "Composition"
+                            && document_is_partial(service, scope, &known, &context.version).await? =>
+                    {
+                        Visibility::Withheld(consent::Withheld::NotShared)
+                    }
+                    visibility => visibility,
+                },
             },
             (_, Some(None)) => Visibility::Withheld(consent::Withheld::NotShared),
             (Parsed::Facts(resource), None) => known.decide(scope, resource),
@@ -226,7 +236,7 @@ pub async fn release(service: &FhirService, scope: &Scope, versions: Vec<StoredV
             Parsed::Facts(facts) => facts.patients.clone(),
             _ => Vec::new(),
         };
-        patients.extend(context.flatten().map(|context| context.patients.clone()).unwrap_or_default());
+        patients.extend(context.flatten().map(|context| context.facts.patients.clone()).unwrap_or_default());
         let version = match visibility {
             Visibility::Visible { redact } => shape(service, scope, &known, version, redact).await?,
             Visibility::Withheld(reason) => {
@@ -358,17 +368,22 @@ impl PatientIndex {
     }
 }
 
+/// What a Binary's `securityContext` names: its facts, and its version.
+struct SecurityContext {
+    facts: Arc<ResourceFacts>,
+    version: StoredVersion,
+}
+
 /// For each version, in order: `None` unless it is a Binary with a `securityContext`; then the
-/// facts of the resource that names (`None` when it names none stored, so the Binary is
-/// withheld).
-async fn security_contexts(service: &FhirService, versions: &[StoredVersion]) -> Result<Vec<Option<Option<Arc<ResourceFacts>>>>, ApiError> {
+/// resource that names (`None` when it names none stored, so the Binary is withheld).
+async fn security_contexts(service: &FhirService, versions: &[StoredVersion]) -> Result<Vec<Option<Option<SecurityContext>>>, ApiError> {
     let mut contexts = Vec::with_capacity(versions.len());
     for version in versions {
         let context = match (version.resource_type.as_str(), version.content.as_deref()) {
             ("Binary", Some(content)) => {
                 let value: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
                 match consent::access::security_context("Binary", &value) {
-                    Some(target) => Some(context_facts(service, target).await?),
+                    Some(target) => Some(stored_context(service, target).await?),
                     None => None,
                 }
             }
@@ -379,17 +394,82 @@ async fn security_contexts(service: &FhirService, versions: &[StoredVersion]) ->
     Ok(contexts)
 }
 
-async fn context_facts(service: &FhirService, target: Option<(String, String)>) -> Result<Option<Arc<ResourceFacts>>, ApiError> {
+async fn stored_context(service: &FhirService, target: Option<(String, String)>) -> Result<Option<SecurityContext>, ApiError> {
     let Some((resource_type, id)) = target.and_then(|(type_name, id)| Some((ResourceType::parse(&type_name).ok()?, id))) else {
         return Ok(None);
     };
     Ok(match service.store.read(resource_type, &id).await? {
         Some(target) if !target.deleted => match service.resource_facts.facts(&service.policy.access, &target) {
-            Parsed::Facts(facts) => Some(facts),
+            Parsed::Facts(facts) => Some(SecurityContext { facts, version: target }),
             Parsed::Deletion | Parsed::Unreadable => None,
         },
         _ => None,
     })
+}
+
+/// Whether this requester would see less than the whole of a document (a Composition): the
+/// Composition itself withheld, or some of its section entries. The original document a
+/// Binary or a DocumentReference carries repeats every entry, so it is released only whole.
+async fn document_is_partial(
+    service: &FhirService,
+    scope: &Scope,
+    known: &PatientIndex,
+    composition: &StoredVersion,
+) -> Result<bool, ApiError> {
+    let Parsed::Facts(facts) = service.resource_facts.facts(&service.policy.access, composition) else { return Ok(true) };
+    let missing: BTreeSet<String> = facts.patients.iter().filter(|p| !known.facts.contains_key(*p)).cloned().collect();
+    let mut index = PatientIndex::load(service, scope, missing).await?;
+    index.facts.extend(known.facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !index.decide(scope, &facts).is_visible() {
+        return Ok(true);
+    }
+    let Some(Ok(mut value)) = composition.content.as_deref().map(serde_json::from_slice::<Value>) else { return Ok(true) };
+    withhold_sections(service, scope, &index, &mut value).await
+}
+
+/// A DocumentReference's attachments without their content when the document they carry (the
+/// Composition its `context.related` names) would be partial for this requester; the
+/// DocumentReference then carries GP Connect's `confidential-items` warning. Returns whether
+/// anything changed.
+async fn withhold_attachments(service: &FhirService, scope: &Scope, known: &PatientIndex, reference: &mut Value) -> Result<bool, ApiError> {
+    let related: Vec<String> = reference["context"]["related"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|related| related["reference"].as_str().map(str::to_owned))
+        .collect();
+    let mut partial = false;
+    for target in &related {
+        let Some((resource_type, id)) = fhir_models::reference::Reference::parse(target).local() else { continue };
+        if resource_type.as_str() != "Composition" {
+            continue;
+        }
+        partial = match service.store.read(resource_type, id).await? {
+            Some(composition) if !composition.deleted => document_is_partial(service, scope, known, &composition).await?,
+            _ => false,
+        };
+        if partial {
+            break;
+        }
+    }
+    if !partial {
+        return Ok(false);
+    }
+    for content in reference["content"].as_array_mut().map(Vec::as_mut_slice).unwrap_or(&mut []) {
+        if let Some(attachment) = content.get_mut("attachment").and_then(Value::as_object_mut) {
+            for carried in ["data", "url", "size", "hash"] {
+                attachment.remove(carried);
+            }
+        }
+    }
+    if let Some(object) = reference.as_object_mut() {
+        let extensions = object.entry("extension").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(items) = extensions {
+            items.push(serde_json::json!({"url": WARNING_EXTENSION, "valueCode": "confidential-items"}));
+        }
+    }
+    Ok(true)
 }
 
 /// The JSON the requester sees of a visible resource.
@@ -401,7 +481,10 @@ async fn shape(
     redact: bool,
 ) -> Result<StoredVersion, ApiError> {
     let is_composition = version.resource_type.as_str() == "Composition";
-    if !redact && !is_composition {
+    // Only a DocumentReference that names a related document can carry more than it may show.
+    let is_related_document = version.resource_type.as_str() == "DocumentReference"
+        && version.content.as_deref().is_some_and(|content| content.windows(9).any(|w| w == b"\"related\""));
+    if !redact && !is_composition && !is_related_document {
         return Ok(version);
     }
     let Some(content) = version.content.as_deref() else { return Ok(version) };
@@ -413,6 +496,9 @@ async fn shape(
     }
     if is_composition {
         changed |= withhold_sections(service, scope, known, &mut value).await?;
+    }
+    if is_related_document {
+        changed |= withhold_attachments(service, scope, known, &mut value).await?;
     }
     if changed {
         version.content = Some(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.into()))?.into());

@@ -56,3 +56,73 @@ async fn type_and_system_histories_hold_only_what_the_requesters_organisation_wr
     app.get(&me, "Patient/_history").await.assert_status(403);
     app.get(&me, &format!("Patient/{theirs}/_history")).await.assert_status(200);
 }
+
+/// The original of a document (a Binary whose securityContext is the Composition, or the
+/// attachment of the DocumentReference that relates to it) repeats every entry, so it is
+/// released only to those who may see the whole document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_s_original_is_released_whole_or_not_at_all() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let patient = app.create(&tests::fixture("resources/Patient.json")).await;
+    let subject = json!({"reference": format!("Patient/{patient}")});
+    let original = base64::engine::general_purpose::STANDARD.encode("Diagnosis: asthma. Result not for patient view: see clinic letter.");
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000001",
+         "resource": {"resourceType": "Condition", "subject": subject, "code": {"text": "Asthma"}},
+         "request": {"method": "POST", "url": "Condition"}},
+        {"fullUrl": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000002",
+         "resource": {"resourceType": "Observation", "status": "final", "subject": subject, "code": {"text": "Clinic finding"},
+                      "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NOPAT"}]}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000003",
+         "resource": {"resourceType": "Composition", "status": "final", "type": {"text": "Discharge summary"}, "subject": subject,
+                      "date": "2024-03-09", "author": [{"display": "Ward 4"}], "title": "Discharge summary",
+                      "section": [{"title": "Diagnoses", "entry": [{"reference": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000001"}]},
+                                  {"title": "Findings", "entry": [{"reference": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000002"}]}]},
+         "request": {"method": "POST", "url": "Composition"}},
+        {"fullUrl": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000004",
+         "resource": {"resourceType": "DocumentReference", "status": "current", "subject": subject,
+                      "content": [{"attachment": {"contentType": "text/plain", "data": original, "title": "Discharge summary"}}],
+                      "context": {"related": [{"reference": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000003"}]}},
+         "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000005",
+         "resource": {"resourceType": "Binary", "contentType": "text/plain", "data": original,
+                      "securityContext": {"reference": "urn:uuid:6f1f7c1e-0000-4000-8000-000000000003"}},
+         "request": {"method": "POST", "url": "Binary"}}
+    ]});
+    let answer = app.post(&app.trust, "", &transaction).await;
+    answer.assert_status(200);
+    let ids: Vec<String> = answer.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned())
+        .collect();
+    let (composition, document, binary) = (&ids[2], &ids[3], &ids[4]);
+
+    // The patient may not see the finding: the Composition loses it, the DocumentReference its
+    // original, and the Binary (the original again) is answered as a missing one.
+    let me = tests::https_client_with_token(&app.pki, None, Some(&app.issuers.patient_token("9449305552", "P9")));
+    let read = app.get(&me, composition).await;
+    read.assert_status(200);
+    assert_eq!(read.body["section"][0]["entry"].as_array().map(Vec::len), Some(1));
+    assert!(read.body["section"][1].get("entry").is_none(), "{}", read.text);
+    let read = app.get(&me, document).await;
+    read.assert_status(200);
+    let attachment = &read.body["content"][0]["attachment"];
+    assert!(attachment.get("data").is_none() && attachment["contentType"] == "text/plain", "{}", read.text);
+    assert_eq!(read.body["extension"][0]["valueCode"], "confidential-items");
+    let searched = app.search_all(&me, "DocumentReference").await;
+    assert!(searched.len() == 1 && searched[0]["content"][0]["attachment"].get("data").is_none(), "{searched:?}");
+    let withheld = app.get(&me, binary).await;
+    withheld.assert_status(404);
+    let missing = app.get(&me, "Binary/no-such-binary").await;
+    assert_eq!(withheld.text.replace(binary.trim_start_matches("Binary/"), "X"), missing.text.replace("no-such-binary", "X"));
+
+    // The trust that published it sees the whole document.
+    let whole = app.get(&app.trust, document).await;
+    assert_eq!(whole.body["content"][0]["attachment"]["data"], original.as_str());
+    assert!(whole.body.get("extension").is_none());
+    app.get(&app.trust, binary).await.assert_status(200);
+}
