@@ -1,4 +1,4 @@
-//! Any bytes as any file of an EMIS-style or SystmOne-style extract, beside the synthetic
+//! Any bytes as any file of an EMIS-style (CSV or EMIS Open XML) or SystmOne-style extract, beside the synthetic
 //! generator's other files: reading, translation, and the Bundles' serialisation. Nothing may
 //! panic; a refusal is an error naming a file.
 #![no_main]
@@ -12,13 +12,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else { return };
     let maps = CodeMaps::demo();
     let practice = &gateway::demo::PRACTICES[0];
-    let (format, mut files) = if selector & 1 == 0 {
-        (Format::EmisCsv, gateway::synthetic::emis_extract(practice, &[0, 1, 2], "20260301120000"))
-    } else {
-        (Format::SystmOneCsv, gateway::synthetic::systmone_extract(practice, &[0, 1, 2], "20260301120000"))
+    let (format, mut files) = match selector % 3 {
+        0 => (Format::EmisCsv, gateway::synthetic::emis_extract(practice, &[0, 1, 2], "20260301120000")),
+        1 => (Format::SystmOneCsv, gateway::synthetic::systmone_extract(practice, &[0, 1, 2], "20260301120000")),
+        _ => (Format::EmisXml, gateway::synthetic::emis_open_records(practice, &[0, 1, 2], "20260301120000")),
     };
     // The fuzzed bytes replace one of the files.
-    let index = (selector as usize >> 1) % files.len();
+    let index = (selector as usize / 3) % files.len();
     files[index] = ExtractFile { name: files[index].name.clone(), bytes: bytes.to_vec() };
     match translate_extract(format, &files, &maps) {
         Ok(translated) => {

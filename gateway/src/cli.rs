@@ -260,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Translate { from, paths } if from.is_extract() => {
             let maps = Settings::load(cli.config.as_deref())?.translation.code_maps()?;
-            translate_extract(from, &read_extract(&paths)?, &maps)
+            translate_extract(from, &read_extract(from, &paths)?, &maps)
         }
         Command::Translate { from, paths } if from.is_document() => {
             let settings = Settings::load(cli.config.as_deref())?;
@@ -284,7 +284,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files = match format {
                 crate::translate::Format::EmisCsv => crate::synthetic::emis_extract(practice, &indexes, &extracted),
                 crate::translate::Format::SystmOneCsv => crate::synthetic::systmone_extract(practice, &indexes, &extracted),
-                other => anyhow::bail!("synthetic data is made in emis-csv, systmone-csv, cda and itk3; not {other}"),
+                crate::translate::Format::EmisXml => crate::synthetic::emis_open_records(practice, &indexes, &extracted),
+                other => anyhow::bail!("synthetic data is made in emis-csv, emis-xml, systmone-csv, cda and itk3; not {other}"),
             };
             for file in files {
                 std::fs::write(out.join(&file.name), &file.bytes)?;
@@ -342,7 +343,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// An extract's files: every `*.csv` in each directory named, and every file named.
+/// An extract's files: every `*.csv` (`*.xml` for EMIS Open) in each directory named, and every
+/// file named.
 /// One connection to the configured database, for the maintenance commands.
 async fn connect_one(settings: &Settings) -> anyhow::Result<crate::store::SqlStore> {
     let options = crate::store::sql_store::StoreOptions {
@@ -353,9 +355,9 @@ async fn connect_one(settings: &Settings) -> anyhow::Result<crate::store::SqlSto
     crate::store::SqlStore::connect(&options).await
 }
 
-fn read_extract(paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis::ExtractFile>> {
-    let is_csv = |file: &std::path::Path| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("csv"));
-    Ok(read_files(paths, is_csv)?.into_iter().map(|(name, bytes)| crate::translate::emis::ExtractFile { name, bytes }).collect())
+fn read_extract(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::Result<Vec<crate::translate::emis::ExtractFile>> {
+    let wanted = |file: &std::path::Path| file.extension().is_some_and(|ext| ext.eq_ignore_ascii_case(format.file_extension()));
+    Ok(read_files(paths, wanted)?.into_iter().map(|(name, bytes)| crate::translate::emis::ExtractFile { name, bytes }).collect())
 }
 
 /// The files named, and in each directory named the files `wanted` picks (sorted): each with
@@ -426,7 +428,7 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
                     inputs.push((format!("{}:{line}", path.display()), message));
                 }
             }
-            Format::EmisCsv | Format::SystmOneCsv => unreachable!("an extract is read whole (read_extract)"),
+            Format::EmisCsv | Format::EmisXml | Format::SystmOneCsv => unreachable!("an extract is read whole (read_extract)"),
             Format::Cda | Format::Itk3 => unreachable!("a document is one file (read_documents)"),
         }
     }
@@ -552,7 +554,7 @@ async fn file_inputs(
     if format.is_extract() {
         anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
         let maps = settings.translation.code_maps()?;
-        let files = read_extract(paths)?;
+        let files = read_extract(format, paths)?;
         let report = crate::ingest::file_extract(&fhir, format, &files, &maps, None, "cli").await?;
         println!("{report}");
         for line in report.refused.iter().chain(&report.retry) {

@@ -113,7 +113,7 @@ fn translate_prints_bundles_and_names_the_file_and_line_of_a_refused_message() {
     let stderr = String::from_utf8_lossy(&several.stderr);
     assert!(stderr.contains("two.hl7:2: rejected: PID-3.1: the NHS number \"9449305553\" is not valid"), "{stderr}");
 
-    let unknown = run(dir.path(), &["translate", "--from", "emis-xml", "one.hl7"]);
+    let unknown = run(dir.path(), &["translate", "--from", "fhir", "one.hl7"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not built yet"));
 }
@@ -254,4 +254,22 @@ fn an_operator_writes_a_synthetic_emis_extract_translates_it_and_files_it_once()
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("Admin_Patient_20260301120000_") && stderr.contains(":4: NhsNumber:"), "{stderr}");
+}
+
+#[test]
+fn an_operator_translates_and_files_emis_open_records_from_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hie-gateway.toml"), "[database]\nurl = \"sqlite://hie.db\"\n").unwrap();
+    let made = run(dir.path(), &["synthetic", "--format", "emis-xml", "--patients", "3", "--out", "records"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // A stray file of another kind in the directory is not read.
+    std::fs::write(dir.path().join("records/README.txt"), "not a record").unwrap();
+    let translated = run(dir.path(), &["translate", "--from", "emis-xml", "records"]);
+    assert!(translated.status.success(), "{}", String::from_utf8_lossy(&translated.stderr));
+    assert_eq!(String::from_utf8(translated.stdout).unwrap().lines().count(), 3, "one Bundle per record");
+    let filed = run(dir.path(), &["ingest", "--from", "emis-xml", "records"]);
+    let summary = String::from_utf8_lossy(&filed.stdout);
+    assert!(summary.starts_with("3 patients: 3 filed"), "{summary}{}", String::from_utf8_lossy(&filed.stderr));
+    let again = run(dir.path(), &["ingest", "--from", "emis-xml", "records"]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("3 patients: 0 filed, 3 already filed"));
 }

@@ -372,8 +372,9 @@ pub async fn ingest(
         .body(fhir_models::OperationOutcome::new(issues).to_json_bytes()))
 }
 
-/// A GP extract (`emis-csv`, `systmone-csv`) posted as `multipart/form-data`, one part per file
-/// under the file's own name (`curl -F file=@1_Admin_Patient_….csv …`), filed patient by patient
+/// A GP extract (`emis-csv`, `emis-xml`, `systmone-csv`) posted as `multipart/form-data`, one part
+/// per file under the file's own name (`curl -F file=@1_Admin_Patient_….csv …`), or one EMIS Open
+/// record as the body itself, filed patient by patient
 /// as the posting GP system, which publishes only its own practice's patients: 200 when every
 /// patient is filed (or was already), 422 naming each patient refused and why (the others are
 /// filed), 503 when some could not be filed now.
@@ -393,7 +394,13 @@ async fn ingest_extract(
             message: "a GP extract is published by its practice's registered GP-system client".into(),
         });
     }
-    let files = super::multipart::files(request, payload, state.fhir.limits.max_body_bytes).await?;
+    let files = if format == crate::translate::Format::EmisXml && !super::multipart::is_multipart(request) {
+        // One EMIS Open record may come as the body itself.
+        let bytes = read_body(payload, state.fhir.limits.max_body_bytes).await?;
+        vec![crate::translate::emis::ExtractFile { name: "(body)".into(), bytes }]
+    } else {
+        super::multipart::files(request, payload, state.fhir.limits.max_body_bytes).await?
+    };
     let report = crate::ingest::file_extract(&state.fhir, format, &files, &state.code_maps, Some(publisher), "http")
         .await
         .map_err(|error| ApiError::invalid(IssueType::Invalid, format!("the extract is refused: {error}")))?;

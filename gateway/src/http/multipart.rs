@@ -8,15 +8,19 @@ use futures_util::StreamExt;
 use crate::error::ApiError;
 use crate::translate::emis::ExtractFile;
 
-/// Every part of the body that carries a file, under its file name (without any directory), in
-/// the order sent; `limit` bounds the files' bytes together.
-pub async fn files(request: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Vec<ExtractFile>, ApiError> {
-    let is_multipart = request
+/// Whether the request's body is `multipart/form-data`.
+pub fn is_multipart(request: &HttpRequest) -> bool {
+    request
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
-    if !is_multipart {
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// Every part of the body that carries a file, under its file name (without any directory), in
+/// the order sent; `limit` bounds the files' bytes together.
+pub async fn files(request: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Vec<ExtractFile>, ApiError> {
+    if !is_multipart(request) {
         return Err(ApiError::UnsupportedMediaType(
             "post an extract as multipart/form-data, one part per file under its own file name (curl -F file=@NAME.csv …)".into(),
         ));

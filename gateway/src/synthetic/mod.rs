@@ -690,6 +690,137 @@ fn windows_1252(text: &str) -> Vec<u8> {
     bytes.into_owned()
 }
 
+/// Text for an XML element.
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// `yyyy-MM-dd` as EMIS Open writes dates, `dd/MM/yyyy`.
+fn emis_open_date(iso: &str) -> String {
+    let mut parts = iso.split('-');
+    let (year, month, day) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    format!("{day}/{month}/{year}")
+}
+
+/// EMIS Open `MedicalRecord` XML files, one per patient of the demo practice (the same people,
+/// GUID scheme and codes as [`emis_extract`]): a consultation with two blood pressures, a
+/// problem known to the year, an immunisation, a penicillin allergy for every third patient, a
+/// repeat medication with one issue, and for patients 2, 12, … a counselling note under a
+/// confidentiality policy with an EMIS-local code. `extracted` is `yyyyMMddHHmmss`.
+pub fn emis_open_records(practice: &Practice, patients: &[usize], extracted: &str) -> Vec<ExtractFile> {
+    let mut sequence = Sequence::new(0x4f50_454e ^ practice.ods.bytes().fold(0u64, |hash, b| hash.wrapping_mul(31).wrapping_add(b as u64)));
+    let organisation = guid(&mut sequence);
+    let created = format!("{}/{}/{}", &extracted[6..8], &extracted[4..6], &extracted[..4]);
+    let created_time = format!("{}:{}", &extracted[8..10], &extracted[10..12]);
+    let code = |value: &str, scheme: &str, term: &str, snomed: &str| {
+        let map = if snomed.is_empty() { String::new() } else { format!("<MapCode>{snomed}</MapCode><MapScheme>SNOMED</MapScheme>") };
+        format!("<Code><Value>{value}</Value><Scheme>{scheme}</Scheme><Term>{}</Term>{map}</Code>", xml_text(term))
+    };
+    let mut files = Vec::new();
+    for &index in patients {
+        let patient = guid(&mut sequence);
+        let who = person(index);
+        let number = test_nhs_number(index as u64).to_string();
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            xml,
+            "<MedicalRecord xmlns=\"http://www.e-mis.com/emisopen/MedicalRecord\">\n<Registration><GUID>{patient}</GUID>\
+             <DateOfBirth>{}</DateOfBirth><Sex>{}</Sex><FamilyName>{}</FamilyName><FirstNames>{}</FirstNames><Title>{}</Title>\
+             <NhsNumber>{number}</NhsNumber><Address><Street>{} Mill Lane</Street><Town>Leeds</Town><County>West Yorkshire</County>\
+             <PostCode>LS6 2AB</PostCode></Address><HomeTelephone>0113 496 0000</HomeTelephone><DateAdded>01/09/2010</DateAdded>\
+             </Registration>",
+            emis_open_date(&who.birth_date),
+            if who.female { "F" } else { "M" },
+            xml_text(who.family),
+            xml_text(who.given),
+            if who.female { "Ms" } else { "Mr" },
+            1 + sequence.below(150),
+        );
+        // The problem, the immunisation and, for some, a confidential note.
+        xml.push_str("<EventList>\n");
+        let _ = writeln!(
+            xml,
+            "<Event><GUID>{}</GUID><AssignedDate>{}</AssignedDate><DatePart>2</DatePart><DisplayTerm>Asthma</DisplayTerm>{}\
+             <Problem><ProblemStatus>1</ProblemStatus><Significance>1</Significance></Problem><EventType>2</EventType></Event>",
+            guid(&mut sequence),
+            2005 + sequence.below(15),
+            code("H33..", "READ2", "Asthma", "195967001"),
+        );
+        let _ = writeln!(
+            xml,
+            "<Event><GUID>{}</GUID><AssignedDate>{:02}/10/2025</AssignedDate><DatePart>0</DatePart>{}<EventType>13</EventType></Event>",
+            guid(&mut sequence),
+            1 + sequence.below(28),
+            code("65E..", "READ2", "Influenza vaccination", "86198006"),
+        );
+        if index % 10 == 2 {
+            let _ = writeln!(
+                xml,
+                "<Event><GUID>{}</GUID><AssignedDate>03/03/2025</AssignedDate><DatePart>0</DatePart>\
+                 <DescriptiveText>Discussed at the patient's request</DescriptiveText><PolicyID>1</PolicyID>{}<EventType>0</EventType></Event>",
+                guid(&mut sequence),
+                code("EMISNQCO1", "EMISCLINICAL", "Counselling session (practice code)", ""),
+            );
+        }
+        xml.push_str("</EventList>\n<ConsultationList>\n");
+        let day = format!("{:02}/{:02}/2025", 1 + sequence.below(28), 1 + sequence.below(12));
+        let _ = writeln!(
+            xml,
+            "<Consultation><GUID>{}</GUID><AssignedDate>{day}</AssignedDate><DatePart>0</DatePart><Duration>10</Duration><ElementList>",
+            guid(&mut sequence)
+        );
+        for (read, term, snomed, low, high, value) in [
+            ("2469.", "O/E - Systolic BP reading", "163030003", 90, 140, 110 + sequence.below(60)),
+            ("246A.", "O/E - Diastolic BP reading", "163031004", 60, 90, 65 + sequence.below(30)),
+        ] {
+            let _ = writeln!(
+                xml,
+                "<ConsultationElement><Event><GUID>{}</GUID><AssignedDate>{day}</AssignedDate><DatePart>0</DatePart>\
+                 <AssignedTime>09:{:02}</AssignedTime>{}<NumericValue><Value>{value}</Value><Units>mmHg</Units>\
+                 <NumericMinimum>{low}</NumericMinimum><NumericMaximum>{high}</NumericMaximum></NumericValue><EventType>5</EventType>\
+                 </Event></ConsultationElement>",
+                guid(&mut sequence),
+                sequence.below(60),
+                code(read, "READ2", term, snomed),
+            );
+        }
+        xml.push_str("</ElementList></Consultation>\n</ConsultationList>\n");
+        if index % 3 == 0 {
+            let _ = writeln!(
+                xml,
+                "<AllergyList><Allergy><GUID>{}</GUID><AssignedDate>2012</AssignedDate><DatePart>2</DatePart>{}</Allergy></AllergyList>",
+                guid(&mut sequence),
+                code("91936005", "SNOMED", "Allergy to penicillin", ""),
+            );
+        }
+        let medication = guid(&mut sequence);
+        let drug = "<Drug><PreparationID><Value>2001</Value><Scheme>EMISPREPARATION</Scheme><Term>Metformin 500mg modified-release tablets</Term>\
+                    <MapCode>325278007</MapCode><MapScheme>SNOMED</MapScheme></PreparationID></Drug>";
+        let _ = writeln!(
+            xml,
+            "<MedicationList><Medication><GUID>{medication}</GUID><AssignedDate>01/02/2024</AssignedDate><Dosage>One tablet twice a day</Dosage>\
+             <Quantity>56</Quantity><QuantityUnits>tablet</QuantityUnits>{drug}<PrescriptionType>REPEAT</PrescriptionType>\
+             <AuthorisedIssue>6</AuthorisedIssue><Status>C</Status></Medication></MedicationList>\n\
+             <IssueList><Issue><GUID>{}</GUID><AssignedDate>01/03/2025</AssignedDate><Dosage>One tablet twice a day</Dosage>\
+             <Quantity>56</Quantity><QuantityUnits>tablet</QuantityUnits><Duration>28</Duration>{drug}\
+             <MedicationLink><GUID>{medication}</GUID></MedicationLink></Issue></IssueList>",
+            guid(&mut sequence),
+        );
+        let _ = writeln!(
+            xml,
+            "<LocationList><Location><GUID>{organisation}</GUID><LocationName>{}</LocationName><NationalCode>{}</NationalCode></Location></LocationList>\n\
+             <Originator><Organisation><GUID>{organisation}</GUID></Organisation></Originator>\n\
+             <MessageInformation><DateCreated>{created}</DateCreated><TimeCreated>{created_time}</TimeCreated></MessageInformation>\n\
+             </MedicalRecord>",
+            xml_text(practice.name),
+            practice.ods,
+        );
+        let name = format!("MedicalRecord_{}_{}_{extracted}.xml", practice.ods, patient.trim_matches(['{', '}']));
+        files.push(ExtractFile { name, bytes: xml.into_bytes() });
+    }
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

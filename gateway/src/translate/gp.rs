@@ -17,13 +17,48 @@ pub struct PatientColumns {
     pub death: &'static str,
 }
 
+/// A UK Core Patient from an extract row: see [`patient_resource`].
+pub fn patient(row: &Row, columns: &PatientColumns, local: Value, active: bool) -> Result<Value, ExtractError> {
+    let details = PatientDetails {
+        nhs_number: row.get(columns.nhs_number),
+        family: row.get("Surname"),
+        given: [row.get(columns.given), row.get("MiddleNames")].into_iter().flatten().flat_map(str::split_whitespace).collect(),
+        title: row.get("Title"),
+        gender: row.get(columns.gender),
+        birth: row.date_time(columns.birth, Some("YMD"))?,
+        death: row.date_time(columns.death, None)?,
+    };
+    patient_resource(&details, local, active).map_err(|error| match error {
+        DetailError::NhsNumber(reason) => row.error(columns.nhs_number, reason),
+        DetailError::Gender(reason) => row.error(columns.gender, reason),
+    })
+}
+
+/// A patient's core details, however the source holds them.
+pub struct PatientDetails<'a> {
+    pub nhs_number: Option<&'a str>,
+    pub family: Option<&'a str>,
+    pub given: Vec<&'a str>,
+    pub title: Option<&'a str>,
+    /// `M`, `F`, `I` or `U`.
+    pub gender: Option<&'a str>,
+    pub birth: Option<String>,
+    pub death: Option<String>,
+}
+
+/// Which detail is wrong, and why.
+pub enum DetailError {
+    NhsNumber(String),
+    Gender(String),
+}
+
 /// A UK Core Patient: the NHS number (checked) and the system's own identifier, the official
 /// name (title, given and middle names, surname), gender (M, F, I, U), birth and death.
-pub fn patient(row: &Row, columns: &PatientColumns, local: Value, active: bool) -> Result<Value, ExtractError> {
+pub fn patient_resource(details: &PatientDetails<'_>, local: Value, active: bool) -> Result<Value, DetailError> {
     let mut identifiers = Vec::new();
-    if let Some(number) = row.get(columns.nhs_number) {
+    if let Some(number) = details.nhs_number {
         let parsed = fhir_models::NhsNumber::parse(number)
-            .map_err(|_| row.error(columns.nhs_number, format!("{number:?} is not a valid NHS number (Modulus 11)")))?;
+            .map_err(|_| DetailError::NhsNumber(format!("{number:?} is not a valid NHS number (Modulus 11)")))?;
         identifiers.push(json!({"system": NHS_NUMBER, "value": parsed.as_string()}));
     }
     identifiers.push(local);
@@ -34,30 +69,29 @@ pub fn patient(row: &Row, columns: &PatientColumns, local: Value, active: bool) 
         "active": active,
     });
     let mut name = json!({"use": "official"});
-    if let Some(family) = row.get("Surname") {
+    if let Some(family) = details.family {
         name["family"] = json!(family);
     }
-    let given: Vec<&str> = [row.get(columns.given), row.get("MiddleNames")].into_iter().flatten().flat_map(str::split_whitespace).collect();
-    if !given.is_empty() {
-        name["given"] = json!(given);
+    if !details.given.is_empty() {
+        name["given"] = json!(details.given);
     }
-    if let Some(title) = row.get("Title") {
+    if let Some(title) = details.title {
         name["prefix"] = json!([title]);
     }
     if name.as_object().is_some_and(|n| n.len() > 1) {
         patient["name"] = json!([name]);
     }
-    if let Some(gender) = row.get(columns.gender) {
+    if let Some(gender) = details.gender {
         patient["gender"] = json!(match gender {
             "M" => "male",
             "F" => "female",
             "I" => "other",
             "U" => "unknown",
-            other => return Err(row.error(columns.gender, format!("{other:?} is not M, F, I or U"))),
+            other => return Err(DetailError::Gender(format!("{other:?} is not M, F, I or U"))),
         });
     }
-    set(&mut patient, "birthDate", row.date_time(columns.birth, Some("YMD"))?);
-    set(&mut patient, "deceasedDateTime", row.date_time(columns.death, None)?);
+    set(&mut patient, "birthDate", details.birth.clone());
+    set(&mut patient, "deceasedDateTime", details.death.clone());
     Ok(patient)
 }
 

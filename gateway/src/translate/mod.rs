@@ -26,6 +26,8 @@ use std::fmt;
 pub enum Format {
     Hl7v2,
     EmisCsv,
+    /// EMIS Open `MedicalRecord` XML, one patient per file.
+    EmisXml,
     SystmOneCsv,
     /// Legacy CDA discharge summaries (ITK eDischarge).
     Cda,
@@ -33,15 +35,16 @@ pub enum Format {
     Itk3,
 }
 
-const TRANSLATED: &str = "hl7v2, emis-csv, systmone-csv, cda, itk3";
+const TRANSLATED: &str = "hl7v2, emis-csv, emis-xml, systmone-csv, cda, itk3";
 
 impl Format {
-    pub const ALL: [Self; 5] = [Self::Hl7v2, Self::EmisCsv, Self::SystmOneCsv, Self::Cda, Self::Itk3];
+    pub const ALL: [Self; 6] = [Self::Hl7v2, Self::EmisCsv, Self::EmisXml, Self::SystmOneCsv, Self::Cda, Self::Itk3];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hl7v2 => "hl7v2",
             Self::EmisCsv => "emis-csv",
+            Self::EmisXml => "emis-xml",
             Self::SystmOneCsv => "systmone-csv",
             Self::Cda => "cda",
             Self::Itk3 => "itk3",
@@ -52,10 +55,11 @@ impl Format {
         match text {
             "hl7v2" => Ok(Self::Hl7v2),
             "emis-csv" => Ok(Self::EmisCsv),
+            "emis-xml" => Ok(Self::EmisXml),
             "systmone-csv" => Ok(Self::SystmOneCsv),
             "cda" => Ok(Self::Cda),
             "itk3" => Ok(Self::Itk3),
-            "emis-xml" | "fhir" => Err(format!("the {text} translator is not built yet; this gateway translates: {TRANSLATED}")),
+            "fhir" => Err(format!("the {text} translator is not built yet; this gateway translates: {TRANSLATED}")),
             other => Err(format!("unknown format {other:?}; this gateway translates: {TRANSLATED}")),
         }
     }
@@ -75,6 +79,7 @@ pub fn translate_extract(
 ) -> Result<emis::Translated, rows::ExtractError> {
     match format {
         Format::EmisCsv => emis::translate(files, maps),
+        Format::EmisXml => emis::open::translate(files, maps),
         Format::SystmOneCsv => systmone::translate(files, maps),
         Format::Hl7v2 | Format::Cda | Format::Itk3 => Err(rows::ExtractError::file("(extract)", format!("{format} is not an extract"))),
     }
@@ -83,7 +88,12 @@ pub fn translate_extract(
 impl Format {
     /// Whether an input is a set of files (an extract) rather than messages.
     pub fn is_extract(&self) -> bool {
-        matches!(self, Self::EmisCsv | Self::SystmOneCsv)
+        matches!(self, Self::EmisCsv | Self::EmisXml | Self::SystmOneCsv)
+    }
+
+    /// The files of an extract in a directory: their extension.
+    pub fn file_extension(&self) -> &'static str {
+        if *self == Self::EmisXml { "xml" } else { "csv" }
     }
 
     /// Whether an input is one whole document (a discharge summary) per file or request.
@@ -159,7 +169,8 @@ mod tests {
         assert_eq!(Format::parse("hl7v2"), Ok(Format::Hl7v2));
         assert_eq!(Format::parse("emis-csv"), Ok(Format::EmisCsv));
         assert_eq!(Format::parse("cda"), Ok(Format::Cda));
-        assert!(Format::parse("emis-xml").unwrap_err().contains("not built yet"));
+        assert_eq!(Format::parse("emis-xml"), Ok(Format::EmisXml));
+        assert!(Format::parse("fhir").unwrap_err().contains("not built yet"));
         assert!(Format::parse("xml").unwrap_err().contains("unknown format"));
     }
 }

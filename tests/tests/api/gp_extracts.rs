@@ -4,7 +4,7 @@
 
 use gateway::demo::PRACTICES;
 use gateway::ingest::file_extract;
-use gateway::synthetic::{emis_extract, systmone_extract};
+use gateway::synthetic::{emis_extract, emis_open_records, systmone_extract};
 use gateway::translate::Format;
 use gateway::translate::codes::CodeMaps;
 use gateway::translate::emis::ExtractFile;
@@ -18,13 +18,16 @@ fn synthetic_extracts_translate_into_resources_every_validator_accepts() {
     let emis = translate_extract(Format::EmisCsv, &emis_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
     let systmone =
         translate_extract(Format::SystmOneCsv, &systmone_extract(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
+    let open =
+        translate_extract(Format::EmisXml, &emis_open_records(&PRACTICES[1], &indexes, "20260301120000"), &CodeMaps::demo()).unwrap();
     assert!(emis.refused.is_empty() && systmone.refused.is_empty(), "{:?} {:?}", emis.refused, systmone.refused);
-    assert_eq!((emis.patients.len(), systmone.patients.len()), (30, 30));
+    assert!(open.refused.is_empty(), "{:?}", open.refused);
+    assert_eq!((emis.patients.len(), systmone.patients.len(), open.patients.len()), (30, 30, 30));
     let validator = conformance::Validator::embedded().unwrap();
     let mut resources: Vec<(String, Value)> = Vec::new();
     let mut problems = Vec::new();
     let mut types = std::collections::BTreeMap::<String, usize>::new();
-    for patient in emis.patients.iter().chain(&systmone.patients) {
+    for patient in emis.patients.iter().chain(&systmone.patients).chain(&open.patients) {
         for (index, entry) in patient.bundle["entry"].as_array().unwrap().iter().enumerate() {
             let resource = &entry["resource"];
             let type_name = resource["resourceType"].as_str().unwrap();
@@ -38,16 +41,16 @@ fn synthetic_extracts_translate_into_resources_every_validator_accepts() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     for (type_name, at_least) in [
-        ("Patient", 60),
-        ("Organization", 60),
-        ("Encounter", 30),
-        ("Observation", 120),
-        ("Condition", 60),
-        ("AllergyIntolerance", 20),
-        ("Immunization", 30),
-        ("MedicationStatement", 60),
-        ("MedicationRequest", 60),
-        ("Provenance", 60),
+        ("Patient", 90),
+        ("Organization", 90),
+        ("Encounter", 60),
+        ("Observation", 180),
+        ("Condition", 90),
+        ("AllergyIntolerance", 30),
+        ("Immunization", 60),
+        ("MedicationStatement", 90),
+        ("MedicationRequest", 90),
+        ("Provenance", 90),
     ] {
         assert!(types.get(type_name).copied().unwrap_or(0) >= at_least, "{type_name}: {types:?}");
     }
@@ -319,4 +322,38 @@ async fn an_operator_s_ingest_is_recorded_in_the_audit_trail_with_the_patients_i
     let verified = gateway::audit::verify(&store).await.unwrap();
     store.close().await;
     assert!(matches!(verified, gateway::audit::Verdict::Intact { .. }), "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emis_open_records_are_filed_once_whether_posted_together_or_one_by_one() {
+    let app = TestApp::spawn().await;
+    let url = app.base.replace("/fhir/r4", "/ingest/emis-xml");
+    let records = emis_open_records(&PRACTICES[0], &[0, 1, 2], "20260301120000");
+    let (content_type, body) = multipart(&records);
+    let answer = app.gp.post(&url).header("content-type", content_type).body(body).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("3 patients: 3 filed"), "{outcome}");
+    assert_eq!(total(&app, "Patient").await, 3);
+    assert_eq!(total(&app, "Encounter").await, 3);
+    assert_eq!(total(&app, "Observation").await, 7, "two blood pressures each, and patient 2's counselling note");
+    assert_eq!(total(&app, "Observation?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|V").await, 1);
+    assert_eq!(total(&app, "Condition?code=http://snomed.info/sct|195967001").await, 3);
+    assert_eq!(total(&app, "MedicationRequest").await, 3);
+    // One record on its own, as the body: recognised, nothing written.
+    let answer = app.gp.post(&url).header("content-type", "application/xml").body(records[1].bytes.clone()).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("1 patients: 0 filed, 1 already filed"), "{outcome}");
+    // A broken record is refused with its place; nothing of it is filed.
+    let broken = String::from_utf8(records[0].bytes.clone()).unwrap().replacen("<Sex>", "<Sex>Q", 1);
+    let answer = app.gp.post(&url).header("content-type", "application/xml").body(broken).send().await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let outcome: Value = answer.json().await.unwrap();
+    assert!(outcome["issue"][1]["diagnostics"].as_str().unwrap().contains(": Sex: "), "{outcome}");
+    // Another practice's records are refused.
+    let other = emis_open_records(&PRACTICES[1], &[5], "20260301120000");
+    let answer = app.gp.post(&url).header("content-type", "application/xml").body(other[0].bytes.clone()).send().await.unwrap();
+    assert_eq!(answer.status(), 422);
+    assert_eq!(total(&app, "Patient").await, 3);
 }

@@ -23,11 +23,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{Value, json};
 
 use super::codes::CodeMaps;
-use super::gp::{self, set};
+use super::gp;
 use super::rows::{DateStyle, Extract, Row, Table, read_extract};
 use super::transaction::{TransactionBuilder, derived_id, query_value};
 
 pub use super::rows::{ExtractError, ExtractFile};
+
+pub mod open;
+mod records;
 
 use fhir_models::system::{READ_V2, SNOMED_CT as SNOMED, V3_CONFIDENTIALITY as CONFIDENTIALITY};
 
@@ -248,11 +251,11 @@ impl Organisations {
     }
 }
 
-fn identifier(kind: &str, value: &str) -> Value {
+pub(crate) fn identifier(kind: &str, value: &str) -> Value {
     json!({"system": format!("urn:hie:emis:{kind}"), "value": value})
 }
 
-fn condition_on(kind: &str, value: &str) -> String {
+pub(crate) fn condition_on(kind: &str, value: &str) -> String {
     format!("identifier={}", query_value(&format!("urn:hie:emis:{kind}|{value}")))
 }
 
@@ -287,22 +290,14 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
             bundle.delete("Encounter", &condition_on("consultation-guid", consultation));
             continue;
         }
-        let mut encounter = json!({
-            "resourceType": "Encounter",
-            "identifier": [identifier("consultation-guid", consultation)],
-            "status": if row.flag("Complete").unwrap_or(true) { "finished" } else { "in-progress" },
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
-            "subject": {"reference": subject},
+        let mut encounter = records::encounter(&records::Consultation {
+            guid: consultation,
+            finished: row.flag("Complete").unwrap_or(true),
+            subject: &subject,
+            kind: row.get("ConsultationSourceTerm"),
+            start: row.date_time("EffectiveDate", None)?,
+            provider: practice.as_ref().map(|(reference, _)| reference),
         });
-        if let Some(term) = row.get("ConsultationSourceTerm") {
-            encounter["type"] = json!([{"text": term}]);
-        }
-        if let Some(start) = row.date_time("EffectiveDate", None)? {
-            encounter["period"] = json!({"start": start});
-        }
-        if let Some((reference, _)) = &practice {
-            encounter["serviceProvider"] = reference.clone();
-        }
         label(&mut encounter, security(row, "IsConfidential", "V", "very restricted")?);
         consultations.insert(consultation, bundle.upsert(encounter, &condition_on("consultation-guid", consultation)));
     }
@@ -343,63 +338,27 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
                         }
                         condition
                     }
-                    "AllergyIntolerance" => {
-                        let mut allergy = json!({
-                            "resourceType": "AllergyIntolerance",
-                            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
-                            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": "confirmed"}]},
-                            "code": code,
-                            "patient": {"reference": subject},
-                        });
-                        set(&mut allergy, "onsetDateTime", effective.clone());
-                        set(&mut allergy, "recordedDate", entered.clone());
-                        allergy
-                    }
-                    "Immunization" => json!({
-                        "resourceType": "Immunization",
-                        "status": "completed",
-                        "vaccineCode": code,
-                        "patient": {"reference": subject},
-                        "occurrenceDateTime": effective.clone().or(entered.clone()).unwrap_or_else(|| context.recorded.to_owned()),
-                        "primarySource": true,
-                    }),
+                    "AllergyIntolerance" => records::allergy(code, &subject, effective.clone(), entered.clone()),
+                    "Immunization" => records::immunization(
+                        code,
+                        &subject,
+                        effective.clone().or(entered.clone()).unwrap_or_else(|| context.recorded.to_owned()),
+                    ),
                     _ => {
-                        let mut observation =
-                            json!({"resourceType": "Observation", "status": "final", "code": code, "subject": {"reference": subject}});
-                        set(&mut observation, "effectiveDateTime", effective.clone());
-                        if let Some(value) = row.number("Value")? {
-                            let mut quantity = json!({"value": value});
-                            if let Some(unit) = row.get("NumericUnit") {
-                                quantity["unit"] = json!(unit);
-                            }
-                            observation["valueQuantity"] = quantity;
-                            let (low, high) = (row.number("NumericRangeLow")?, row.number("NumericRangeHigh")?);
-                            if low.is_some() || high.is_some() {
-                                let bound = |value: serde_json::Number| {
-                                    let mut q = json!({"value": value});
-                                    if let Some(unit) = row.get("NumericUnit") {
-                                        q["unit"] = json!(unit);
-                                    }
-                                    q
-                                };
-                                let mut range = json!({});
-                                if let Some(low) = low {
-                                    range["low"] = bound(low);
-                                }
-                                if let Some(high) = high {
-                                    range["high"] = bound(high);
-                                }
-                                observation["referenceRange"] = json!([range]);
-                            }
-                        }
-                        observation
+                        let measured = match row.number("Value")? {
+                            Some(value) => Some(records::Measured {
+                                value,
+                                unit: row.get("NumericUnit"),
+                                low: row.number("NumericRangeLow")?,
+                                high: row.number("NumericRangeHigh")?,
+                            }),
+                            None => None,
+                        };
+                        records::observation(code, &subject, effective.clone(), measured)
                     }
                 };
                 resource["identifier"] = json!([identifier(key, guid)]);
-                if let Some(text) = row.get("AssociatedText") {
-                    let notes = resource["note"].as_array().cloned().unwrap_or_default();
-                    resource["note"] = json!(notes.into_iter().chain([json!({"text": text})]).collect::<Vec<_>>());
-                }
+                records::add_note(&mut resource, row.get("AssociatedText"));
                 if let (Some(encounter), true) = (encounter, resource_type != "AllergyIntolerance") {
                     resource["encounter"] = json!({"reference": encounter});
                 }
@@ -412,30 +371,16 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
                     bundle.delete("MedicationStatement", &condition_on("drug-record-guid", guid));
                     continue;
                 }
-                let active = row.flag("IsActive")?;
-                let mut statement = json!({
-                    "resourceType": "MedicationStatement",
-                    "identifier": [identifier("drug-record-guid", guid)],
-                    "status": if active { "active" } else { "stopped" },
-                    "medicationCodeableConcept": context.codes.drug(row)?,
-                    "subject": {"reference": subject},
+                let mut statement = records::medication_statement(&records::Authorisation {
+                    guid,
+                    active: row.flag("IsActive")?,
+                    medication: context.codes.drug(row)?,
+                    subject: &subject,
+                    start: row.date_time("EffectiveDate", None)?,
+                    end: row.date_time("CancellationDate", None)?,
+                    dosage: row.get("Dosage"),
+                    prescription_type: row.get("PrescriptionType"),
                 });
-                let mut period = json!({});
-                if let Some(start) = row.date_time("EffectiveDate", None)? {
-                    period["start"] = json!(start);
-                }
-                if let Some(end) = row.date_time("CancellationDate", None)? {
-                    period["end"] = json!(end);
-                }
-                if period.as_object().is_some_and(|p| !p.is_empty()) {
-                    statement["effectivePeriod"] = period;
-                }
-                if let Some(dosage) = row.get("Dosage") {
-                    statement["dosage"] = json!([{"text": dosage}]);
-                }
-                if let Some(kind) = row.get("PrescriptionType") {
-                    statement["note"] = json!([{"text": format!("{kind} prescription")}]);
-                }
                 label(&mut statement, confidential);
                 bundle.upsert(statement, &condition_on("drug-record-guid", guid));
             }
@@ -445,36 +390,18 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
                     bundle.delete("MedicationRequest", &condition_on("issue-record-guid", guid));
                     continue;
                 }
-                let mut request = json!({
-                    "resourceType": "MedicationRequest",
-                    "identifier": [identifier("issue-record-guid", guid)],
-                    "status": if row.date_time("CancellationDate", None)?.is_some() { "cancelled" } else { "completed" },
-                    "intent": "order",
-                    "medicationCodeableConcept": context.codes.drug(row)?,
-                    "subject": {"reference": subject},
+                let mut request = records::medication_request(&records::Issue {
+                    guid,
+                    cancelled: row.date_time("CancellationDate", None)?.is_some(),
+                    medication: context.codes.drug(row)?,
+                    subject: &subject,
+                    authored: row.date_time("EffectiveDate", None)?,
+                    dosage: row.get("Dosage"),
+                    quantity: row.number("Quantity")?,
+                    unit: row.get("QuantityUnit"),
+                    days: row.number("CourseDurationInDays")?,
+                    authorisation: row.get("DrugRecordGuid"),
                 });
-                set(&mut request, "authoredOn", row.date_time("EffectiveDate", None)?);
-                if let Some(dosage) = row.get("Dosage") {
-                    request["dosageInstruction"] = json!([{"text": dosage}]);
-                }
-                let mut dispense = json!({});
-                if let Some(quantity) = row.number("Quantity")? {
-                    let mut q = json!({"value": quantity});
-                    if let Some(unit) = row.get("QuantityUnit") {
-                        q["unit"] = json!(unit);
-                    }
-                    dispense["quantity"] = q;
-                }
-                if let Some(days) = row.number("CourseDurationInDays")? {
-                    dispense["expectedSupplyDuration"] =
-                        json!({"value": days, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"});
-                }
-                if dispense.as_object().is_some_and(|d| !d.is_empty()) {
-                    request["dispenseRequest"] = dispense;
-                }
-                if let Some(drug_record) = row.get("DrugRecordGuid") {
-                    request["groupIdentifier"] = identifier("drug-record-guid", drug_record);
-                }
                 label(&mut request, confidential);
                 bundle.upsert(request, &condition_on("issue-record-guid", guid));
             }
