@@ -44,23 +44,34 @@ pub enum Outcome {
     Retry(Hl7Error),
 }
 
+/// A message's ACK, and the HTTP status of the same outcome (the audit trail records both):
+/// 200 filed, 422 refused (AE), 400 refused whole (AR), 503 not filed now (AR, send again).
+pub struct Handled {
+    pub code: AckCode,
+    pub ack: String,
+    pub status: u16,
+}
+
 impl Hl7v2Ingest {
     pub fn new(fhir: Arc<FhirService>, store: Arc<SqlStore>, settings: &MllpSettings, channel: &'static str) -> Self {
         Self { fhir, store, organisation: settings.organisation.clone(), processing_ids: settings.processing_ids.clone(), channel }
     }
 
-    /// Process one message and return its ACK code and text.
-    pub async fn handle(&self, bytes: &[u8]) -> (AckCode, String) {
+    /// Process one message and return its ACK.
+    pub async fn handle(&self, bytes: &[u8]) -> Handled {
         let text = hl7v2::message::decode(bytes);
         let header = Message::parse(&text).ok().and_then(|message| hl7v2::header(&message).ok());
         let outcome = self.process(bytes, true).await;
-        let (code, error, note) = match outcome {
-            Outcome::Filed => (AckCode::Accept, None, None),
-            Outcome::Duplicate => (AckCode::Accept, None, Some("duplicate of a message already filed; nothing changed")),
-            Outcome::Rejected(error) => (AckCode::for_error(&error), Some(error), None),
-            Outcome::Retry(error) => (AckCode::Reject, Some(error), None),
+        let (code, error, note, status) = match outcome {
+            Outcome::Filed => (AckCode::Accept, None, None, 200),
+            Outcome::Duplicate => (AckCode::Accept, None, Some("duplicate of a message already filed; nothing changed"), 200),
+            Outcome::Rejected(error) => {
+                let code = AckCode::for_error(&error);
+                (code, Some(error), None, if code == AckCode::Error { 422 } else { 400 })
+            }
+            Outcome::Retry(error) => (AckCode::Reject, Some(error), None, 503),
         };
-        (code, acknowledgement(header.as_ref(), code, error.as_ref(), note, &now_hl7(), &ack_control_id()))
+        Handled { code, ack: acknowledgement(header.as_ref(), code, error.as_ref(), note, &now_hl7(), &ack_control_id()), status }
     }
 
     /// Translate and commit one message; keep it in the dead-letter store when it is refused

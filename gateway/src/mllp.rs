@@ -49,13 +49,9 @@ async fn audited(service: &MllpService, message: &[u8], peer: std::net::SocketAd
         },
         ..Default::default()
     };
-    let ((code, ack), mut note) = crate::audit::noted(note, service.ingest.handle(message)).await;
+    let (crate::ingest::Handled { code, ack, status }, mut note) = crate::audit::noted(note, service.ingest.handle(message)).await;
     // The HTTP status of the same outcome, and the ACK code itself.
-    note.status = match code {
-        AckCode::Accept => 200,
-        AckCode::Error => 422,
-        AckCode::Reject => 400,
-    };
+    note.status = status;
     note.target.push_str(" ACK ");
     note.target.push_str(code.code());
     let recorded = fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc());

@@ -469,6 +469,13 @@ fn read_entry(entry: Node<'_, '_>, carries: Option<EntryKind>, set_key: &str, nu
         text: child(statement, "text").and_then(text_of),
         reactions,
         criticality: None,
+        // An entry's own confidentiality (HL7 v3 Confidentiality: R, V).
+        labels: child(statement, "confidentialityCode")
+            .and_then(|code| code.attribute("code"))
+            .filter(|code| matches!(*code, "R" | "V"))
+            .and_then(super::entry_label)
+            .into_iter()
+            .collect(),
     }))
 }
 

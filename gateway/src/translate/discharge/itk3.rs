@@ -390,6 +390,13 @@ fn read_entry(resource: &Value, place: &str, resources: &Resources<'_>, fallback
         text: None,
         reactions: Vec::new(),
         criticality: None,
+        labels: resource["meta"]["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|label| label["system"].as_str().is_some_and(consent::access::is_label_system))
+            .filter_map(|label| label["code"].as_str().and_then(super::entry_label))
+            .collect(),
     };
     match kind {
         EntryKind::Condition => {
@@ -550,6 +557,27 @@ mod tests {
         let allergy = entries.iter().find(|e| e.kind == EntryKind::Allergy).unwrap();
         assert_eq!(allergy.criticality.as_deref(), Some("high"));
         assert_eq!(allergy.reactions, [json!({"manifestation": [{"text": "Rash"}], "severity": "severe"})]);
+    }
+
+    #[test]
+    fn an_entry_s_own_labels_are_kept_on_what_it_becomes() {
+        let mut message = summary();
+        document_entry(&mut message, "AllergyIntolerance")["resource"]["meta"] =
+            json!({"security": [{"system": "http://hl7.org/fhir/v3/ActCode", "code": "NOPAT"}, {"system": "urn:other", "code": "NOPAT"}]});
+        let translated = translate(&serde_json::to_vec(&message).unwrap()).unwrap();
+        let labelled: Vec<&Value> = translated.bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| &entry["resource"])
+            .filter(|resource| resource["meta"]["security"].as_array().is_some_and(|labels| !labels.is_empty()))
+            .collect();
+        assert_eq!(labelled.len(), 1, "only the entry that carried it");
+        assert_eq!(labelled[0]["resourceType"], "AllergyIntolerance");
+        assert_eq!(
+            labelled[0]["meta"]["security"],
+            json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NOPAT"}])
+        );
     }
 
     #[test]

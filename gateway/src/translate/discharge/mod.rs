@@ -235,6 +235,18 @@ pub struct Entry {
     pub reactions: Vec<Value>,
     /// Allergy criticality (`low`, `high`, `unable-to-assess`).
     pub criticality: Option<String>,
+    /// Labels the source put on this entry alone (`NOPAT`, `R`, `V`), as R4 codings.
+    pub labels: Vec<Value>,
+}
+
+/// A label a source gave an entry, as the R4 coding the access rules read: `NOPAT` (not for the
+/// patient's view), or a confidentiality of `R` or `V`; `None` for anything else.
+pub fn entry_label(code: &str) -> Option<Value> {
+    match code {
+        "NOPAT" => Some(json!({"system": fhir_models::system::V3_ACT_CODE, "code": "NOPAT"})),
+        "R" | "V" => Some(json!({"system": V3_CONFIDENTIALITY, "code": code})),
+        _ => None,
+    }
 }
 
 /// A PRSB heading of the eDischarge standard: its SNOMED CT code, its name, the UK Core
@@ -639,7 +651,9 @@ fn entry_resource(bundle: &mut TransactionBuilder, entry: &Entry, context: &Entr
         }
     };
     resource["identifier"] = json!([entry.key.to_json()]);
-    apply_security(&mut resource, context.security);
+    let mut labels = context.security.to_vec();
+    labels.extend(entry.labels.iter().filter(|label| !context.security.contains(label)).cloned());
+    apply_security(&mut resource, &labels);
     bundle.upsert(resource, &entry.key.condition(context.nhs_number))
 }
 

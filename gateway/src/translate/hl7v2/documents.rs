@@ -151,9 +151,28 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
     {
         document.insert("context".into(), json!({"encounter": [{"type": "Encounter", "identifier": visit.to_json()}]}));
     }
+    // TXA-18, the document's confidentiality (HL7 table 0272): its label goes on every resource
+    // that holds the document's content.
+    let confidentiality = match txa.value(18).as_deref() {
+        None | Some("U") => None,
+        Some(code @ ("R" | "V")) => crate::translate::discharge::entry_label(code),
+        Some(other) => {
+            return Err(Hl7Error::new(
+                ErrorCode::TableValueNotFound,
+                txa.locate(18),
+                format!("TXA-18 document confidentiality status {other:?} is not U, R or V (HL7 table 0272)"),
+            ));
+        }
+    };
+    if let Some(label) = &confidentiality {
+        document.entry("meta").or_insert_with(|| json!({}))["security"] = json!([label]);
+    }
     let condition = format!("identifier={}", query_value(&number.search_token()));
     if is_discharge_summary(&document["type"]) {
-        let composition = discharge_composition(context, &document, &number.to_json(), &text_lines)?;
+        let mut composition = discharge_composition(context, &document, &number.to_json(), &text_lines)?;
+        if let Some(label) = &confidentiality {
+            composition["meta"]["security"] = json!([label]);
+        }
         let composition_url = builder.upsert(composition, &condition);
         let related = json!([{"reference": composition_url}]);
         match document.get_mut("context") {

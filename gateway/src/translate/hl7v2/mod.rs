@@ -263,6 +263,30 @@ mod tests {
     }
 
     #[test]
+    fn a_document_s_confidentiality_labels_what_holds_its_content() {
+        let mdm = |confidentiality: &str| {
+            format!(
+                "MSH|^~\\&|EPR|RRK|||20240309150000||MDM^T02^MDM_T02|D1|P|2.5.1\rPID|1||9449305552^^^NHS^NH\r\
+                 TXA|1|DS^Discharge summary|TX|20240309143000||||||||DOC42^EPR|||||AU|{confidentiality}\r\
+                 OBX|1|TX|DS^Discharge summary||Seen in the sexual health clinic.||||||F"
+            )
+        };
+        let bundle = translate(&mdm("V")).unwrap().bundle;
+        let labelled: Vec<&str> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["meta"]["security"][0]["code"] == "V")
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        assert_eq!(labelled, ["Composition", "DocumentReference"]);
+        let usual = translate(&mdm("U")).unwrap().bundle;
+        assert!(usual["entry"].as_array().unwrap().iter().all(|e| e["resource"]["meta"].get("security").is_none()));
+        let error = translate(&mdm("X")).unwrap_err();
+        assert_eq!((error.code, error.location.to_string()), (ErrorCode::TableValueNotFound, "TXA-18".to_owned()));
+    }
+
+    #[test]
     fn unsupported_types_versions_and_events_are_refused_whole() {
         let cases = [
             (A01.replace("ADT^A01^ADT_A01", "BAR^P01"), ErrorCode::UnsupportedMessageType, "MSH-9"),
