@@ -549,6 +549,29 @@ pub fn security_context(resource_type: &str, resource: &Value) -> Option<Option<
     )
 }
 
+/// What a Composition's sections reference, at any depth, each as the local resource it names
+/// (`None` for a reference this store cannot hold): the entries a document's original repeats,
+/// so a Binary holding the document is seen only by whoever may see every one of them. Empty
+/// for every other type.
+pub fn document_entries(resource_type: &str, resource: &Value) -> Vec<Option<(String, String)>> {
+    fn collect(sections: &Value, out: &mut Vec<Option<(String, String)>>) {
+        for section in sections.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            for entry in section["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                if let Some(text) = entry["reference"].as_str() {
+                    let local = fhir_models::reference::Reference::parse(text).local();
+                    out.push(local.map(|(resource_type, id)| (resource_type.as_str().to_owned(), id.to_owned())));
+                }
+            }
+            collect(&section["section"], out);
+        }
+    }
+    let mut entries = Vec::new();
+    if resource_type == "Composition" {
+        collect(&resource["section"], &mut entries);
+    }
+    entries
+}
+
 /// Remove what a restricted Patient shows only to its practice.
 pub fn redact(resource: &mut Value) {
     if let Some(object) = resource.as_object_mut() {

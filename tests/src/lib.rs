@@ -394,6 +394,19 @@ impl TestApp {
         records.iter().map(gateway::audit::AuditRecord::event).collect()
     }
 
+    /// Run a statement against the test database directly (to tamper with what is stored, or
+    /// to make it look as an older version left it).
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        if self.database_url.starts_with("postgres") {
+            let mut connection = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
+        }
+    }
+
     /// What the gateway's `/metrics` says now.
     pub fn metrics_text(&self) -> String {
         self.metrics.encode()

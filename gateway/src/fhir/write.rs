@@ -143,6 +143,7 @@ pub fn access_rows(resource_type: ResourceType, id: &str, resource: &serde_json:
         relationships: consent::relationships::relationship_rows(resource_type.as_str(), id, resource),
         directives,
         security_context: consent::access::security_context(resource_type.as_str(), resource),
+        document_entries: consent::access::document_entries(resource_type.as_str(), resource),
     })
 }
 

@@ -14,10 +14,10 @@ use super::connection::Bind;
 use super::query::CompiledQuery;
 
 /// `alias` (a `resources` row) may be seen within `scope`: a Binary with a securityContext when
-/// the resource it names may be and it carries no withheld label itself, anything else by the
-/// rules.
+/// the resource it names may be, and (a document: a Composition) every entry of that, and it
+/// carries no withheld label itself; anything else by the rules.
 pub(super) fn push_access<'q>(query: &mut CompiledQuery<'q>, me: &str, scope: &'q Scope) {
-    let (context, target) = (format!("{me}_sc"), format!("{me}_st"));
+    let (context, target, entry, entry_target) = (format!("{me}_sc"), format!("{me}_st"), format!("{me}_de"), format!("{me}_et"));
     let has_context = format!("EXISTS (SELECT 1 FROM security_contexts {context} WHERE {context}.res_key = {me}.res_key)");
     query.push(&format!("((({me}.resource_type <> 'Binary' OR NOT {has_context}) AND "));
     push_rules(query, me, scope);
@@ -29,6 +29,14 @@ pub(super) fn push_access<'q>(query: &mut CompiledQuery<'q>, me: &str, scope: &'
          WHERE {context}.res_key = {me}.res_key AND {target}.deleted = FALSE AND "
     ));
     push_rules(query, &target, scope);
+    // Every entry of the document must be stored, current and visible.
+    query.push(&format!(
+        " AND NOT EXISTS (SELECT 1 FROM document_entries {entry} WHERE {entry}.res_key = {target}.res_key AND NOT EXISTS \
+         (SELECT 1 FROM resources {entry_target} WHERE {entry_target}.resource_type = {entry}.target_type \
+         AND {entry_target}.id = {entry}.target_id AND {entry_target}.deleted = FALSE AND "
+    ));
+    push_rules(query, &entry_target, scope);
+    query.push("))");
     query.push(")))");
 }
 

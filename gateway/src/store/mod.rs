@@ -93,6 +93,8 @@ pub struct AccessRows {
     pub directives: Vec<consent::directives::DirectiveRow>,
     /// A Binary's `securityContext` (`Some(None)`: one that names no stored resource).
     pub security_context: Option<Option<(String, String)>>,
+    /// A Composition's section entries, at any depth (`consent::access::document_entries`).
+    pub document_entries: Vec<Option<(String, String)>>,
 }
 
 #[derive(Debug, thiserror::Error)]

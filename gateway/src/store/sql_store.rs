@@ -467,18 +467,53 @@ fn chain(head: &(i64, String), events: &[(String, i64, Vec<String>)]) -> Result<
     Ok((records, (seq, previous)))
 }
 
-/// Derive the access rows of resources stored before migration 0005 (once, marked as done).
+/// Derive the access rows of resources stored before migrations 0005 (relationships, wishes,
+/// security contexts) and 0006 (document entries), once each, marked as done.
 async fn backfill_access_rows(conn: &mut dyn SqlConn) -> Result<(), StoreError> {
-    const MARKER: &str = "access-rows-1";
-    let done = conn.fetch_optional_i64("SELECT CAST(1 AS BIGINT) FROM store_markers WHERE name = $1", &[Bind::Text(MARKER)]).await?;
+    let types = "'Patient', 'Encounter', 'EpisodeOfCare', 'ServiceRequest', 'Consent', 'Binary'";
+    backfill(conn, "access-rows-1", types, |row, value| {
+        let directives = if row.resource_type == "Consent" {
+            consent::directives::directive_rows(value).unwrap_or_else(|error| {
+                // Stored before writes were checked: it names no stored patient, so it
+                // cannot be enforced. Said loudly, so the publisher can be asked to fix it.
+                tracing::warn!(consent = %row.id, %error, "a patient-privacy Consent cannot be read as a sharing wish");
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        super::AccessRows {
+            relationships: consent::relationships::relationship_rows(&row.resource_type, &row.id, value),
+            directives,
+            security_context: consent::access::security_context(&row.resource_type, value),
+            document_entries: Vec::new(),
+        }
+    })
+    .await?;
+    backfill(conn, "document-entries-1", "'Composition'", |row, value| super::AccessRows {
+        document_entries: consent::access::document_entries(&row.resource_type, value),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Derive rows for the current resources of `types` (SQL literals) unless `marker` says it was
+/// done; then mark it.
+async fn backfill(
+    conn: &mut dyn SqlConn,
+    marker: &str,
+    types: &str,
+    derive: impl Fn(&VersionRow, &serde_json::Value) -> super::AccessRows,
+) -> Result<(), StoreError> {
+    let done = conn.fetch_optional_i64("SELECT CAST(1 AS BIGINT) FROM store_markers WHERE name = $1", &[Bind::Text(marker)]).await?;
     if done.is_some() {
         return Ok(());
     }
     let mut after = 0i64;
     loop {
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM resources r WHERE r.deleted = FALSE AND r.res_key > $1 AND r.resource_type IN \
-             ('Patient', 'Encounter', 'EpisodeOfCare', 'ServiceRequest', 'Consent', 'Binary') ORDER BY r.res_key LIMIT 2000"
+            "SELECT {VERSION_COLUMNS} FROM resources r WHERE r.deleted = FALSE AND r.res_key > $1 AND r.resource_type IN ({types}) \
+             ORDER BY r.res_key LIMIT 2000"
         );
         let rows = conn.fetch_versions(&sql, &[Bind::Int(after)]).await?;
         let Some(last) = rows.last() else { break };
@@ -487,24 +522,12 @@ async fn backfill_access_rows(conn: &mut dyn SqlConn) -> Result<(), StoreError> 
             .iter()
             .filter_map(|row| {
                 let value: serde_json::Value = serde_json::from_str(row.content.as_deref()?).ok()?;
-                let directives = if row.resource_type == "Consent" {
-                    consent::directives::directive_rows(&value).unwrap_or_else(|error| {
-                        // Stored before writes were checked: it names no stored patient, so it
-                        // cannot be enforced. Said loudly, so the publisher can be asked to fix it.
-                        tracing::warn!(consent = %row.id, %error, "a patient-privacy Consent cannot be read as a sharing wish");
-                        Vec::new()
-                    })
-                } else {
-                    Vec::new()
-                };
-                let relationships = consent::relationships::relationship_rows(&row.resource_type, &row.id, &value);
-                let security_context = consent::access::security_context(&row.resource_type, &value);
-                Some((row.res_key, super::AccessRows { relationships, directives, security_context }))
+                Some((row.res_key, derive(row, &value)))
             })
             .collect();
         insert_access_rows(conn, derived.iter().map(|(key, rows)| (*key, rows))).await?;
     }
-    conn.execute("INSERT INTO store_markers (name) VALUES ($1)", &[Bind::Text(MARKER)]).await?;
+    conn.execute("INSERT INTO store_markers (name) VALUES ($1)", &[Bind::Text(marker)]).await?;
     Ok(())
 }
 
@@ -1048,7 +1071,7 @@ async fn upsert_current(conn: &mut dyn SqlConn, version: &NewVersion) -> Result<
     }
 }
 
-const INDEX_TABLES: [&str; 12] = [
+const INDEX_TABLES: [&str; 13] = [
     "token_index",
     "string_index",
     "date_index",
@@ -1061,6 +1084,7 @@ const INDEX_TABLES: [&str; 12] = [
     "care_relationships",
     "consent_directives",
     "security_contexts",
+    "document_entries",
 ];
 
 /// SQLite: rows per multi-row `INSERT` come in a few fixed sizes, so that the prepared statements
@@ -1323,6 +1347,21 @@ pub(crate) async fn insert_access_rows<'a>(
         versions.iter().filter_map(|(key, rows)| rows.security_context.as_ref().map(|context| (*key, context.as_ref()))).collect();
     insert_all(conn, "security_contexts", &["res_key", "target_type", "target_id"], &contexts, |(key, target)| {
         vec![Bind::Int(*key), Bind::OptText(target.map(|(t, _)| t.as_str())), Bind::OptText(target.map(|(_, id)| id.as_str()))]
+    })
+    .await?;
+    // (res_key, seq, the entry's target)
+    type EntryRow<'a> = (i64, i64, Option<&'a (String, String)>);
+    let entries: Vec<EntryRow<'_>> = versions
+        .iter()
+        .flat_map(|(key, rows)| rows.document_entries.iter().enumerate().map(move |(seq, entry)| (*key, seq as i64, entry.as_ref())))
+        .collect();
+    insert_all(conn, "document_entries", &["res_key", "seq", "target_type", "target_id"], &entries, |(key, seq, target)| {
+        vec![
+            Bind::Int(*key),
+            Bind::Int(*seq),
+            Bind::OptText(target.map(|(t, _)| t.as_str())),
+            Bind::OptText(target.map(|(_, id)| id.as_str())),
+        ]
     })
     .await?;
     let directives: Vec<(i64, i64, &consent::directives::DirectiveRow)> =

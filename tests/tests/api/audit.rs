@@ -25,18 +25,6 @@ async fn recorded_statuses(store: &SqlStore) -> Vec<u16> {
         .collect()
 }
 
-/// Run a statement against the test database directly (to tamper with the trail).
-async fn execute(app: &TestApp, sql: &str) {
-    use sqlx::Connection;
-    if app.database_url.starts_with("postgres") {
-        let mut connection = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
-    } else {
-        let mut connection = sqlx::SqliteConnection::connect(&app.database_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.unwrap();
-    }
-}
-
 async fn verdict(app: &TestApp) -> Verdict {
     let store = store(app).await;
     let verdict = gateway::audit::verify(&store).await.unwrap();
@@ -98,43 +86,43 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
     // Intact, then each kind of tampering is found at its place.
     let total = expected.len() as i64;
     assert!(matches!(verdict(&app).await, Verdict::Intact { records, .. } if records == total));
-    execute(&app, "UPDATE audit_log SET event = replace(event, '\"status\":200', '\"status\":403') WHERE seq = 3").await;
+    app.execute_sql("UPDATE audit_log SET event = replace(event, '\"status\":200', '\"status\":403') WHERE seq = 3").await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { at: 3, ref reason } if reason.contains("edited")), "{:?}", verdict(&app).await);
-    execute(&app, "UPDATE audit_log SET event = replace(event, '\"status\":403', '\"status\":200') WHERE seq = 3").await;
+    app.execute_sql("UPDATE audit_log SET event = replace(event, '\"status\":403', '\"status\":200') WHERE seq = 3").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
-    execute(&app, "CREATE TABLE kept AS SELECT * FROM audit_log WHERE seq = 4").await;
-    execute(&app, "DELETE FROM audit_log WHERE seq = 4").await;
+    app.execute_sql("CREATE TABLE kept AS SELECT * FROM audit_log WHERE seq = 4").await;
+    app.execute_sql("DELETE FROM audit_log WHERE seq = 4").await;
     assert!(
         matches!(verdict(&app).await, Verdict::Broken { at: 4, ref reason } if reason.contains("missing")),
         "{:?}",
         verdict(&app).await
     );
-    execute(&app, "INSERT INTO audit_log SELECT * FROM kept").await;
+    app.execute_sql("INSERT INTO audit_log SELECT * FROM kept").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
     // Two records swapped in place.
-    execute(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
-    execute(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
-    execute(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
+    app.execute_sql("UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
+    app.execute_sql("UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
+    app.execute_sql("UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { at: 5, .. }), "{:?}", verdict(&app).await);
-    execute(&app, "UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
-    execute(&app, "UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
-    execute(&app, "UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
+    app.execute_sql("UPDATE audit_log SET seq = -5 WHERE seq = 5").await;
+    app.execute_sql("UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
+    app.execute_sql("UPDATE audit_log SET seq = 6 WHERE seq = -5").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
     // Hiding a record from its patient's access log (the index is outside the chain).
-    execute(&app, "CREATE TABLE kept_patients AS SELECT * FROM audit_patients WHERE seq = 3").await;
-    execute(&app, "DELETE FROM audit_patients WHERE seq = 3").await;
+    app.execute_sql("CREATE TABLE kept_patients AS SELECT * FROM audit_patients WHERE seq = 3").await;
+    app.execute_sql("DELETE FROM audit_patients WHERE seq = 3").await;
     assert!(
         matches!(verdict(&app).await, Verdict::Broken { at: 3, ref reason } if reason.contains("patient index")),
         "{:?}",
         verdict(&app).await
     );
-    execute(&app, "INSERT INTO audit_patients SELECT * FROM kept_patients").await;
+    app.execute_sql("INSERT INTO audit_patients SELECT * FROM kept_patients").await;
     assert!(matches!(verdict(&app).await, Verdict::Intact { .. }));
 
-    execute(&app, &format!("DELETE FROM audit_log WHERE seq = {total}")).await;
+    app.execute_sql(&format!("DELETE FROM audit_log WHERE seq = {total}")).await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { ref reason, .. } if reason.contains("end")), "{:?}", verdict(&app).await);
 }
 

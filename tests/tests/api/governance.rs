@@ -120,9 +120,23 @@ async fn a_document_s_original_is_released_whole_or_not_at_all() {
     let missing = app.get(&me, "Binary/no-such-binary").await;
     assert_eq!(withheld.text.replace(binary.trim_start_matches("Binary/"), "X"), missing.text.replace("no-such-binary", "X"));
 
+    // Nor does a search count it.
+    let total = |answer: tests::Answer| answer.body["total"].as_i64();
+    assert_eq!(total(app.get(&me, "Binary?_total=accurate").await), Some(0));
+
     // The trust that published it sees the whole document.
     let whole = app.get(&app.trust, document).await;
     assert_eq!(whole.body["content"][0]["attachment"]["data"], original.as_str());
     assert!(whole.body.get("extension").is_none());
     app.get(&app.trust, binary).await.assert_status(200);
+    assert_eq!(total(app.get(&app.trust, "Binary?_total=accurate").await), Some(1));
+
+    // A database an older version wrote has no document entries: they are derived at start.
+    app.execute_sql("DELETE FROM document_entries").await;
+    app.execute_sql("DELETE FROM store_markers WHERE name = 'document-entries-1'").await;
+    let upgraded =
+        TestApp::spawn_with(tests::TestOptions { backend: app.backend, database_url: Some(app.database_url.clone()), configure: None })
+            .await;
+    let me = tests::https_client_with_token(&upgraded.pki, None, Some(&upgraded.issuers.patient_token("9449305552", "P9")));
+    assert_eq!(total(upgraded.get(&me, "Binary?_total=accurate").await), Some(0));
 }

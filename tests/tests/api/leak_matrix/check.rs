@@ -394,8 +394,35 @@ impl Runner<'_> {
         match resource["resourceType"].as_str() {
             Some("Patient") => self.check_patient(case, resource),
             Some("Composition") => self.check_composition(case, resource),
+            Some("DocumentReference") => self.check_original(case, resource),
             _ => vec![],
         }
+    }
+
+    /// A DocumentReference related to a Composition carries the document whole only to those
+    /// who may see every entry of it; to others without its content and with the warning.
+    fn check_original(&self, case: &Case, resource: &Value) -> Vec<String> {
+        let key = key_of(resource);
+        let Some(index) = self.oracle.index_of(&key) else { return vec![] };
+        let stored = self.world.resources[index].current();
+        let Some(composition) = stored["context"]["related"][0]["reference"].as_str().and_then(|r| self.oracle.index_of(r)) else {
+            return vec![];
+        };
+        let whole = case.view.visible[composition]
+            && self.oracle.entries_of(composition).into_iter().all(|entry| entry.is_some_and(|index| case.view.visible[index]));
+        let attached = resource["content"][0]["attachment"].get("data").is_some();
+        let warned = resource["extension"].as_array().into_iter().flatten().any(|extension| extension["valueCode"] == WARNING_CODE);
+        let mut problems = Vec::new();
+        if attached && !whole {
+            problems.push(format!("LEAK: {key} carries its document's original to a requester who may not see all of it"));
+        }
+        if !attached && whole {
+            problems.push(format!("{key} lost its original, which the requester may see whole"));
+        }
+        if warned == whole {
+            problems.push(format!("{key}: confidential-items warning {warned}, expected {}", !whole));
+        }
+        problems
     }
 
     fn check_patient(&self, case: &Case, resource: &Value) -> Vec<String> {

@@ -983,8 +983,34 @@ fn documents(world: &World, rng: &mut Rng) -> Vec<Planned> {
     planned
 }
 
+/// Per patient, the original of its Composition twice over: a DocumentReference related to it
+/// with the document attached, and a Binary whose securityContext is the Composition. Either is
+/// the whole document, so it may be read only by those who may read every entry.
+fn originals(world: &World) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    for scenario in scenarios() {
+        let key = scenario.key;
+        let composition = world.tagged(&format!("{key}/composition"));
+        let data = base64::engine::general_purpose::STANDARD.encode(format!("the whole summary of {key}"));
+        let mut reference = json!({"resourceType": "DocumentReference", "status": "current", "type": local_code("summary"),
+            "subject": patient_reference(&world.patient(key).id),
+            "content": [{"attachment": {"contentType": "text/plain", "data": data, "title": format!("Summary of {key}")}}],
+            "context": {"related": [{"reference": composition.key()}]}});
+        if let Some(security) = composition.current()["meta"].get("security") {
+            reference["meta"] = json!({"security": security});
+        }
+        planned.push(plan(format!("{key}/original-docref"), composition.source, reference));
+        planned.push(plan(
+            format!("{key}/original-binary"),
+            composition.source,
+            json!({"resourceType": "Binary", "contentType": "text/plain", "data": data, "securityContext": {"reference": composition.key()}}),
+        ));
+    }
+    planned
+}
+
 /// Publish the whole world: reference data, patients, relationships, consents, records,
-/// documents; then the updates and the deletion.
+/// documents and their originals; then the updates and the deletion.
 pub async fn publish(app: &TestApp, certificates: &Certificates) -> World {
     let publisher = Publisher::new(app, certificates);
     let mut rng = Rng(SEED);
@@ -1027,6 +1053,8 @@ pub async fn publish(app: &TestApp, certificates: &Certificates) -> World {
     publisher.publish(&mut world, planned).await;
     let documents = documents(&world, &mut rng);
     publisher.publish(&mut world, documents).await;
+    let originals = originals(&world);
+    publisher.publish(&mut world, originals).await;
 
     publisher
         .update(&mut world, "special/later-confidential", |observation| {

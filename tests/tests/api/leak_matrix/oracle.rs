@@ -519,6 +519,24 @@ impl<'w> Oracle<'w> {
         !resource["issued"].as_str().and_then(parse_instant).is_some_and(released)
     }
 
+    /// What a Composition's sections reference, at any depth: each entry's resource, `None`
+    /// where it names nothing stored.
+    pub fn entries_of(&self, composition: usize) -> Vec<Option<usize>> {
+        fn references(sections: &Value, out: &mut Vec<String>) {
+            for section in sections.as_array().into_iter().flatten() {
+                out.extend(section["entry"].as_array().into_iter().flatten().filter_map(|e| e["reference"].as_str().map(str::to_owned)));
+                references(&section["section"], out);
+            }
+        }
+        let mut entries = Vec::new();
+        references(&self.world.resources[composition].current()["section"], &mut entries);
+        entries.iter().map(|entry| self.index_of(entry)).collect()
+    }
+
+    fn entries_visible(&self, who: &Who, composition: usize, claim: &Claim, depth: usize) -> bool {
+        self.entries_of(composition).into_iter().all(|entry| entry.is_some_and(|index| self.visible_within(who, index, claim, depth + 1)))
+    }
+
     /// visible(requester, r), with `claim` the patients a self-claim covers in this request.
     pub fn visible(&self, who: &Who, index: usize, claim: &Claim) -> bool {
         self.visible_within(who, index, claim, 0)
@@ -532,8 +550,13 @@ impl<'w> Oracle<'w> {
         if stored.type_name == "Binary"
             && let Some(context) = stored.current()["securityContext"]["reference"].as_str()
         {
-            // A Binary is visible iff the resource its securityContext names is.
-            return depth < 4 && self.index_of(context).is_some_and(|named| self.visible_within(who, named, claim, depth + 1));
+            // A Binary is visible iff the resource its securityContext names is; when that is a
+            // Composition, the Binary is the whole document: every entry must be visible too.
+            return depth < 4
+                && self.index_of(context).is_some_and(|named| {
+                    self.visible_within(who, named, claim, depth + 1)
+                        && (self.world.resources[named].type_name != "Composition" || self.entries_visible(who, named, claim, depth + 1))
+                });
         }
         let labels = self.labels(index);
         let patients = self.compartment(index);
