@@ -92,6 +92,11 @@ pub struct AuditNote {
     /// `Type/id/_history/version` of every version the request wrote.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<String>,
+    /// What an earlier filing of the same input wrote (a re-send writes nothing): the targets of
+    /// its Provenance. Recorded so that a write whose own record could not be written (its
+    /// sender was told to send again) is in the trail once the re-send is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filed_before: Vec<String>,
 }
 
 /// Note a version written (or a deletion) and the patients whose record it is in.
@@ -99,6 +104,16 @@ pub fn record_written(reference: String, patients: &[String]) {
     record(|note| {
         note.written.push(reference);
         note.patients.extend(patients.iter().cloned());
+    });
+}
+
+/// Note what an earlier filing of the same input wrote, and whose records those are in.
+pub fn record_filed_before(targets: &[String]) {
+    record(|note| {
+        note.patients.extend(
+            targets.iter().filter_map(|target| target.strip_prefix("Patient/")).map(|id| id.split('/').next().unwrap_or(id).to_owned()),
+        );
+        note.filed_before.extend(targets.iter().cloned());
     });
 }
 
@@ -397,14 +412,16 @@ pub fn event(note: &AuditNote, seq: i64, recorded: time::OffsetDateTime) -> Valu
             "description": "returned"
         })
     }));
-    entities.extend(note.written.iter().map(|reference| {
-        json!({
-            "what": {"reference": reference},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-            "description": "written"
-        })
-    }));
+    for (references, description) in [(&note.written, "written"), (&note.filed_before, "filed earlier by the same input")] {
+        entities.extend(references.iter().map(|reference| {
+            json!({
+                "what": {"reference": reference},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+                "description": description
+            })
+        }));
+    }
     let mut event = json!({
         "resourceType": "AuditEvent",
         "id": seq.to_string(),
@@ -684,6 +701,7 @@ mod tests {
             returned: vec!["Observation/o1/_history/1".into()],
             withheld: Default::default(),
             written: Vec::new(),
+            filed_before: Vec::new(),
         }
     }
 

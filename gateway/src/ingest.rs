@@ -246,7 +246,8 @@ fn publishing_system(channel: &str, kind: ClientKind, ods: OdsCode, subject: Str
 }
 
 enum PriorFiling {
-    /// The same input, byte for byte.
+    /// The same input, byte for byte: what it wrote (its Provenance's targets) is noted in the
+    /// audit record of the request that found it.
     Same,
     /// Another input under the same key.
     Different,
@@ -263,6 +264,16 @@ async fn filed_before(fhir: &FhirService, provenance_id: &str, digest: &str) -> 
         .content
         .as_ref()
         .is_some_and(|content| std::str::from_utf8(content).is_ok_and(|text| text.contains(&format!("\"{digest}\""))));
+    if same && let Some(content) = &existing.content {
+        let provenance: serde_json::Value = serde_json::from_slice(content).unwrap_or_default();
+        let targets: Vec<String> = provenance["target"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|target| target["reference"].as_str().map(str::to_owned))
+            .collect();
+        crate::audit::record_filed_before(&targets);
+    }
     Ok(Some(if same { PriorFiling::Same } else { PriorFiling::Different }))
 }
 

@@ -716,7 +716,10 @@ impl SqlStore {
             Some(head) => head,
             None => self.audit_head().await?,
         };
-        for attempt in 0..5 {
+        // Another instance extending the chain between our head and our insert makes the
+        // sequence numbers collide; under load that can happen several times in a row.
+        const ATTEMPTS: u32 = 32;
+        for attempt in 0..ATTEMPTS {
             let (records, next) = chain(&head, events)?;
             let mut insert = bulk_insert_in(
                 self.dialect(),
@@ -742,7 +745,11 @@ impl SqlStore {
             };
             match result.map_err(StoreError::from) {
                 Ok(_) => return Ok(next),
-                Err(StoreError::Conflict(_)) if attempt < 4 => head = self.audit_head().await?,
+                Err(StoreError::Conflict(_)) if attempt + 1 < ATTEMPTS => {
+                    // Out of step with the other writer, not in lockstep with it.
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(1 + attempt % 4))).await;
+                    head = self.audit_head().await?;
+                }
                 Err(error) => return Err(error),
             }
         }

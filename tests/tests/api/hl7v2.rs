@@ -229,6 +229,15 @@ async fn a_resent_message_changes_nothing_and_a_reused_control_id_is_refused() {
     assert_eq!(total(&app, "Patient").await, 1);
     let history = app.get(&app.gp, &format!("Encounter/{}/_history", first[0]["id"].as_str().unwrap())).await;
     assert_eq!(history.body["entry"].as_array().unwrap().len(), 1, "one version");
+    // The re-send's record names what the first filing wrote and whose record it is in, so a
+    // filing whose own record was lost (its sender told to send again) is in the trail too.
+    let events = app.audit_events().await;
+    let resent =
+        events.iter().rev().find(|event| event.to_string().contains("filed earlier by the same input")).expect("the re-send's record");
+    let encounter = format!("Encounter/{}", first[0]["id"].as_str().unwrap());
+    assert!(resent.to_string().contains(&encounter), "{resent}");
+    let patient = app.stored("Patient").await.1[0]["id"].as_str().unwrap().to_owned();
+    assert!(resent["entity"].as_array().unwrap().iter().any(|e| e["what"]["reference"] == format!("Patient/{patient}")), "{resent}");
 
     // The same control id with other content: refused, kept, the record untouched.
     let ack = pas.send(&adt("A01", "R1", "9690937286", "V7", "EVANS-JONES")).await;
