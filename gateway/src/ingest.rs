@@ -254,7 +254,8 @@ enum PriorFiling {
 }
 
 /// Whether an input with this Provenance id was filed before, and whether it was the same one
-/// (its digest is in the Provenance).
+/// (its digest is in the Provenance). When it was the same, what that filing wrote (the
+/// Provenance's targets) goes into the running request's audit record.
 async fn filed_before(fhir: &FhirService, provenance_id: &str, digest: &str) -> Result<Option<PriorFiling>, ApiError> {
     let provenance = ResourceType::parse("Provenance").expect("an R4 type");
     let Some(existing) = fhir.store.read(provenance, provenance_id).await?.filter(|version| !version.deleted) else {

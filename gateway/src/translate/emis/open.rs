@@ -294,10 +294,10 @@ fn translate_record(file: &ExtractFile, maps: &CodeMaps) -> Result<PatientBundle
     let location = organisation_guid.and_then(|guid| {
         child(root, "LocationList").and_then(|list| children(list, "Location").find(|location| text(*location, "GUID") == Some(guid)))
     });
-    let ods = match location.and_then(|location| text(location, "NationalCode")) {
-        Some(code) => Some(
+    let ods = match location.and_then(|location| Some((location, text(location, "NationalCode")?))) {
+        Some((location, code)) => Some(
             fhir_models::OdsCode::parse(code)
-                .map_err(|_| source.error(location.expect("a location"), "NationalCode", format!("{code:?} is not an ODS code")))?
+                .map_err(|_| source.error(location, "NationalCode", format!("{code:?} is not an ODS code")))?
                 .to_string(),
         ),
         None => None,

@@ -55,7 +55,7 @@ pub fn translate(context: &Context<'_, '_>, event: &str, builder: &mut Transacti
             appointment.insert("end".into(), json!(end));
         }
         // R4 app-3: only a proposed, cancelled or wait-listed appointment may lack its times.
-        None if matches!(status, "proposed" | "cancelled" | "waitlist" | "entered-in-error") => {}
+        None if matches!(status, "proposed" | "cancelled" | "waitlist") => {}
         None => {
             return Err(Hl7Error::new(
                 ErrorCode::RequiredFieldMissing,
@@ -247,11 +247,17 @@ AIP|1||C1234567^JONES^ANNE^^^^^^GMC|ATND^Attending^HL70443";
                 "SCH-11",
             ),
             (S12.replace("|20|min|||", "|twenty|min|||"), ErrorCode::DataType, "SCH-9"),
+            // R4 app-3: an appointment entered in error still needs its times; only a proposed,
+            // cancelled or wait-listed one may lack them.
+            (
+                S12.replace("SIU^S12^SIU_S12", "SIU^S17^SIU_S12")
+                    .replace("TQ1|1||||||20240320091500\r", "")
+                    .replace("AIS|1||RESP^Respiratory clinic^L|20240320091500", "AIS|1||RESP"),
+                ErrorCode::RequiredFieldMissing,
+                "SCH-11",
+            ),
             (S12.replace("PID|1||9449305552^^^NHS^NH||TAYLOR^OLIVIA||19800101|F\r", ""), ErrorCode::SegmentSequence, "PID"),
         ];
-        for (message, code, location) in cases {
-            let error = translate(&message).unwrap_err();
-            assert_eq!((error.code, error.location.to_string()), (code, location.to_owned()), "{error}");
-        }
+        super::super::assert_refused(&cases);
     }
 }

@@ -216,6 +216,15 @@ fn provenance(header: &Header, id: &str, recorded: &Timestamp, digest: &str, tar
     super::transaction::provenance(&source, targets)
 }
 
+/// Each message is refused with its error code at its location.
+#[cfg(test)]
+pub(crate) fn assert_refused(cases: &[(String, ErrorCode, &str)]) {
+    for (message, code, location) in cases {
+        let error = translate(message).unwrap_err();
+        assert_eq!((error.code, error.location.to_string()), (*code, (*location).to_owned()), "{error}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,9 +310,6 @@ mod tests {
             (A01.replace("V100^^^RRK^VN", "").replace("ADT^A01^ADT_A01", "ADT^A02"), ErrorCode::RequiredFieldMissing, "PV1-19"),
             (A01.replace("19800101", "19801301"), ErrorCode::DataType, "PID-7"),
         ];
-        for (message, code, location) in cases {
-            let error = translate(&message).unwrap_err();
-            assert_eq!((error.code, error.location.to_string()), (code, location.to_owned()), "{error}");
-        }
+        assert_refused(&cases);
     }
 }
