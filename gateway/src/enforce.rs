@@ -31,8 +31,9 @@ impl Permitted {
     }
 
     /// What a write records about who made it.
-    pub fn write_context(&self) -> WriteContext {
-        WriteContext { source_org: self.requester.client.as_ref().map(|client| client.ods.clone()) }
+    /// The context of this requester's writes, with what they may see (`scope`).
+    pub fn write_context(&self, scope: Option<std::sync::Arc<consent::Scope>>) -> WriteContext {
+        WriteContext { source_org: self.requester.client.as_ref().map(|client| client.ods.clone()), scope }
     }
 
     /// Permission for another interaction by the same requester (an entry of a batch).

@@ -42,6 +42,43 @@ pub async fn scope(service: &FhirService, permit: &Permitted, targeted: &[String
     Ok(Arc::new(Scope::new(&service.policy.access, &service.policy.code_set_labels, viewer, now)))
 }
 
+/// The context of `permit`'s writes: their organisation, and what they may see, which bounds
+/// what they may change (patients have their own, stricter rule: `check_patient_write`).
+pub async fn write_context(service: &FhirService, permit: &Permitted) -> Result<super::WriteContext, ApiError> {
+    let scope = match &permit.requester().principal {
+        Some(Principal::Patient(..)) => None,
+        _ => Some(scope(service, permit, &[]).await?),
+    };
+    Ok(permit.write_context(scope))
+}
+
+/// Whether a write may change or delete `current`: only a record its writer may see. A write
+/// must not be a way round the rules — overwriting another organisation's record it may not
+/// read, or learning its content from an "unchanged" answer. Patients are the exception: the
+/// registration feeds and the GP record keep one Patient per person up to date whoever filed it
+/// first (a trust's ADT feed updates the demographics a practice's extract filed).
+pub async fn writable(service: &FhirService, context: &super::WriteContext, current: &StoredVersion) -> Result<bool, ApiError> {
+    let Some(scope) = &context.scope else { return Ok(true) };
+    if current.deleted || current.resource_type.as_str() == "Patient" {
+        return Ok(true);
+    }
+    let visible = release(service, scope, vec![current.clone()], false).await?.iter().all(Released::is_visible);
+    if !visible {
+        tracing::info!(rule = "write-not-shared", "a write to a record its writer may not see was refused");
+        crate::audit::record(|note| note.rule = Some("write-not-shared".to_owned()));
+    }
+    Ok(visible)
+}
+
+/// The answer to a write whose target the writer may not see. It does not name the record: a
+/// conditional write's match stays unnamed, as a conditional create's does.
+pub fn not_writable(resource_type: ResourceType) -> ApiError {
+    ApiError::Conflict(format!(
+        "the {resource_type} this write targets holds a record you may not see, and it is not changed; \
+         let the server choose ids (POST), or update your own records by their identifiers"
+    ))
+}
+
 /// The current Patients carrying an NHS number. The gateway resolving who is asking or who is
 /// named, not a disclosure: unscoped.
 pub async fn patients_with_nhs_number(service: &FhirService, nhs_number: &str) -> Result<Vec<String>, ApiError> {

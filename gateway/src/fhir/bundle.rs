@@ -285,7 +285,7 @@ async fn transaction(
     mut entries: Vec<Entry>,
     preference: ReturnPreference,
 ) -> Result<FhirResponse, ApiError> {
-    let context = &permit.write_context();
+    let context = &super::access::write_context(service, permit).await?;
     let now = service.now();
     // Parse and validate every entry before the transaction takes any lock. Rewriting references
     // later changes only reference strings, whose targets are checked again after the rewrite.
@@ -470,12 +470,12 @@ async fn process_in_transaction(
                 fhir_models::json::set_id(&resource.bytes, &id).map_err(|e| ApiError::invalid(IssueType::Structure, e.to_string()))?;
             resource.value["id"] = Value::String(id.clone());
             check_references(service, &resource)?;
-            let updated = update_in(tx, context, url.resource_type, &id, &resource, entry.if_match.as_deref(), now).await?;
+            let updated = update_in(service, tx, context, url.resource_type, &id, &resource, entry.if_match.as_deref(), now).await?;
             Ok(updated_result(&updated, preference))
         }
         (Method::Delete, ..) => {
             let deleted = match (url.id, url.query) {
-                (Some(id), None) => delete_in(tx, context, url.resource_type, id, now).await?,
+                (Some(id), None) => delete_in(service, tx, context, url.resource_type, id, now).await?,
                 (None, Some(condition)) => conditional_delete_in(service, tx, context, url.resource_type, condition, now).await?,
                 _ => return Err(ApiError::invalid(IssueType::Value, "DELETE takes [type]/[id] or [type]?[search]")),
             };
@@ -580,7 +580,7 @@ async fn process_batch_entry(
     if matches!(entry.method, Method::Put | Method::Delete) {
         super::access::check_patient_write(service, &entry_permit, url.resource_type, url.id, None, url.query.is_some()).await?;
     }
-    let context = &entry_permit.write_context();
+    let context = &super::access::write_context(service, &entry_permit).await?;
     let resource = match entry.method {
         Method::Post | Method::Put => {
             let bytes = entry.resource.clone().unwrap_or_default();
@@ -601,7 +601,9 @@ async fn process_batch_entry(
         Method::Put => {
             let resource = resource.as_ref().expect("PUT entries carry a resource");
             let updated = match (url.id, url.query) {
-                (Some(id), None) => update_in(tx, context, url.resource_type, id, resource, entry.if_match.as_deref(), now).await?,
+                (Some(id), None) => {
+                    update_in(service, tx, context, url.resource_type, id, resource, entry.if_match.as_deref(), now).await?
+                }
                 (None, Some(condition)) => conditional_update_in(service, tx, context, resource, condition, now).await?,
                 _ => return Err(ApiError::invalid(IssueType::Value, "PUT takes [type]/[id] or [type]?[search]")),
             };
@@ -609,7 +611,7 @@ async fn process_batch_entry(
         }
         Method::Delete => {
             let deleted = match (url.id, url.query) {
-                (Some(id), None) => delete_in(tx, context, url.resource_type, id, now).await?,
+                (Some(id), None) => delete_in(service, tx, context, url.resource_type, id, now).await?,
                 (None, Some(condition)) => conditional_delete_in(service, tx, context, url.resource_type, condition, now).await?,
                 _ => return Err(ApiError::invalid(IssueType::Value, "DELETE takes [type]/[id] or [type]?[search]")),
             };

@@ -57,7 +57,7 @@ pub async fn create(
     super::access::check_patient_write(service, permit, resource.resource_type, None, Some(&resource.value), if_none_exist.is_some())
         .await?;
     let mut transaction = service.store.begin().await?;
-    let created = create_in(service, transaction.as_mut(), &permit.write_context(), &resource, if_none_exist, service.now()).await?;
+    let created = create_in(service, transaction.as_mut(), &permit.write_context(None), &resource, if_none_exist, service.now()).await?;
     transaction.commit().await?;
     Ok(created)
 }

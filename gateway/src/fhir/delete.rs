@@ -14,6 +14,7 @@ use crate::store::{NewVersion, StoreTransaction, WriteMethod};
 /// Delete inside an open transaction. Returns the version id of the deletion, or `None` when
 /// there was nothing to delete (deleting is idempotent).
 pub async fn delete_in(
+    service: &FhirService,
     transaction: &mut dyn StoreTransaction,
     context: &WriteContext,
     resource_type: ResourceType,
@@ -22,7 +23,9 @@ pub async fn delete_in(
 ) -> Result<Option<i64>, ApiError> {
     check_id(id)?;
     let Some(current) = transaction.read_for_update(resource_type, id).await? else { return Ok(None) };
-    if current.deleted {
+    // A record its writer may not see is answered as a missing one: there was nothing for them
+    // to delete.
+    if current.deleted || !super::access::writable(service, context, &current).await? {
         return Ok(None);
     }
     let version_id = current.version_id + 1;
@@ -52,8 +55,9 @@ pub async fn delete_in(
 /// DELETE `[type]/[id]`.
 pub async fn delete(service: &FhirService, permit: &Permitted, resource_type: ResourceType, id: &str) -> Result<Option<i64>, ApiError> {
     super::access::check_patient_write(service, permit, resource_type, Some(id), None, false).await?;
+    let context = super::access::write_context(service, permit).await?;
     let mut transaction = service.store.begin().await?;
-    let deleted = delete_in(transaction.as_mut(), &permit.write_context(), resource_type, id, service.now()).await?;
+    let deleted = delete_in(service, transaction.as_mut(), &context, resource_type, id, service.now()).await?;
     transaction.commit().await?;
     Ok(deleted)
 }
@@ -75,7 +79,7 @@ pub async fn conditional_delete_in(
         [] => Ok(None),
         [one] => {
             let id = one.id.clone();
-            delete_in(transaction, context, resource_type, &id, now).await
+            delete_in(service, transaction, context, resource_type, &id, now).await
         }
         _ => Err(ApiError::PreconditionFailed(format!("the condition matches more than one {resource_type}; delete them one by one"))),
     }
@@ -88,9 +92,9 @@ pub async fn conditional_delete(
     condition: &str,
 ) -> Result<Option<i64>, ApiError> {
     super::access::check_patient_write(service, permit, resource_type, None, None, true).await?;
+    let context = super::access::write_context(service, permit).await?;
     let mut transaction = service.store.begin().await?;
-    let deleted =
-        conditional_delete_in(service, transaction.as_mut(), &permit.write_context(), resource_type, condition, service.now()).await?;
+    let deleted = conditional_delete_in(service, transaction.as_mut(), &context, resource_type, condition, service.now()).await?;
     transaction.commit().await?;
     Ok(deleted)
 }

@@ -107,6 +107,9 @@ pub fn parse_count(value: &str) -> Result<usize, ApiError> {
 pub struct WriteContext {
     /// The publishing organisation, recorded as each version's source.
     pub source_org: Option<OdsCode>,
+    /// What the writer may see: a write that would change or delete a record outside it is
+    /// refused (`access::writable`). `None` for patients, whose own rule is stricter.
+    pub scope: Option<std::sync::Arc<consent::Scope>>,
 }
 
 /// `Prefer: return=…` (<http://hl7.org/fhir/R4/http.html#ops>).

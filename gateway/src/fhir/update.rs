@@ -33,6 +33,7 @@ impl Updated {
 /// Update inside an open transaction; the resource has been validated already.
 #[allow(clippy::too_many_arguments)]
 pub async fn update_in(
+    service: &FhirService,
     transaction: &mut dyn StoreTransaction,
     context: &WriteContext,
     resource_type: ResourceType,
@@ -56,6 +57,11 @@ pub async fn update_in(
         Some(_) => {}
     }
     let current = transaction.read_for_update(resource_type, id).await?;
+    if let Some(version) = &current
+        && !super::access::writable(service, context, version).await?
+    {
+        return Err(super::access::not_writable(resource_type));
+    }
     if let Some(if_match) = if_match {
         let expected = VersionId::from_etag(if_match).ok_or_else(|| {
             ApiError::invalid_at(IssueType::Value, "If-Match", format!("If-Match must be an ETag such as W/\"3\", found {if_match:?}"))
@@ -93,8 +99,9 @@ pub async fn update(
     if_match: Option<&str>,
 ) -> Result<Updated, ApiError> {
     super::access::check_patient_write(service, permit, resource_type, Some(id), Some(&resource.value), false).await?;
+    let context = super::access::write_context(service, permit).await?;
     let mut transaction = service.store.begin().await?;
-    let updated = update_in(transaction.as_mut(), &permit.write_context(), resource_type, id, &resource, if_match, service.now()).await?;
+    let updated = update_in(service, transaction.as_mut(), &context, resource_type, id, &resource, if_match, service.now()).await?;
     transaction.commit().await?;
     Ok(updated)
 }
@@ -117,7 +124,7 @@ pub async fn conditional_update_in(
         [] => {
             let id = resource.id().map(str::to_owned).unwrap_or_else(new_id);
             let with_id = with_id(resource, &id)?;
-            update_in(transaction, context, resource_type, &id, &with_id, None, now).await
+            update_in(service, transaction, context, resource_type, &id, &with_id, None, now).await
         }
         [existing] => {
             if let Some(body_id) = resource.id()
@@ -130,7 +137,7 @@ pub async fn conditional_update_in(
                 ));
             }
             let with_id = with_id(resource, &existing.id)?;
-            update_in(transaction, context, resource_type, &existing.id.clone(), &with_id, None, now).await
+            update_in(service, transaction, context, resource_type, &existing.id.clone(), &with_id, None, now).await
         }
         _ => Err(ApiError::PreconditionFailed(format!("the condition matches more than one {resource_type}; it is not selective enough"))),
     }
@@ -144,9 +151,9 @@ pub async fn conditional_update(
     condition: &str,
 ) -> Result<Updated, ApiError> {
     super::access::check_patient_write(service, permit, resource.resource_type, None, None, true).await?;
+    let context = super::access::write_context(service, permit).await?;
     let mut transaction = service.store.begin().await?;
-    let updated =
-        conditional_update_in(service, transaction.as_mut(), &permit.write_context(), &resource, condition, service.now()).await?;
+    let updated = conditional_update_in(service, transaction.as_mut(), &context, &resource, condition, service.now()).await?;
     transaction.commit().await?;
     Ok(updated)
 }

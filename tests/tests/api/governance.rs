@@ -140,3 +140,59 @@ async fn a_document_s_original_is_released_whole_or_not_at_all() {
     let me = tests::https_client_with_token(&upgraded.pki, None, Some(&upgraded.issuers.patient_token("9449305552", "P9")));
     assert_eq!(total(upgraded.get(&me, "Binary?_total=accurate").await), Some(0));
 }
+
+/// A write must not be a way round the rules: a publisher may not change or delete a record it
+/// may not see (nor learn its content from an "unchanged" answer). Patients are the exception:
+/// the feeds keep one Patient per person, whoever filed it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_may_not_change_or_delete_a_record_it_may_not_see() {
+    let app = TestApp::spawn().await;
+    let mut patient = tests::fixture("resources/Patient.json");
+    patient.as_object_mut().unwrap().remove("generalPractitioner");
+    let patient_id = app.create(&patient).await;
+    let key = "https://trust.example/diagnoses|C1";
+    let condition = json!({"resourceType": "Condition",
+        "identifier": [{"system": "https://trust.example/diagnoses", "value": "C1"}],
+        "subject": {"reference": format!("Patient/{patient_id}")},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "195967001", "display": "Asthma"}]}});
+    let id = app.create(&condition).await;
+    let mut stored = condition.clone();
+    stored["id"] = json!(id);
+    let mut changed = stored.clone();
+    changed["code"]["text"] = json!("changed by someone who may not see it");
+
+    // The GP has no relationship with this patient, so it may see none of the trust's record.
+    app.get(&app.gp, &format!("Condition/{id}")).await.assert_status(404);
+    for body in [&changed, &stored] {
+        let put = app.put(&app.gp, &format!("Condition/{id}"), body).await;
+        put.assert_status(409).assert_outcome();
+        assert!(!put.text.contains("Asthma"), "{}", put.text);
+    }
+    let mut unnamed = changed.clone();
+    unnamed.as_object_mut().unwrap().remove("id");
+    let conditional = app.put(&app.gp, &format!("Condition?identifier={key}"), &unnamed).await;
+    conditional.assert_status(409).assert_outcome();
+    assert!(!conditional.text.contains(&id), "a conditional write's match is not named: {}", conditional.text);
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": changed, "request": {"method": "PUT", "url": format!("Condition/{id}")}}]});
+    app.post(&app.gp, "", &transaction).await.assert_status(409);
+
+    // A delete of it is answered as a delete of nothing, and deletes nothing.
+    let deleted = app.delete(&app.gp, &format!("Condition/{id}")).await;
+    let missing = app.delete(&app.gp, "Condition/no-such-condition").await;
+    assert_eq!((deleted.status, deleted.text.replace(&id, "X")), (missing.status, missing.text.replace("no-such-condition", "X")));
+    let by_key = app.delete(&app.gp, &format!("Condition?identifier={key}")).await;
+    assert_eq!(by_key.status, missing.status);
+    let kept = app.get(&app.trust, &format!("Condition/{id}")).await;
+    kept.assert_status(200);
+    assert_eq!((kept.body["meta"]["versionId"].as_str(), &kept.body["code"]["text"]), (Some("1"), &serde_json::Value::Null));
+
+    // Its publisher changes it; and the GP's feed may still update the patient's demographics.
+    app.put(&app.trust, &format!("Condition/{id}"), &changed).await.assert_status(200);
+    patient["id"] = json!(patient_id);
+    patient["gender"] = json!("unknown");
+    app.put(&app.gp, &format!("Patient/{patient_id}"), &patient).await.assert_status(200);
+    // Every refusal is in the audit trail with its rule.
+    let refused = app.audit_events().await.iter().filter(|event| event.to_string().contains("write-not-shared")).count();
+    assert!(refused >= 6, "{refused}");
+}
