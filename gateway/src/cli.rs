@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use consent::ClientKind;
+use consent::{ClientKind, Requester};
 use fhir_models::OdsCode;
 
 use crate::certs::{DevPki, client_entry_toml};
@@ -114,6 +114,11 @@ enum Command {
         /// forget those that are filed now.
         #[arg(long, conflicts_with = "paths")]
         replay: bool,
+        /// The ODS code of the organisation that publishes these documents (cda, itk3, fhir),
+        /// instead of the one they name: for a FHIR Bundle that names none (no Composition
+        /// custodian, no MessageHeader sender).
+        #[arg(long)]
+        publisher: Option<String>,
     },
 }
 
@@ -274,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("practice {practice} is not a demo practice (Y90001, Y90002, Y90003)"))?;
             std::fs::create_dir_all(&out)?;
             let indexes: Vec<usize> = (0..patients).collect();
-            if format.is_document() {
+            if matches!(format, crate::translate::Format::Cda | crate::translate::Format::Itk3) {
                 for (name, bytes) in crate::synthetic::discharge::discharge_summaries(format, &indexes) {
                     std::fs::write(out.join(&name), &bytes)?;
                 }
@@ -293,9 +298,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{format} extract of {patients} patients at {} written to {}", practice.ods, out.display());
             Ok(())
         }
-        Command::Ingest { from, paths, replay } => {
+        Command::Ingest { from, paths, replay, publisher } => {
             let settings = Settings::load(cli.config.as_deref())?;
-            actix_web::rt::System::new().block_on(ingest(&settings, from, &paths, replay))
+            actix_web::rt::System::new().block_on(ingest(&settings, from, &paths, replay, publisher.as_deref()))
         }
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref())?;
@@ -429,7 +434,7 @@ fn read_inputs(format: crate::translate::Format, paths: &[PathBuf]) -> anyhow::R
                 }
             }
             Format::EmisCsv | Format::EmisXml | Format::SystmOneCsv => unreachable!("an extract is read whole (read_extract)"),
-            Format::Cda | Format::Itk3 => unreachable!("a document is one file (read_documents)"),
+            Format::Cda | Format::Itk3 | Format::Fhir => unreachable!("a document is one file (read_documents)"),
         }
     }
     Ok(inputs)
@@ -486,9 +491,25 @@ struct Input {
 
 /// `hie-gateway ingest`: file every input, or replay the dead-letter store, and record the run
 /// in the audit trail.
-pub async fn ingest(settings: &Settings, format: crate::translate::Format, paths: &[PathBuf], replay: bool) -> anyhow::Result<()> {
+pub async fn ingest(
+    settings: &Settings,
+    format: crate::translate::Format,
+    paths: &[PathBuf],
+    replay: bool,
+    publisher: Option<&str>,
+) -> anyhow::Result<()> {
     use std::sync::Arc;
 
+    let publisher = match publisher {
+        None => None,
+        Some(_) if !format.is_document() => {
+            anyhow::bail!("--publisher applies to documents (cda, itk3, fhir); HL7 v2 messages and GP extracts name their own sender")
+        }
+        Some(ods) => Some(
+            crate::ingest::replay_publisher("cli", ods)
+                .ok_or_else(|| anyhow::anyhow!("--publisher {ods:?} is not an ODS organisation code"))?,
+        ),
+    };
     crate::auth::install_crypto();
     let store = Arc::new(
         crate::store::SqlStore::connect(&crate::store::sql_store::StoreOptions {
@@ -517,12 +538,17 @@ pub async fn ingest(settings: &Settings, format: crate::translate::Format, paths
     let operator = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
     let note = crate::audit::AuditNote {
         method: "CLI".into(),
-        target: format!("hie-gateway ingest --from {format}{} ({} paths)", if replay { " --replay" } else { "" }, paths.len()),
+        target: format!(
+            "hie-gateway ingest --from {format}{}{} ({} paths)",
+            if replay { " --replay" } else { "" },
+            publisher.as_ref().and_then(|p| p.client.as_ref()).map(|client| format!(" --publisher {}", client.ods)).unwrap_or_default(),
+            paths.len()
+        ),
         interaction: Some("transaction".into()),
         who: crate::audit::Who { client: Some(format!("operator {operator}")), kind: Some("system".into()), ..Default::default() },
         ..Default::default()
     };
-    let (result, mut note) = crate::audit::noted(note, file_inputs(settings, fhir, store.clone(), format, paths, replay)).await;
+    let (result, mut note) = crate::audit::noted(note, file_inputs(settings, fhir, store.clone(), format, paths, replay, publisher)).await;
     note.status = if result.is_ok() { 200 } else { 422 };
     let audited = audit.append(&note, fhir_models::datetime::to_micros(time::OffsetDateTime::now_utc())).await;
     store.close().await;
@@ -544,12 +570,13 @@ async fn file_inputs(
     format: crate::translate::Format,
     paths: &[PathBuf],
     replay: bool,
+    publisher: Option<Requester>,
 ) -> anyhow::Result<()> {
     use crate::ingest::{Hl7v2Ingest, Outcome};
     use std::io::IsTerminal;
 
     if format.is_document() {
-        return ingest_documents(&fhir, &store, format, paths, replay).await;
+        return ingest_documents(&fhir, &store, format, paths, replay, publisher).await;
     }
     if format.is_extract() {
         anyhow::ensure!(!replay, "--replay applies to HL7 v2 dead letters; re-run the ingest of a fixed extract instead");
@@ -634,7 +661,8 @@ fn read_documents(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 fn translate_documents(format: crate::translate::Format, paths: &[PathBuf], labels: &consent::SensitivityLabels) -> anyhow::Result<()> {
     let documents = read_documents(paths)?;
     print_bundles(&documents, "document", paths, |bytes| {
-        let mut translated = crate::translate::translate_document(format, bytes).map_err(|e| e.to_string())?;
+        let mut translated =
+            crate::translate::translate_document(format, bytes, time::OffsetDateTime::now_utc()).map_err(|e| e.to_string())?;
         translated.label(labels);
         Ok(translated.bundle)
     })
@@ -647,6 +675,7 @@ async fn ingest_documents(
     format: crate::translate::Format,
     paths: &[PathBuf],
     replay: bool,
+    publisher: Option<Requester>,
 ) -> anyhow::Result<()> {
     use crate::ingest::DocumentOutcome;
     let mut inputs: Vec<Input> = Vec::new();
@@ -661,8 +690,8 @@ async fn ingest_documents(
         inputs.extend(read_documents(paths)?.into_iter().map(|(place, bytes)| Input { place, bytes, dead_letter: None, publisher: None }));
     }
     let (mut filed, mut duplicates, mut superseded, mut not_filed) = (0usize, 0usize, 0usize, Vec::new());
-    for Input { place, bytes, dead_letter, publisher } in &inputs {
-        let publisher = publisher.as_deref().and_then(|ods| crate::ingest::replay_publisher("cli", ods));
+    for Input { place, bytes, dead_letter, publisher: kept } in &inputs {
+        let publisher = publisher.clone().or_else(|| kept.as_deref().and_then(|ods| crate::ingest::replay_publisher("cli", ods)));
         let outcome = crate::ingest::file_document(fhir, store, format, bytes, publisher, "cli", dead_letter.is_none()).await;
         let settled = matches!(outcome, DocumentOutcome::Filed(_) | DocumentOutcome::Duplicate(_) | DocumentOutcome::Superseded(_));
         match outcome {

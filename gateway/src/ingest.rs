@@ -472,7 +472,7 @@ pub async fn file_document(
         }
         DocumentOutcome::Rejected(error)
     };
-    let mut translated = match crate::translate::translate_document(format, bytes) {
+    let mut translated = match crate::translate::translate_document(format, bytes, time::OffsetDateTime::now_utc()) {
         Ok(translated) => translated,
         Err(error) => return refuse(error, None).await,
     };
@@ -482,11 +482,18 @@ pub async fn file_document(
         Ok(None) => {}
         Ok(Some(PriorFiling::Same)) => return DocumentOutcome::Duplicate(document),
         Ok(Some(PriorFiling::Different)) => {
-            let error = DocumentError::new(
-                format.as_str(),
-                "document id",
-                format!("document {document} was already filed with different content; a changed document needs a new id or version"),
-            );
+            let error = match format {
+                crate::translate::Format::Fhir => DocumentError::new(
+                    format.as_str(),
+                    "Bundle.identifier",
+                    format!("{document} was already filed with different content; a changed Bundle needs a new identifier"),
+                ),
+                _ => DocumentError::new(
+                    format.as_str(),
+                    "document id",
+                    format!("document {document} was already filed with different content; a changed document needs a new id or version"),
+                ),
+            };
             return refuse(error, Some(document)).await;
         }
         Err(error) => {
@@ -498,11 +505,19 @@ pub async fn file_document(
         (Some(publisher), _) => publisher,
         (None, Some(ods)) => publishing_system(channel, ClientKind::Trust, ods.clone(), format!("{channel}:{format}:{ods}")),
         (None, None) => {
-            let error = DocumentError::new(
-                format.as_str(),
-                "custodian",
-                "the document names no custodian or author organisation by ODS code to publish it as",
-            );
+            let error = match format {
+                crate::translate::Format::Fhir => DocumentError::new(
+                    format.as_str(),
+                    "publisher",
+                    "the input names no publishing organisation by ODS code (a Composition custodian or author, or a MessageHeader sender); \
+                     post it as a registered client, or name the publisher (hie-gateway ingest --publisher ODS)",
+                ),
+                _ => DocumentError::new(
+                    format.as_str(),
+                    "custodian",
+                    "the document names no custodian or author organisation by ODS code to publish it as",
+                ),
+            };
             return refuse(error, Some(document)).await;
         }
     };

@@ -113,9 +113,14 @@ fn translate_prints_bundles_and_names_the_file_and_line_of_a_refused_message() {
     let stderr = String::from_utf8_lossy(&several.stderr);
     assert!(stderr.contains("two.hl7:2: rejected: PID-3.1: the NHS number \"9449305553\" is not valid"), "{stderr}");
 
-    let unknown = run(dir.path(), &["translate", "--from", "fhir", "one.hl7"]);
+    let unknown = run(dir.path(), &["translate", "--from", "hl8", "one.hl7"]);
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown format \"hl8\""));
+    // HL7 v2 read as FHIR: refused, naming the file and what is wrong.
+    let not_fhir = run(dir.path(), &["translate", "--from", "fhir", "one.hl7"]);
+    assert!(!not_fhir.status.success());
+    let stderr = String::from_utf8_lossy(&not_fhir.stderr);
+    assert!(stderr.contains("one.hl7") && stderr.contains("fhir document at (input): not JSON"), "{stderr}");
 }
 
 #[test]
@@ -272,4 +277,75 @@ fn an_operator_translates_and_files_emis_open_records_from_a_directory() {
     assert!(summary.starts_with("3 patients: 3 filed"), "{summary}{}", String::from_utf8_lossy(&filed.stderr));
     let again = run(dir.path(), &["ingest", "--from", "emis-xml", "records"]);
     assert!(String::from_utf8_lossy(&again.stdout).starts_with("3 patients: 0 filed, 3 already filed"));
+}
+
+/// A trust's FHIR R4 document Bundle as another server would send it: its own ids, absolute
+/// `fullUrl`s, references relative to them.
+fn published_document(custodian: bool) -> serde_json::Value {
+    let nhs = gateway::demo::test_nhs_number(4).as_string();
+    let mut bundle = serde_json::json!({
+        "resourceType": "Bundle", "type": "document", "timestamp": "2026-11-30T10:15:00+00:00",
+        "identifier": {"system": "https://trust.example/documents", "value": format!("D-{custodian}")},
+        "entry": [
+            {"fullUrl": "https://trust.example/fhir/Composition/c1", "resource": {
+                "resourceType": "Composition", "status": "final", "id": "c1",
+                "identifier": {"system": "https://trust.example/documents", "value": format!("D-{custodian}")},
+                "type": {"coding": [{"system": "http://snomed.info/sct", "code": "373942005", "display": "Discharge summary"}]},
+                "subject": {"reference": "Patient/p1"}, "date": "2026-11-30", "title": "Discharge summary",
+                "author": [{"reference": "Organization/o1"}],
+                "section": [{"title": "Diagnoses", "entry": [{"reference": "Condition/x1"}]}]}},
+            {"fullUrl": "https://trust.example/fhir/Patient/p1", "resource": {"resourceType": "Patient", "id": "p1",
+                "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}]}},
+            {"fullUrl": "https://trust.example/fhir/Organization/o1", "resource": {"resourceType": "Organization", "id": "o1",
+                "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RRK"}], "name": "Riverside Hospital"}},
+            {"fullUrl": "https://trust.example/fhir/Condition/x1", "resource": {"resourceType": "Condition", "id": "x1",
+                "identifier": [{"system": "https://trust.example/diagnoses", "value": format!("X-{custodian}")}],
+                "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "195967001", "display": "Asthma"}]}}},
+        ]
+    });
+    if custodian {
+        bundle["entry"][0]["resource"]["custodian"] = serde_json::json!({"reference": "Organization/o1"});
+    } else {
+        bundle["entry"][0]["resource"]["author"] = serde_json::json!([{"display": "Dr A Jones"}]);
+    }
+    bundle
+}
+
+#[test]
+fn an_operator_translates_and_files_published_fhir_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hie-gateway.toml"), "[database]\nurl = \"sqlite://hie.db\"\n").unwrap();
+    std::fs::write(dir.path().join("named.json"), serde_json::to_vec(&published_document(true)).unwrap()).unwrap();
+    std::fs::write(dir.path().join("unnamed.json"), serde_json::to_vec(&published_document(false)).unwrap()).unwrap();
+
+    let translated = run(dir.path(), &["translate", "--from", "fhir", "named.json"]);
+    assert!(translated.status.success(), "{}", String::from_utf8_lossy(&translated.stderr));
+    let bundle: serde_json::Value = serde_json::from_slice(&translated.stdout).unwrap();
+    assert_eq!(bundle["type"], "transaction");
+    let urls: Vec<&str> = bundle["entry"].as_array().unwrap().iter().filter_map(|e| e["request"]["url"].as_str()).collect();
+    let key = format!(
+        "Condition?identifier=https://trust.example/diagnoses|X-true&patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+        gateway::demo::test_nhs_number(4).as_string()
+    );
+    assert!(urls.contains(&key.as_str()), "{urls:?}");
+
+    let filed = run(dir.path(), &["ingest", "--from", "fhir", "named.json"]);
+    let summary = String::from_utf8_lossy(&filed.stdout);
+    assert!(filed.status.success(), "{summary}{}", String::from_utf8_lossy(&filed.stderr));
+    assert!(summary.starts_with("1 documents: 1 filed, 0 already filed"), "{summary}");
+    let again = run(dir.path(), &["ingest", "--from", "fhir", "named.json"]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("1 documents: 0 filed, 1 already filed (nothing changed)"));
+
+    // A Bundle that names no publisher is refused and kept; the operator names one on replay.
+    let refused = run(dir.path(), &["ingest", "--from", "fhir", "unnamed.json"]);
+    assert!(!refused.status.success());
+    let summary = String::from_utf8_lossy(&refused.stdout);
+    assert!(summary.contains("unnamed.json: refused: fhir document at publisher: the input names no publishing organisation"), "{summary}");
+    let wrong = run(dir.path(), &["ingest", "--from", "hl7v2", "--publisher", "RRK", "unnamed.json"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("--publisher applies to documents"));
+    let replayed = run(dir.path(), &["ingest", "--from", "fhir", "--replay", "--publisher", "RRK"]);
+    let summary = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{summary}{}", String::from_utf8_lossy(&replayed.stderr));
+    assert!(summary.starts_with("1 documents: 1 filed"), "{summary}");
 }

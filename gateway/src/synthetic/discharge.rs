@@ -466,7 +466,8 @@ mod tests {
             let first = discharge_summaries(format, &[0, 7]);
             assert_eq!(first, discharge_summaries(format, &[0, 7]), "{format}: same arguments, same bytes");
             for (name, bytes) in &first {
-                let translated = translate_document(format, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let translated =
+                    translate_document(format, bytes, time::OffsetDateTime::UNIX_EPOCH).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let types: Vec<&str> =
                     translated.bundle["entry"].as_array().unwrap().iter().filter_map(|e| e["resource"]["resourceType"].as_str()).collect();
                 for wanted in [

@@ -12,6 +12,7 @@
 pub mod codes;
 pub mod discharge;
 pub mod emis;
+pub mod fhir;
 pub mod gp;
 pub mod hl7v2;
 pub mod rows;
@@ -33,12 +34,14 @@ pub enum Format {
     Cda,
     /// ITK3 FHIR STU3 eDischarge Bundles.
     Itk3,
+    /// FHIR R4 as another system publishes it: a Bundle or one resource.
+    Fhir,
 }
 
-const TRANSLATED: &str = "hl7v2, emis-csv, emis-xml, systmone-csv, cda, itk3";
+const TRANSLATED: &str = "hl7v2, emis-csv, emis-xml, systmone-csv, cda, itk3, fhir";
 
 impl Format {
-    pub const ALL: [Self; 6] = [Self::Hl7v2, Self::EmisCsv, Self::EmisXml, Self::SystmOneCsv, Self::Cda, Self::Itk3];
+    pub const ALL: [Self; 7] = [Self::Hl7v2, Self::EmisCsv, Self::EmisXml, Self::SystmOneCsv, Self::Cda, Self::Itk3, Self::Fhir];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -48,6 +51,7 @@ impl Format {
             Self::SystmOneCsv => "systmone-csv",
             Self::Cda => "cda",
             Self::Itk3 => "itk3",
+            Self::Fhir => "fhir",
         }
     }
 
@@ -59,7 +63,7 @@ impl Format {
             "systmone-csv" => Ok(Self::SystmOneCsv),
             "cda" => Ok(Self::Cda),
             "itk3" => Ok(Self::Itk3),
-            "fhir" => Err(format!("the {text} translator is not built yet; this gateway translates: {TRANSLATED}")),
+            "fhir" => Ok(Self::Fhir),
             other => Err(format!("unknown format {other:?}; this gateway translates: {TRANSLATED}")),
         }
     }
@@ -81,7 +85,9 @@ pub fn translate_extract(
         Format::EmisCsv => emis::translate(files, maps),
         Format::EmisXml => emis::open::translate(files, maps),
         Format::SystmOneCsv => systmone::translate(files, maps),
-        Format::Hl7v2 | Format::Cda | Format::Itk3 => Err(rows::ExtractError::file("(extract)", format!("{format} is not an extract"))),
+        Format::Hl7v2 | Format::Cda | Format::Itk3 | Format::Fhir => {
+            Err(rows::ExtractError::file("(extract)", format!("{format} is not an extract")))
+        }
     }
 }
 
@@ -96,17 +102,31 @@ impl Format {
         if *self == Self::EmisXml { "xml" } else { "csv" }
     }
 
-    /// Whether an input is one whole document (a discharge summary) per file or request.
+    /// Whether an input is one whole document (a discharge summary, a FHIR Bundle) per file or
+    /// request.
     pub fn is_document(&self) -> bool {
-        matches!(self, Self::Cda | Self::Itk3)
+        matches!(self, Self::Cda | Self::Itk3 | Self::Fhir)
     }
 }
 
-/// Translate one discharge document of `format`.
-pub fn translate_document(format: Format, bytes: &[u8]) -> Result<discharge::Translated, discharge::DocumentError> {
+/// Translate one document of `format` (a discharge summary, a FHIR Bundle) that arrived at
+/// `received`: the time of an input that carries none of its own.
+pub fn translate_document(
+    format: Format,
+    bytes: &[u8],
+    received: time::OffsetDateTime,
+) -> Result<discharge::Translated, discharge::DocumentError> {
     match format {
         Format::Cda => discharge::cda::translate(bytes),
         Format::Itk3 => discharge::itk3::translate(bytes),
+        Format::Fhir => {
+            let received = received
+                .replace_nanosecond(0)
+                .unwrap_or(received)
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| discharge::DocumentError::new("fhir", "(time received)", e.to_string()))?;
+            fhir::translate(bytes, &received)
+        }
         other => Err(discharge::DocumentError::new("document", "(input)", format!("{other} is not a document format"))),
     }
 }
@@ -170,7 +190,7 @@ mod tests {
         assert_eq!(Format::parse("emis-csv"), Ok(Format::EmisCsv));
         assert_eq!(Format::parse("cda"), Ok(Format::Cda));
         assert_eq!(Format::parse("emis-xml"), Ok(Format::EmisXml));
-        assert!(Format::parse("fhir").unwrap_err().contains("not built yet"));
+        assert_eq!(Format::parse("fhir"), Ok(Format::Fhir));
         assert!(Format::parse("xml").unwrap_err().contains("unknown format"));
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tests::TestApp;
 
 const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+const EPOCH: time::OffsetDateTime = time::OffsetDateTime::UNIX_EPOCH;
 
 fn resources<'a>(bundle: &'a Value, kind: &str) -> Vec<&'a Value> {
     bundle["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).filter(|r| r["resourceType"] == kind).collect()
@@ -27,7 +28,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     let mut all: Vec<(String, Value)> = Vec::new();
     for format in [Format::Cda, Format::Itk3] {
         for (name, bytes) in discharge_summaries(format, &indexes) {
-            let mut translated = translate_document(format, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut translated = translate_document(format, &bytes, EPOCH).unwrap_or_else(|e| panic!("{name}: {e}"));
             translated.label(&labels);
             let bundle = &translated.bundle;
             for (index, entry) in bundle["entry"].as_array().unwrap().iter().enumerate() {
@@ -62,7 +63,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     // Hand-checked: the first CDA summary (demo person 0 at the first trust).
     let (_, cda) = &discharge_summaries(Format::Cda, &[0])[0];
     let text = std::str::from_utf8(cda).unwrap();
-    let translated = translate_document(Format::Cda, cda).unwrap();
+    let translated = translate_document(Format::Cda, cda, EPOCH).unwrap();
     let bundle = &translated.bundle;
     let nhs = gateway::demo::test_nhs_number(0).as_string();
     let patient = resources(bundle, "Patient")[0];
@@ -104,14 +105,14 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     // Labels: person 7's summaries record HIV; person 5's are restricted.
     for format in [Format::Cda, Format::Itk3] {
         let (_, bytes) = &discharge_summaries(format, &[7])[0];
-        let mut hiv = translate_document(format, bytes).unwrap();
+        let mut hiv = translate_document(format, bytes, EPOCH).unwrap();
         hiv.label(&labels);
         for kind in ["Composition", "DocumentReference"] {
             let security = &resources(&hiv.bundle, kind)[0]["meta"]["security"];
             assert!(security.as_array().unwrap().iter().any(|l| l["code"] == "HIV"), "{format} {kind}: {security}");
         }
         let (_, bytes) = &discharge_summaries(format, &[5])[0];
-        let restricted = translate_document(format, bytes).unwrap();
+        let restricted = translate_document(format, bytes, EPOCH).unwrap();
         for entry in restricted.bundle["entry"].as_array().unwrap() {
             let resource = &entry["resource"];
             if matches!(resource["resourceType"].as_str(), Some("Patient" | "Organization" | "Practitioner")) {

@@ -297,7 +297,7 @@ async fn an_operator_s_ingest_is_recorded_in_the_audit_trail_with_the_patients_i
         std::fs::write(dir.path().join(name), &file.bytes).unwrap();
     }
     let settings = tests::test_settings(&app.pki, &app.issuers, app.database_url.clone());
-    gateway::cli::ingest(&settings, Format::EmisCsv, &[dir.path().to_owned()], false).await.unwrap();
+    gateway::cli::ingest(&settings, Format::EmisCsv, &[dir.path().to_owned()], false, None).await.unwrap();
     assert_eq!(total(&app, "Patient").await, 3);
     let (_, patients) = app.stored("Patient").await;
     let events = app.audit_events().await;

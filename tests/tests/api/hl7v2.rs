@@ -558,9 +558,9 @@ async fn trusts_and_gp_systems_can_post_messages_over_https_too() {
 
     assert_eq!(post(&app.portal, good.clone()).await.unwrap().status(), 401, "a certificate alone publishes nothing");
     assert_eq!(post(&app.unregistered, good.clone()).await.unwrap().status(), 403);
-    let fhir = app.trust.post(app.base.replace("/fhir/r4", "/ingest/fhir")).body("{}").send().await.unwrap();
-    assert_eq!(fhir.status(), 400);
-    assert!(fhir.text().await.unwrap().contains("not built yet"));
+    let unknown = app.trust.post(app.base.replace("/fhir/r4", "/ingest/xml")).body("{}").send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("unknown format \\\"xml\\\""));
     let empty = post(&app.trust, "hello".into()).await.unwrap();
     assert_eq!(empty.status(), 422, "a body that is not HL7 v2 is refused and kept");
     // Kept with the organisation of the client that posted it, which a replay publishes as again

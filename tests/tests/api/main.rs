@@ -21,6 +21,7 @@ mod negotiation;
 mod openid_provider;
 mod ops;
 mod portal;
+mod published_fhir;
 mod rate_limits;
 mod resource_types;
 mod responses;
