@@ -58,16 +58,22 @@ pub async fn write_context(service: &FhirService, permit: &Permitted) -> Result<
 /// registration feeds and the GP record keep one Patient per person up to date whoever filed it
 /// first (a trust's ADT feed updates the demographics a practice's extract filed).
 pub async fn writable(service: &FhirService, context: &super::WriteContext, current: &StoredVersion) -> Result<bool, ApiError> {
-    let Some(scope) = &context.scope else { return Ok(true) };
-    if current.deleted || current.resource_type.as_str() == "Patient" {
-        return Ok(true);
-    }
-    let visible = release(service, scope, vec![current.clone()], false).await?.iter().all(Released::is_visible);
+    let visible = within_reach(service, context, current).await?;
     if !visible {
         tracing::info!(rule = "write-not-shared", "a write to a record its writer may not see was refused");
         crate::audit::record(|note| note.rule = Some("write-not-shared".to_owned()));
     }
     Ok(visible)
+}
+
+/// Whether a writer may touch `current` — change it, delete it, point a reference at it: it is
+/// deleted, a Patient, or a record they may see.
+pub async fn within_reach(service: &FhirService, context: &super::WriteContext, current: &StoredVersion) -> Result<bool, ApiError> {
+    let Some(scope) = &context.scope else { return Ok(true) };
+    if current.deleted || current.resource_type.as_str() == "Patient" {
+        return Ok(true);
+    }
+    Ok(release(service, scope, vec![current.clone()], false).await?.iter().all(Released::is_visible))
 }
 
 /// The answer to a write whose target the writer may not see. It does not name the record: a

@@ -366,9 +366,9 @@ async fn transaction(
             }
             let Reference::Conditional { resource_type, query } = Reference::parse(&reference) else { continue };
             let resolved =
-                find_one(service, tx, resource_type, query, false).await.map_err(|e| in_entry(entry.index, e))?.ok_or_else(|| {
-                    in_entry(entry.index, ApiError::NotFound(format!("the conditional reference {reference} matches no resource")))
-                })?;
+                find_referable(service, context, tx, resource_type, query).await.map_err(|e| in_entry(entry.index, e))?.ok_or_else(
+                    || in_entry(entry.index, ApiError::NotFound(format!("the conditional reference {reference} matches no resource"))),
+                )?;
             identities.insert(reference.clone(), format!("{resource_type}/{}", resolved.id));
         }
         let replace = |text: &str| identities.get(text).cloned();
@@ -425,6 +425,33 @@ async fn find_one(
     let found = tx.search(&query).await?;
     match found.matches.len() {
         0 | 1 => Ok(found.matches.into_iter().next()),
+        _ => Err(ApiError::PreconditionFailed(format!("{resource_type}?{condition} matches more than one resource"))),
+    }
+}
+
+/// The one resource a conditional reference names among those its writer may reach
+/// (`access::within_reach`): a record they may not see is answered as no match, so a reference
+/// neither reveals it (by its count or its id in the answer) nor links to it.
+async fn find_referable(
+    service: &FhirService,
+    context: &WriteContext,
+    tx: &mut dyn StoreTransaction,
+    resource_type: ResourceType,
+    condition: &str,
+) -> Result<Option<StoredVersion>, ApiError> {
+    let query = conditional_query(resource_type, condition, &service.limits)?
+        .ok_or_else(|| ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")))?;
+    let mut reachable = Vec::new();
+    for version in tx.search(&query).await?.matches {
+        if super::access::within_reach(service, context, &version).await? {
+            reachable.push(version);
+        } else {
+            tracing::info!(rule = "reference-not-shared", "a conditional reference to a record its writer may not see matched nothing");
+            crate::audit::record(|note| note.rule = Some("reference-not-shared".to_owned()));
+        }
+    }
+    match reachable.len() {
+        0 | 1 => Ok(reachable.pop()),
         _ => Err(ApiError::PreconditionFailed(format!("{resource_type}?{condition} matches more than one resource"))),
     }
 }

@@ -176,6 +176,17 @@ async fn a_publisher_may_not_change_or_delete_a_record_it_may_not_see() {
     let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": changed, "request": {"method": "PUT", "url": format!("Condition/{id}")}}]});
     app.post(&app.gp, "", &transaction).await.assert_status(409);
+    // A conditional reference to it is answered as one that matches nothing: no id, no link.
+    let listing = |key: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "List",
+            "status": "current", "mode": "working", "entry": [{"item": {"reference": format!("Condition?identifier={key}")}}]},
+            "request": {"method": "POST", "url": "List"}}]})
+    };
+    let hidden = app.post(&app.gp, "", &listing(key)).await;
+    let nothing = app.post(&app.gp, "", &listing("https://trust.example/diagnoses|NONE")).await;
+    hidden.assert_status(404);
+    assert_eq!((hidden.status, hidden.text.replace("C1", "X")), (nothing.status, nothing.text.replace("NONE", "X")));
+    app.post(&app.trust, "", &listing(key)).await.assert_status(200);
 
     // A delete of it is answered as a delete of nothing, and deletes nothing.
     let deleted = app.delete(&app.gp, &format!("Condition/{id}")).await;
@@ -193,6 +204,8 @@ async fn a_publisher_may_not_change_or_delete_a_record_it_may_not_see() {
     patient["gender"] = json!("unknown");
     app.put(&app.gp, &format!("Patient/{patient_id}"), &patient).await.assert_status(200);
     // Every refusal is in the audit trail with its rule.
-    let refused = app.audit_events().await.iter().filter(|event| event.to_string().contains("write-not-shared")).count();
+    let events = app.audit_events().await;
+    let refused = events.iter().filter(|event| event.to_string().contains("write-not-shared")).count();
     assert!(refused >= 6, "{refused}");
+    assert!(events.iter().any(|event| event.to_string().contains("reference-not-shared")));
 }
