@@ -324,7 +324,7 @@ async fn transaction(
         let assignment = match entry.method {
             Method::Post => match &entry.if_none_exist {
                 Some(condition) => {
-                    match find_one(service, tx, url.resource_type, condition, true).await.map_err(|e| in_entry(entry.index, e))? {
+                    match find_one(service, tx, url.resource_type, condition).await.map_err(|e| in_entry(entry.index, e))? {
                         Some(existing) => Assignment::Existing(existing),
                         None => Assignment::Create(new_id()),
                     }
@@ -334,7 +334,7 @@ async fn transaction(
             Method::Put => match (url.id, url.query) {
                 (Some(id), None) => Assignment::Update(id.to_owned()),
                 (None, Some(condition)) => {
-                    match find_one(service, tx, url.resource_type, condition, true).await.map_err(|e| in_entry(entry.index, e))? {
+                    match find_one(service, tx, url.resource_type, condition).await.map_err(|e| in_entry(entry.index, e))? {
                         Some(existing) => Assignment::Update(existing.id),
                         None => Assignment::Update(new_id()),
                     }
@@ -409,19 +409,16 @@ impl Assignment {
     }
 }
 
-/// The one resource a condition matches, `None` if none; more than one is an error (412).
+/// The one resource a conditional write's condition matches (locked until commit), `None` if
+/// none; more than one is an error (412).
 async fn find_one(
     service: &FhirService,
     tx: &mut dyn StoreTransaction,
     resource_type: ResourceType,
     condition: &str,
-    lock: bool,
 ) -> Result<Option<StoredVersion>, ApiError> {
-    let query = conditional_query(resource_type, condition, &service.limits)?
-        .ok_or_else(|| ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")))?;
-    if lock {
-        tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
-    }
+    let query = condition_query(service, resource_type, condition)?;
+    tx.lock_condition(&format!("{resource_type}?{condition}")).await?;
     let found = tx.search(&query).await?;
     match found.matches.len() {
         0 | 1 => Ok(found.matches.into_iter().next()),
@@ -439,8 +436,7 @@ async fn find_referable(
     resource_type: ResourceType,
     condition: &str,
 ) -> Result<Option<StoredVersion>, ApiError> {
-    let query = conditional_query(resource_type, condition, &service.limits)?
-        .ok_or_else(|| ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")))?;
+    let query = condition_query(service, resource_type, condition)?;
     let mut reachable = Vec::new();
     for version in tx.search(&query).await?.matches {
         if super::access::within_reach(service, context, &version).await? {
@@ -454,6 +450,15 @@ async fn find_referable(
         0 | 1 => Ok(reachable.pop()),
         _ => Err(ApiError::PreconditionFailed(format!("{resource_type}?{condition} matches more than one resource"))),
     }
+}
+
+fn condition_query(
+    service: &FhirService,
+    resource_type: ResourceType,
+    condition: &str,
+) -> Result<crate::store::query::SearchQuery, ApiError> {
+    conditional_query(resource_type, condition, &service.limits)?
+        .ok_or_else(|| ApiError::invalid(IssueType::Value, format!("the condition {resource_type}?{condition} has no search parameter")))
 }
 
 fn collect_conditional_references(value: &Value, out: &mut Vec<String>) {
