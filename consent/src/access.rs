@@ -108,6 +108,9 @@ pub enum Viewer {
     /// A clinician of an organisation; `claimed` are patients with a self-claimed relationship
     /// in this request.
     Clinician { org: String, purpose: PurposeOfUse, claimed: Vec<String> },
+    /// A clinician or system of an organisation approved for a secondary use (`purpose`), which
+    /// sees the records of patients who have not opted out of it.
+    Secondary { org: String, purpose: PurposeOfUse },
 }
 
 /// A release delay as of a request: held back unless every date ends at or before `cutoff`.
@@ -163,7 +166,7 @@ impl Scope {
                     })
                     .collect();
             }
-            Viewer::System { .. } | Viewer::Clinician { .. } => {
+            Viewer::System { .. } | Viewer::Clinician { .. } | Viewer::Secondary { .. } => {
                 let sensitive = DEFAULT_SENSITIVE.iter().map(|l| (*l).to_owned()).chain(policy.sensitive_labels.iter().cloned());
                 withheld_labels.extend(sensitive.chain(code_set_labels.iter().cloned()));
             }
@@ -210,7 +213,7 @@ impl Scope {
     /// The requester's organisation, for staff.
     pub fn org(&self) -> Option<&str> {
         match &self.viewer {
-            Viewer::System { org } | Viewer::Clinician { org, .. } => Some(org),
+            Viewer::System { org } | Viewer::Clinician { org, .. } | Viewer::Secondary { org, .. } => Some(org),
             Viewer::Patient { .. } => None,
         }
     }
@@ -400,6 +403,9 @@ pub enum Withheld {
     NotShared,
     NoRelationship,
     Dissent,
+    /// The patient opted out of this secondary use (National Data Opt-out, Type 1 opt-out or
+    /// their own wish), or what they wish is unknown.
+    OptedOut,
 }
 
 impl Withheld {
@@ -413,6 +419,7 @@ impl Withheld {
             Self::NotShared => "source-only",
             Self::NoRelationship => "no-relationship",
             Self::Dissent => "patient-dissent",
+            Self::OptedOut => "secondary-use-opt-out",
         }
     }
 }
@@ -489,6 +496,24 @@ pub fn decide<'p>(scope: &Scope, resource: &ResourceFacts, patient: impl Fn(&str
                     if facts.dissents(scope, resource, org, purpose.code()) {
                         return Visibility::Withheld(Withheld::Dissent);
                     }
+                }
+            }
+            visible(resource, patient, org)
+        }
+        Viewer::Secondary { org, purpose } => {
+            // Beyond direct care nothing sensitive or practice-confidential is used, not even
+            // what the organisation recorded itself, and the opt-outs cover its own records too.
+            if let Some(label) = withheld_label() {
+                return Visibility::Withheld(label_reason(label));
+            }
+            if resource.patients.is_empty() {
+                let shared = resource.source.as_deref() == Some(org.as_str()) || scope.shared_types.contains(&resource.resource_type);
+                return if shared { Visibility::Visible { redact: false } } else { Visibility::Withheld(Withheld::NotShared) };
+            }
+            for id in &resource.patients {
+                match patient(id) {
+                    Some(facts) if !facts.dissents(scope, resource, org, purpose.code()) => {}
+                    _ => return Visibility::Withheld(Withheld::OptedOut),
                 }
             }
             visible(resource, patient, org)
@@ -699,6 +724,62 @@ mod tests {
         let mut document = record("RXA", &[], &["p1"]);
         document.resource_type = "Composition".into();
         assert_eq!(decide_for(&scope, &document, &no_meds), Visibility::Withheld(Withheld::Dissent), "documents may repeat medicines");
+    }
+
+    #[test]
+    fn secondary_use_honours_the_opt_outs_and_uses_nothing_sensitive() {
+        let researcher =
+            Scope::new(&AccessPolicy::default(), &[], Viewer::Secondary { org: "RXA".into(), purpose: PurposeOfUse::Research }, NOW);
+        let purposes = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HOPERAT"},
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"},
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "PUBHLTH"}]);
+        // No relationship is needed, and the patient's care records are used...
+        let stranger = patient("p1", &[]);
+        assert!(decide_for(&researcher, &record("B82002", &[], &["p1"]), &stranger).is_visible());
+        // ...unless they opted out nationally (all records, the organisation's own too),
+        let national = with_consent(patient("p1", &[]), json!({"type": "deny", "purpose": purposes}));
+        for source in ["B82002", "RXA"] {
+            assert_eq!(decide_for(&researcher, &record(source, &[], &["p1"]), &national), Visibility::Withheld(Withheld::OptedOut));
+        }
+        // which never touches direct care,
+        let carer = clinician("A81001", PurposeOfUse::Treatment);
+        let registered = with_consent(patient("p1", &[(Registered, "A81001", None)]), json!({"type": "deny", "purpose": purposes}));
+        assert!(decide_for(&carer, &record("RXA", &[], &["p1"]), &registered).is_visible());
+        // or at their practice (Type 1: what that practice recorded, and records of unknown source).
+        let ods = json!({"identifier": {"system": fhir_models::system::ODS_ORGANIZATION_CODE, "value": "B82002"}});
+        let custodian = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}]});
+        let type1 = with_consent(
+            patient("p1", &[]),
+            json!({"type": "deny", "purpose": purposes, "actor": [{"role": custodian, "reference": ods}]}),
+        );
+        assert_eq!(decide_for(&researcher, &record("B82002", &[], &["p1"]), &type1), Visibility::Withheld(Withheld::OptedOut));
+        assert!(decide_for(&researcher, &record("RXB", &[], &["p1"]), &type1).is_visible());
+        let unknown_source = ResourceFacts { source: None, ..record("RXB", &[], &["p1"]) };
+        assert_eq!(decide_for(&researcher, &unknown_source, &type1), Visibility::Withheld(Withheld::OptedOut));
+        // A wish for one purpose is not a wish for another; a plain dissent covers them all.
+        let no_research = with_consent(patient("p1", &[]), json!({"type": "deny", "purpose": [purposes[1]]}));
+        assert_eq!(decide_for(&researcher, &record("RXB", &[], &["p1"]), &no_research), Visibility::Withheld(Withheld::OptedOut));
+        let planner =
+            Scope::new(&AccessPolicy::default(), &[], Viewer::Secondary { org: "RXA".into(), purpose: PurposeOfUse::Operations }, NOW);
+        assert!(decide_for(&planner, &record("RXB", &[], &["p1"]), &no_research).is_visible());
+        let nothing = with_consent(patient("p1", &[]), json!({"type": "deny"}));
+        assert_eq!(decide_for(&planner, &record("RXB", &[], &["p1"]), &nothing), Visibility::Withheld(Withheld::OptedOut));
+        // Unknown wishes are not taken as consent.
+        assert_eq!(decide(&researcher, &record("RXB", &[], &["p1"]), |_| None), Visibility::Withheld(Withheld::OptedOut));
+        // Sensitive and practice-confidential records are not used, whoever recorded them.
+        for label in ["HIV", "V"] {
+            assert!(!decide_for(&researcher, &record("RXA", &[label], &["p1"]), &stranger).is_visible());
+        }
+        // Outside any record: its own organisation's, and shared reference data.
+        let mut service = record("RXB", &[], &[]);
+        service.resource_type = "HealthcareService".into();
+        assert_eq!(decide_for(&researcher, &service, &stranger), Visibility::Withheld(Withheld::NotShared));
+        service.source = Some("RXA".into());
+        assert!(decide_for(&researcher, &service, &stranger).is_visible());
+        // A restricted patient's address is not theirs to use.
+        let mut restricted = record("RXB", &["R"], &["p1"]);
+        (restricted.resource_type, restricted.id) = ("Patient".into(), "p1".into());
+        assert_eq!(decide_for(&researcher, &restricted, &stranger), Visibility::Visible { redact: true });
     }
 
     #[test]

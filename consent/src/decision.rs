@@ -18,7 +18,8 @@ pub enum Rule {
     TokenScopes,
     /// 2. Patients read their own record only, with identity proven to P9.
     PatientSelfAccess,
-    /// 7. Secondary-use purposes honour the National Data Opt-out; not served on this API yet.
+    /// 5. Secondary-use purposes (HOPERAT, HRESCH, PUBHLTH): only for clients approved for
+    ///    them, reading only; the patients' opt-outs are applied per resource.
     SecondaryUse,
 }
 

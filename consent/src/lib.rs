@@ -72,12 +72,19 @@ pub fn decide_interaction(requester: &Requester, interaction: Interaction, resou
             }
             Decision::Permit { rule: Rule::PatientSelfAccess }
         }
-        Principal::Clinician(Clinician { purpose, .. }, _) | Principal::System(SystemUser { purpose, .. }, _) => match purpose {
-            PurposeOfUse::Treatment | PurposeOfUse::EmergencyTreatment | PurposeOfUse::BreakTheGlass => {
-                Decision::Permit { rule: Rule::TokenScopes }
+        Principal::Clinician(Clinician { purpose, .. }, _) | Principal::System(SystemUser { purpose, .. }, _) => {
+            if !purpose.is_secondary() {
+                return Decision::Permit { rule: Rule::TokenScopes };
             }
-            PurposeOfUse::Operations | PurposeOfUse::Research | PurposeOfUse::PublicHealth => deny(Rule::SecondaryUse, AccessDenied),
-        },
+            // Beyond direct care: only a client approved for that purpose, and only reading (a
+            // batch could carry writes). Which records is decided per patient: their opt-outs.
+            let approved = requester.client.as_ref().is_some_and(|client| client.secondary_uses.contains(purpose));
+            let reads = matches!(
+                interaction,
+                Interaction::Read | Interaction::Vread | Interaction::SearchType | Interaction::SearchSystem | Interaction::HistoryInstance
+            );
+            if approved && reads { Decision::Permit { rule: Rule::SecondaryUse } } else { deny(Rule::SecondaryUse, AccessDenied) }
+        }
     }
 }
 
@@ -92,6 +99,7 @@ mod tests {
             kind,
             ods: OdsCode::parse(ods).unwrap(),
             scopes: SmartScopes::parse(kind.default_scopes().iter().copied()).unwrap(),
+            secondary_uses: Vec::new(),
         }
     }
 
@@ -237,11 +245,38 @@ mod tests {
     }
 
     #[test]
-    fn secondary_uses_are_refused_until_the_opt_out_is_enforced() {
+    fn secondary_uses_need_an_approved_client_and_only_read() {
         let researcher =
-            Requester::client(client(ClientKind::Trust, "R1A")).with_principal(clinician("R1A", "user/*.rs", PurposeOfUse::Research));
+            Requester::client(client(ClientKind::Trust, "R1A")).with_principal(clinician("R1A", "user/*.cruds", PurposeOfUse::Research));
         assert_eq!(
             denied_by(decide_interaction(&researcher, Interaction::Read, ty("Patient"))),
+            Some((Rule::SecondaryUse, DenyCode::AccessDenied))
+        );
+        let mut approved = client(ClientKind::Trust, "R1A");
+        approved.secondary_uses = vec![PurposeOfUse::Research];
+        let researcher = Requester::client(approved).with_principal(clinician("R1A", "user/*.cruds", PurposeOfUse::Research));
+        for interaction in [Interaction::Read, Interaction::Vread, Interaction::SearchType, Interaction::HistoryInstance] {
+            assert_eq!(decide_interaction(&researcher, interaction, ty("Observation")), Decision::Permit { rule: Rule::SecondaryUse });
+        }
+        for interaction in [
+            Interaction::Create,
+            Interaction::Update,
+            Interaction::Delete,
+            Interaction::Batch,
+            Interaction::Transaction,
+            Interaction::HistoryType,
+        ] {
+            assert_eq!(
+                denied_by(decide_interaction(&researcher, interaction, ty("Observation"))),
+                Some((Rule::SecondaryUse, DenyCode::AccessDenied)),
+                "{interaction:?}"
+            );
+        }
+        // approved for research is not approved for planning
+        let mut planner = researcher.clone();
+        planner.principal = Some(clinician("R1A", "user/*.cruds", PurposeOfUse::Operations));
+        assert_eq!(
+            denied_by(decide_interaction(&planner, Interaction::Read, ty("Observation"))),
             Some((Rule::SecondaryUse, DenyCode::AccessDenied))
         );
     }

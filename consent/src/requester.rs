@@ -43,6 +43,9 @@ pub struct RegisteredClient {
     pub ods: OdsCode,
     /// The widest SMART scopes a token presented with this client's certificate may carry.
     pub scopes: SmartScopes,
+    /// The secondary-use purposes the client is approved for (an approved research or planning
+    /// extraction); none unless its registration names them.
+    pub secondary_uses: Vec<PurposeOfUse>,
 }
 
 /// A clinician, identified by a token from a clinician issuer (CIS2-style).
@@ -159,6 +162,11 @@ impl PurposeOfUse {
             Self::Research => "HRESCH",
             Self::PublicHealth => "PUBHLTH",
         }
+    }
+
+    /// Uses beyond the patient's own care: the National Data Opt-out and Type 1 opt-out apply.
+    pub fn is_secondary(&self) -> bool {
+        matches!(self, Self::Operations | Self::Research | Self::PublicHealth)
     }
 
     /// Emergency access must say why.

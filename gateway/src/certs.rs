@@ -127,6 +127,7 @@ impl DevPki {
                 fingerprint: Some(fingerprint(certificate.der())),
                 subject: None,
                 scopes: Some(kind.default_scopes().iter().map(|scope| (*scope).to_owned()).collect()),
+                secondary_uses: Vec::new(),
             },
         })
     }

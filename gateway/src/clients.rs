@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::bail;
-use consent::{RegisteredClient, SmartScopes};
+use consent::{PurposeOfUse, RegisteredClient, SmartScopes};
 
 use crate::certs::normalize_fingerprint;
 use crate::configuration::ClientEntry;
@@ -24,7 +24,18 @@ impl ClientRegistry {
                 None => SmartScopes::parse(entry.kind.default_scopes().iter().copied()),
             }
             .map_err(|error| anyhow::anyhow!("client {:?}: {error}", entry.name))?;
-            let client = RegisteredClient { name: entry.name.clone(), kind: entry.kind, ods: entry.ods.clone(), scopes };
+            let secondary_uses = entry
+                .secondary_uses
+                .iter()
+                .map(|code| match PurposeOfUse::parse(code) {
+                    Some(purpose) if purpose.is_secondary() => Ok(purpose),
+                    _ => Err(anyhow::anyhow!(
+                        "client {:?}: secondary_uses holds {code:?}; the secondary uses are HOPERAT, HRESCH and PUBHLTH",
+                        entry.name
+                    )),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let client = RegisteredClient { name: entry.name.clone(), kind: entry.kind, ods: entry.ods.clone(), scopes, secondary_uses };
             match (&entry.fingerprint, &entry.subject) {
                 (Some(fingerprint), _) => {
                     let Some(fingerprint) = normalize_fingerprint(fingerprint) else {
@@ -58,5 +69,34 @@ impl ClientRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(secondary_uses: &[&str]) -> ClientEntry {
+        ClientEntry {
+            name: "research-unit".into(),
+            kind: consent::ClientKind::Trust,
+            ods: fhir_models::OdsCode::parse("RYY").unwrap(),
+            fingerprint: None,
+            subject: Some("research-unit".into()),
+            scopes: None,
+            secondary_uses: secondary_uses.iter().map(|code| (*code).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_secondary_purposes_can_be_approved() {
+        let registry = ClientRegistry::new(&[entry(&["HRESCH", "PUBHLTH"])]).unwrap();
+        let client = &registry.by_subject["research-unit"];
+        assert_eq!(client.secondary_uses, [PurposeOfUse::Research, PurposeOfUse::PublicHealth]);
+        assert!(ClientRegistry::new(&[entry(&[])]).unwrap().by_subject["research-unit"].secondary_uses.is_empty());
+        for wrong in ["TREAT", "BTG", "research"] {
+            let error = ClientRegistry::new(&[entry(&[wrong])]).err().expect("refused").to_string();
+            assert!(error.contains("secondary_uses") && error.contains(wrong), "{error}");
+        }
     }
 }

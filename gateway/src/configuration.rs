@@ -309,6 +309,10 @@ pub struct ClientEntry {
     /// (`ClientKind::default_scopes`) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// The secondary-use purposes (v3-ActReason `HOPERAT`, `HRESCH`, `PUBHLTH`) the client is
+    /// approved for, e.g. under an s251 approval; none by default. Patients' opt-outs still apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary_uses: Vec<String>,
 }
 
 impl Default for Settings {

@@ -88,7 +88,10 @@ fn forbidden_message(rule: Rule, interaction: Interaction, resource_type: Option
         Rule::PatientSelfAccess => {
             "patients may read and search their own record, with identity proven to P9 (identity_proofing_level)".to_owned()
         }
-        Rule::SecondaryUse => "secondary-use purposes (HOPERAT, HRESCH, PUBHLTH) are not served on this API".to_owned(),
+        Rule::SecondaryUse => format!(
+            "secondary-use purposes (HOPERAT, HRESCH, PUBHLTH) are served only to clients registered for that purpose, and only \
+             for reading (read, vread, search, a resource's history); not {interaction} on {target}"
+        ),
         Rule::BearerToken | Rule::TokenClaims => format!("{interaction} on {target} is not permitted for this requester"),
     }
 }

@@ -241,7 +241,7 @@ pub fn replay_publisher(channel: &str, ods: &str) -> Option<Requester> {
 /// A publisher's system, as a registered client of `kind` for `ods` with a system token would be.
 fn publishing_system(channel: &str, kind: ClientKind, ods: OdsCode, subject: String) -> Requester {
     let scopes = SmartScopes::parse_claim("system/*.cruds").expect("a valid scope");
-    Requester::client(RegisteredClient { name: channel.into(), kind, ods: ods.clone(), scopes: scopes.clone() })
+    Requester::client(RegisteredClient { name: channel.into(), kind, ods: ods.clone(), scopes: scopes.clone(), secondary_uses: Vec::new() })
         .with_principal(Principal::System(SystemUser { subject, organisation: ods, purpose: PurposeOfUse::Treatment }, scopes))
 }
 

@@ -313,6 +313,7 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
         kind: ClientKind::Trust,
         ods: ods.clone(),
         scopes: scopes.clone(),
+        secondary_uses: Vec::new(),
     })
     .with_principal(Principal::System(
         SystemUser { subject: "demo-loader".into(), organisation: ods, purpose: PurposeOfUse::Treatment },

@@ -30,6 +30,12 @@ pub async fn scope(service: &FhirService, permit: &Permitted, targeted: &[String
         Some(Principal::Patient(patient, _)) => {
             Viewer::Patient { own: patients_with_nhs_number(service, &patient.nhs_number.to_string()).await? }
         }
+        Some(Principal::Clinician(clinician, _)) if clinician.purpose.is_secondary() => {
+            Viewer::Secondary { org: clinician.organisation.to_string(), purpose: clinician.purpose }
+        }
+        Some(Principal::System(system, _)) if system.purpose.is_secondary() => {
+            Viewer::Secondary { org: system.organisation.to_string(), purpose: system.purpose }
+        }
         Some(Principal::Clinician(clinician, _)) => Viewer::Clinician {
             org: clinician.organisation.to_string(),
             purpose: clinician.purpose,

@@ -89,6 +89,21 @@ fn push_rules<'q>(query: &mut CompiledQuery<'q>, me: &str, scope: &'q Scope) {
             }
             query.push("))))");
         }
+        Viewer::Secondary { org, purpose } => {
+            // No label exemption for the organisation's own records, and its own records in a
+            // patient's compartment are theirs to opt out of too.
+            query.push("(");
+            push_no_withheld_label(query, me, &scope.withheld_labels);
+            query.push(" AND ((NOT ");
+            push_in_compartment(query, me);
+            query.push(&format!(" AND ({me}.source_org = ")).push_bind(Bind::Text(org)).push(" OR ");
+            push_shared_type(query, me, scope);
+            query.push(")) OR (");
+            push_in_compartment(query, me);
+            query.push(&format!(" AND NOT EXISTS (SELECT 1 FROM patient_compartment {me}_p WHERE {me}_p.res_key = {me}.res_key AND "));
+            push_dissent(query, me, &format!("{me}_p.patient_id"), scope, org, purpose.code());
+            query.push("))))");
+        }
     }
 }
 
@@ -142,9 +157,19 @@ fn push_patient_permits<'q>(
     ));
     query.push_bind(Bind::Int(scope.encounter_cutoff));
     query.push(&format!(")) OR ({me}_rel.kind = 'referral' AND {me}_rel.ends >= ")).push_bind(Bind::Int(scope.referral_cutoff));
-    query.push(")))) AND NOT EXISTS (");
+    query.push(")))) AND NOT ");
+    push_dissent(query, me, patient, scope, org, purpose);
+    query.push(")");
+    if !scope.known_patients.is_empty() {
+        query.push(")");
+    }
+}
+
+/// dissent(`patient`, `me`, `org`, `purpose`): a sharing wish of the patient's in force now
+/// with a deny rule that covers the resource and no exception of that rule that does.
+fn push_dissent<'q>(query: &mut CompiledQuery<'q>, me: &str, patient: &str, scope: &'q Scope, org: &'q str, purpose: &'static str) {
     let d = format!("{me}_d");
-    query.push(&format!("SELECT 1 FROM consent_directives {d} WHERE {d}.patient_id = {patient} AND {d}.effect = 'deny' AND ({d}.starts IS NULL OR {d}.starts <= "));
+    query.push(&format!("EXISTS (SELECT 1 FROM consent_directives {d} WHERE {d}.patient_id = {patient} AND {d}.effect = 'deny' AND ({d}.starts IS NULL OR {d}.starts <= "));
     query
         .push_bind(Bind::Int(scope.now))
         .push(&format!(") AND ({d}.ends IS NULL OR {d}.ends >= "))
@@ -169,10 +194,7 @@ fn push_patient_permits<'q>(
     query.push(&format!(" AND ({e}.class IS NULL OR {e}.class = {me}.resource_type)"));
     query.push(&format!(" AND ({e}.label IS NULL OR {e}.label IN ("));
     push_labels_of(query, me, "el");
-    query.push(&format!(")) AND ({e}.purpose IS NULL OR {e}.purpose = ")).push_name(purpose).push("))))");
-    if !scope.known_patients.is_empty() {
-        query.push(")");
-    }
+    query.push(&format!(")) AND ({e}.purpose IS NULL OR {e}.purpose = ")).push_name(purpose).push(")))");
 }
 
 /// `rows.org_ods` / `rows.org_id` name organisation `org`: by ODS code, or as an Organization

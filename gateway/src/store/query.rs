@@ -1067,6 +1067,7 @@ mod tests {
             Viewer::System { org: "RXA".into() },
             Viewer::Clinician { org: "A81001".into(), purpose: PurposeOfUse::Treatment, claimed: vec!["p1".into()] },
             Viewer::Clinician { org: "A81001".into(), purpose: PurposeOfUse::EmergencyTreatment, claimed: vec![] },
+            Viewer::Secondary { org: "RXA".into(), purpose: PurposeOfUse::Research },
         ];
         for viewer in viewers {
             let mut query = SearchQuery::new(patient(), 10);

@@ -90,7 +90,7 @@ fn record() -> impl Strategy<Value = Record> {
             .prop_map(|(patient, org, ended_days_ago, source)| Record::Encounter { patient, org, ended_days_ago, source }),
         1 => (patient.clone(), org.clone(), prop_oneof![Just(20i64), Just(500)], org.clone())
             .prop_map(|(patient, org, days_ago, source)| Record::Referral { patient, org, days_ago, source }),
-        2 => (patient.clone(), 0usize..6, org.clone(), any::<bool>(), org.clone())
+        3 => (patient.clone(), 0usize..8, org.clone(), any::<bool>(), org.clone())
             .prop_map(|(patient, shape, org, in_force, source)| Record::Wish { patient, shape, org, in_force, source }),
         1 => (proptest::option::of(0usize..40), org.clone()).prop_map(|(context, source)| Record::Binary { context, source }),
         1 => (org.clone(), proptest::option::of(0usize..LABELS.len())).prop_map(|(source, label)| Record::Organization { source, label }),
@@ -100,9 +100,22 @@ fn record() -> impl Strategy<Value = Record> {
 
 #[derive(Clone, Debug)]
 enum Viewer {
-    Clinician { org: usize, emergency: bool, self_claim: Option<usize> },
-    System { org: usize },
-    Patient { patient: usize },
+    Clinician {
+        org: usize,
+        emergency: bool,
+        self_claim: Option<usize>,
+    },
+    System {
+        org: usize,
+    },
+    Patient {
+        patient: usize,
+    },
+    /// A clinician (or, `system`, a backend) approved for research.
+    Researcher {
+        org: usize,
+        system: bool,
+    },
 }
 
 fn viewer() -> impl Strategy<Value = Viewer> {
@@ -111,6 +124,7 @@ fn viewer() -> impl Strategy<Value = Viewer> {
             .prop_map(|(org, emergency, self_claim)| Viewer::Clinician { org, emergency, self_claim }),
         1 => (0usize..ORGS.len()).prop_map(|org| Viewer::System { org }),
         2 => (0usize..4).prop_map(|patient| Viewer::Patient { patient }),
+        2 => (0usize..ORGS.len(), any::<bool>()).prop_map(|(org, system)| Viewer::Researcher { org, system }),
     ]
 }
 
@@ -128,6 +142,7 @@ fn publisher(org: usize) -> Requester {
         kind: ClientKind::Trust,
         ods: ods.clone(),
         scopes: SmartScopes::parse_claim("system/*.cruds").unwrap(),
+        secondary_uses: Vec::new(),
     };
     Requester::client(client).with_principal(Principal::System(
         SystemUser { subject: "publisher".into(), organisation: ods, purpose: PurposeOfUse::Treatment },
@@ -165,6 +180,9 @@ fn wish(patient: &str, shape: usize, org: usize, in_force: bool) -> Value {
             json!({"type": "permit", "provision": [{"type": "deny", "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}]})
         }
         4 => json!({"type": "deny", "provision": [{"type": "permit", "actor": actor("IRCP")}]}),
+        // The National Data Opt-out, and a Type 1 opt-out at a practice.
+        6 => json!({"type": "deny", "purpose": secondary_uses()}),
+        7 => json!({"type": "deny", "purpose": secondary_uses(), "actor": actor("CST")}),
         _ => json!({"type": "permit", "provision": [{"type": "deny", "securityLabel": [{"system": LABELS[3].0, "code": LABELS[3].1}]}]}),
     };
     let mut provision = provision;
@@ -177,6 +195,11 @@ fn wish(patient: &str, shape: usize, org: usize, in_force: bool) -> Value {
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-6"}]}],
         "patient": {"reference": format!("Patient/{patient}")}, "provision": provision
     })
+}
+
+fn secondary_uses() -> Value {
+    let reason = |code: &str| json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": code});
+    json!([reason("HOPERAT"), reason("HRESCH"), reason("PUBHLTH")])
 }
 
 /// `resource` with these labels in `meta.security` (none: no `meta`).
@@ -296,11 +319,44 @@ impl World {
                     self_claimed: self_claim.is_some(),
                 };
                 let scopes = SmartScopes::parse_claim("user/*.rs").unwrap();
-                let client = RegisteredClient { name: "c".into(), kind: ClientKind::GpSystem, ods, scopes: scopes.clone() };
+                let client = RegisteredClient {
+                    name: "c".into(),
+                    kind: ClientKind::GpSystem,
+                    ods,
+                    scopes: scopes.clone(),
+                    secondary_uses: Vec::new(),
+                };
                 let claimed = self_claim.map(|p| vec![self.patients[p].clone()]).unwrap_or_default();
                 (Requester::client(client).with_principal(Principal::Clinician(clinician, scopes)), claimed)
             }
             Viewer::System { org } => (publisher(*org), Vec::new()),
+            Viewer::Researcher { org, system } => {
+                let ods = OdsCode::parse(ORGS[*org]).unwrap();
+                let (scopes, principal) = if *system {
+                    let scopes = SmartScopes::parse_claim("system/*.rs").unwrap();
+                    let user = SystemUser { subject: "extract".into(), organisation: ods.clone(), purpose: PurposeOfUse::Research };
+                    (scopes.clone(), Principal::System(user, scopes))
+                } else {
+                    let scopes = SmartScopes::parse_claim("user/*.rs").unwrap();
+                    let user = Clinician {
+                        subject: "researcher".into(),
+                        role: None,
+                        organisation: ods.clone(),
+                        purpose: PurposeOfUse::Research,
+                        reason: None,
+                        self_claimed: false,
+                    };
+                    (scopes.clone(), Principal::Clinician(user, scopes))
+                };
+                let client = RegisteredClient {
+                    name: "r".into(),
+                    kind: ClientKind::Trust,
+                    ods,
+                    scopes,
+                    secondary_uses: vec![PurposeOfUse::Research],
+                };
+                (Requester::client(client).with_principal(principal), Vec::new())
+            }
             Viewer::Patient { patient } => {
                 let nhs = gateway::demo::test_nhs_number(500 + *patient as u64);
                 let user = PatientUser { subject: "p".into(), nhs_number: nhs, proofing_level: "P9".into() };

@@ -27,6 +27,7 @@ mod resource_types;
 mod responses;
 mod search;
 mod search_conformance;
+mod secondary_use;
 mod sharing_wishes;
 mod tokens;
 mod validation;
