@@ -16,7 +16,7 @@ pub const CONSENT_SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/co
 pub const PATIENT_PRIVACY: &str = "patient-privacy";
 const PARTICIPATION_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
 const RESOURCE_TYPES: &str = "http://hl7.org/fhir/resource-types";
-const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+pub const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 
 /// Whether a row denies or is an exception to the deny rule of the same number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -44,7 +44,10 @@ pub async fn prepare(service: &FhirService, bytes: Vec<u8>, expected: Option<Res
         if !report.is_acceptable() {
             return Err(ApiError::Unprocessable(report.into_outcome()));
         }
-        if resource.resource_type.as_str() == "Consent" && consent::directives::is_privacy_consent(&resource.value) {
+        // A transaction resolves a placeholder or conditional reference before it writes, where
+        // the same check is made again on what it resolved to.
+        let resolved_later = resource.value["patient"]["reference"].as_str().is_some_and(|r| r.starts_with("urn:") || r.contains('?'));
+        if resource.resource_type.as_str() == "Consent" && consent::directives::is_privacy_consent(&resource.value) && !resolved_later {
             consent::directives::consent_patient(&resource.value).map_err(directive_error)?;
         }
         Ok(Validated(label(&labels, resource)?))

@@ -15,7 +15,7 @@ use crate::translate::emis::ExtractFile;
 
 /// The clinical codes the extract uses: CodeId, Term, ReadTermId, SNOMED concept (empty where
 /// the practice's system had none: the Read map or nothing supplies it), EMIS category.
-const CLINICAL_CODES: [(&str, &str, &str, &str, &str); 10] = [
+const CLINICAL_CODES: [(&str, &str, &str, &str, &str); 12] = [
     ("1001", "Asthma", "H33..00", "195967001", "Problem"),
     ("1002", "Type 2 diabetes mellitus", "C10F.00", "44054006", "Problem"),
     ("1003", "Essential hypertension", "G20..00", "59621000", "Problem"),
@@ -26,6 +26,8 @@ const CLINICAL_CODES: [(&str, &str, &str, &str, &str); 10] = [
     ("1008", "Influenza vaccination", "65E..00", "86198006", "Immunisations"),
     ("1009", "Allergy to penicillin", "", "91936005", "Allergy and adverse reaction"),
     ("1010", "Counselling session (practice code)", "EMISNQCO1", "", "Observation"),
+    ("1011", "Dissent from secondary use of GP patient identifiable data", "9Nu0.00", "827241000000103", "Observation"),
+    ("1012", "Withdrawal of dissent from secondary use of GP patient identifiable data", "9Nu1.00", "", "Observation"),
 ];
 const PROBLEM_CODES: [&str; 5] = ["1001", "1002", "1003", "1004", "1005"];
 /// CodeId, Term, dm+d product (empty: none recorded).
@@ -395,6 +397,29 @@ pub fn emis_extract(practice: &Practice, patients: &[usize], extracted: &str) ->
                 .cells(),
             );
         }
+        // One patient in twenty has a Type 1 opt-out; every other one of those withdrew it later.
+        // Their own GUIDs, so that the rest of the extract is as it was without them.
+        let opt_outs: &[(&str, &str)] = match index % 40 {
+            9 => &[("1011", "2019-05-01")],
+            29 => &[("1011", "2019-05-01"), ("1012", "2022-02-01")],
+            _ => &[],
+        };
+        for (n, (code, date)) in opt_outs.iter().enumerate() {
+            let row_guid = format!("{{9E{n:06X}{}", &patient[9..]);
+            observations.row(
+                &Observed {
+                    guid: &row_guid,
+                    date,
+                    precision: "YMD",
+                    entered: date,
+                    time: "12:00:00",
+                    code,
+                    kind: "Observation",
+                    ..Observed::new(&patient, &organisation_guid)
+                }
+                .cells(),
+            );
+        }
         if index % 5 == 2 {
             // Practice-confidential: never leaves the practice.
             let counselling = guid(&mut sequence);
@@ -592,6 +617,18 @@ pub fn systmone_extract(practice: &Practice, patients: &[usize], extracted: &str
                 &value.to_string(),
                 "mmHg",
             ]);
+        }
+        // As in the EMIS extract: a Type 1 opt-out (CTV3), withdrawn for every other one.
+        const DISSENT: &str = "Dissent from secondary use of GP patient identifiable data";
+        const WITHDRAWN: &str = "Withdrawal of dissent from secondary use of GP patient identifiable data";
+        let opt_outs: &[[&str; 4]] = match index % 40 {
+            9 => &[["XaZ89", DISSENT, "827241000000103", "01 May 2019 12:00:00"]],
+            29 => &[["XaZ89", DISSENT, "827241000000103", "01 May 2019 12:00:00"], ["9Nu1.", WITHDRAWN, "", "01 Feb 2022 12:00:00"]],
+            _ => &[],
+        };
+        for (n, [ctv3, text, snomed, when]) in opt_outs.iter().enumerate() {
+            let row_id = format!("9{patient}{n}");
+            codes.row(&[&row_id, &organisation_id, when, when, &patient, &organisation_id, "N", ctv3, text, snomed, text, "", "N", "", ""]);
         }
         let (ctv3, text, snomed) = SYSTMONE_CODES[index % 3];
         let problem_code = next_id();

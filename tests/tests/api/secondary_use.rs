@@ -51,8 +51,8 @@ fn texts(bundle: &Value) -> Vec<String> {
     texts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
+/// A gateway with a research unit registered for HRESCH, and a minter of its analysts' tokens.
+async fn with_research_unit() -> (TestApp, tests::ClientFiles) {
     let pki = tests::TestPki::new();
     let unit = pki.issue_client("research-unit", RESEARCH_UNIT, consent::ClientKind::Trust);
     let mut entry = unit.entry.clone();
@@ -62,15 +62,22 @@ async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
         database_url: None,
         configure: Some(Box::new(move |settings| settings.clients.push(entry))),
     };
-    let app = TestApp::spawn_with_pki(pki, options).await;
-    let token = |purpose: &str| {
-        app.issuers.clinician.mint(
-            tests::TEST_AUDIENCE,
-            "analyst-1",
-            3600,
-            &json!({"scope": "user/*.rs", "requesting_organization": RESEARCH_UNIT, "purpose_of_use": purpose}),
-        )
-    };
+    (TestApp::spawn_with_pki(pki, options).await, unit)
+}
+
+fn analyst_token(app: &TestApp, purpose: &str) -> String {
+    app.issuers.clinician.mint(
+        tests::TEST_AUDIENCE,
+        "analyst-1",
+        3600,
+        &json!({"scope": "user/*.rs", "requesting_organization": RESEARCH_UNIT, "purpose_of_use": purpose}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
+    let (app, unit) = with_research_unit().await;
+    let token = |purpose: &str| analyst_token(&app, purpose);
     let researcher = tests::https_client_with_token(&app.pki, Some(&unit), Some(&token("HRESCH")));
 
     // Three patients registered at the practice: one without an opt-out, one opted out
@@ -139,4 +146,41 @@ async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
         .unwrap_or_else(|| panic!("the withheld read is audited: {events:?}"));
     assert_eq!(read["purposeOfEvent"][0]["coding"][0]["code"], "HRESCH");
     assert_eq!(read["outcome"], "4", "{read}");
+}
+
+/// A practice's extract records Type 1 opt-outs as coded entries; they are filed as the sharing
+/// wishes the rules read, so a research search gets nothing the practice recorded of a patient
+/// who opted out, and everything again once they withdrew it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_1_opt_out_in_a_gp_extract_keeps_the_practice_record_from_research() {
+    use gateway::demo::{PRACTICES, test_nhs_number};
+    use gateway::translate::{Format, codes::CodeMaps};
+    let (app, unit) = with_research_unit().await;
+    let researcher = tests::https_client_with_token(&app.pki, Some(&unit), Some(&analyst_token(&app, "HRESCH")));
+    let maps = CodeMaps::demo();
+    // Patient 9 opted out in 2019; patient 29 did too, and withdrew it in 2022.
+    let indexes: Vec<usize> = (0..30).collect();
+    let emis = gateway::synthetic::emis_extract(&PRACTICES[0], &indexes, "20260301120000");
+    let systmone = gateway::synthetic::systmone_extract(&PRACTICES[1], &indexes, "20260301120000");
+    for (format, extract) in [(Format::EmisCsv, &emis), (Format::SystmOneCsv, &systmone)] {
+        let report = gateway::ingest::file_extract(&app.fhir, format, extract, &maps, None, "test").await.unwrap();
+        assert!(report.refused.is_empty() && report.filed == 30, "{report:?}");
+    }
+    assert_eq!(app.stored("Consent?status=active").await.0, 2, "one opt-out in force per practice");
+    assert_eq!(app.stored("Consent?status=inactive").await.0, 2, "one withdrawn per practice");
+
+    for (index, opted_out) in [(9usize, true), (29, false), (0, false)] {
+        let nhs = format!("{NHS}|{}", test_nhs_number(index as u64));
+        let (_, patients) = app.stored(&format!("Patient?identifier={nhs}")).await;
+        let patient = patients[0]["id"].as_str().unwrap();
+        let records = app.get(&researcher, &format!("Observation?patient={patient}&_total=accurate")).await;
+        records.assert_status(200);
+        let used = records.body["total"].as_i64().unwrap();
+        let read = app.get(&researcher, &format!("Patient/{patient}")).await;
+        if opted_out {
+            assert_eq!((used, read.status.as_u16()), (0, 404), "patient {index}: {}", records.text);
+        } else {
+            assert!(used > 0 && read.status == 200, "patient {index}: {}", records.text);
+        }
+    }
 }

@@ -91,6 +91,15 @@ async fn a_patients_wish_is_in_force_at_once_on_every_instance_and_only_for_thei
     let unreadable = first.post(&first.trust, "Consent", &by_identifier).await;
     unreadable.assert_status(422);
     assert_eq!(unreadable.expressions(), ["Consent.patient"]);
+    // A transaction's placeholder or conditional reference is resolved before the check; alone,
+    // neither names a stored patient.
+    for reference in ["urn:uuid:0d6c0c49-6f35-4f4e-9a55-3c1a4f0f7a11".to_owned(), format!("Patient?identifier={NHS}|9449305552")] {
+        let mut unresolved = share_nothing(&mine);
+        unresolved["patient"] = json!({"reference": reference});
+        let answer = first.post(&first.trust, "Consent", &unresolved).await;
+        answer.assert_status(422);
+        assert_eq!(answer.expressions(), ["Consent.patient"], "{reference}");
+    }
     // Patients write nothing else, and no batch writes.
     first.post(&me, "Observation", &observation).await.assert_status(403);
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
