@@ -515,11 +515,19 @@ impl<'a> Generator<'a> {
     }
 }
 
-/// A secondary-use requester is refused everything: a few cases of each family show it.
+/// A secondary-use requester whose client is not registered for it is refused everything: a
+/// few cases of each family show it.
 fn refused_whole(cases: Vec<Case>) -> Vec<Case> {
+    refused_families(cases, |_| true)
+}
+
+/// The families of `refused` are refused (a few cases of each show it); the rest are kept.
+fn refused_families(cases: Vec<Case>, refused: impl Fn(&str) -> bool) -> Vec<Case> {
     let mut kept: Vec<Case> = Vec::new();
     for mut case in cases {
-        if kept.iter().filter(|k| k.family == case.family).count() < REFUSED_PER_FAMILY {
+        if !refused(case.family) {
+            kept.push(case);
+        } else if kept.iter().filter(|k| k.family == case.family).count() < REFUSED_PER_FAMILY {
             case.expected = Expected::Refused { status: 403, code: None };
             kept.push(case);
         }
@@ -539,7 +547,12 @@ pub fn generate(world: &World, oracle: &Oracle, requesters: &[Requester]) -> Vec
         generator.paging();
         generator.batches();
         let cases = generator.cases;
-        all.extend(if requester.who.is_secondary_use() { refused_whole(cases) } else { cases });
+        all.extend(match &requester.who {
+            who if who.is_secondary_use() => refused_whole(cases),
+            // Secondary use reads, searches (`$everything` too) and reads histories: no batches.
+            who if who.is_researcher() => refused_families(cases, |family| family == "batch"),
+            _ => cases,
+        });
     }
     all
 }

@@ -60,10 +60,14 @@ fn publishes_as_clinician(ods: &str) -> bool {
     client_kind(ods) == ClientKind::GpSystem
 }
 
-/// One client certificate per organisation, plus a system certificate for practice A81001.
+/// One client certificate per organisation, plus a system certificate for practice A81001, and
+/// two registered for secondary uses: RXB's research unit (HRESCH) and A81001's planning
+/// service (HOPERAT).
 pub struct Certificates {
     pub organisation: HashMap<&'static str, ClientFiles>,
     pub a81001_system: ClientFiles,
+    pub rxb_research: ClientFiles,
+    pub a81001_planning: ClientFiles,
 }
 
 impl Certificates {
@@ -73,11 +77,16 @@ impl Certificates {
             .map(|ods| (*ods, pki.issue_client(&format!("matrix-{}", ods.to_lowercase()), ods, client_kind(ods))))
             .collect();
         let a81001_system = pki.issue_client("matrix-a81001-system", A81001, ClientKind::Service);
-        Self { organisation, a81001_system }
+        let mut rxb_research = pki.issue_client("matrix-rxb-research", RXB, ClientKind::Trust);
+        rxb_research.entry.secondary_uses = vec!["HRESCH".into()];
+        let mut a81001_planning = pki.issue_client("matrix-a81001-planning", A81001, ClientKind::Service);
+        a81001_planning.entry.secondary_uses = vec!["HOPERAT".into()];
+        Self { organisation, a81001_system, rxb_research, a81001_planning }
     }
 
     pub fn entries(&self) -> Vec<ClientEntry> {
-        self.organisation.values().chain([&self.a81001_system]).map(|files| files.entry.clone()).collect()
+        let extra = [&self.a81001_system, &self.rxb_research, &self.a81001_planning];
+        self.organisation.values().chain(extra).map(|files| files.entry.clone()).collect()
     }
 
     pub fn of(&self, ods: &str) -> &ClientFiles {
@@ -560,6 +569,36 @@ fn scenarios() -> Vec<Scenario> {
                 consent(json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("IRCP", RXC), actor("AUT", RXA)]}]})),
             ],
             record_sources: &[RXA, RXC, A81002],
+        },
+        Scenario {
+            key: "P13",
+            about: "National Data Opt-out (every secondary use); registered by literal reference",
+            patient_publisher: A81003,
+            registration: Registration::Practice(A81003, Literal),
+            restricted: false,
+            postcode: SHARED_POSTCODE,
+            phone: "01134960013",
+            links: vec![],
+            consents: vec![consent(json!({"type": "deny", "purpose": [purpose("HOPERAT"), purpose("HRESCH"), purpose("PUBHLTH")]}))],
+            record_sources: &[A81003, RXB, A81001],
+        },
+        Scenario {
+            key: "P14",
+            about: "Type 1 opt-out at A81001 (what A81001 recorded, every secondary use); no research (HRESCH) of what RXA recorded",
+            patient_publisher: A81001,
+            registration: Registration::Practice(A81001, Logical),
+            restricted: false,
+            postcode: "LS1 4AP",
+            phone: "01134960014",
+            links: vec![],
+            consents: vec![
+                consent(json!({"type": "deny", "actor": [actor("CST", A81001)],
+                    "purpose": [purpose("HOPERAT"), purpose("HRESCH"), purpose("PUBHLTH")]})),
+                consent(
+                    json!({"type": "permit", "provision": [{"type": "deny", "actor": [actor("AUT", RXA)], "purpose": [purpose("HRESCH")]}]}),
+                ),
+            ],
+            record_sources: &[A81001, RXA, RXB],
         },
     ]
 }

@@ -31,7 +31,8 @@ pub enum Purpose {
     Treat,
     /// `ETREAT` or `BTG`, with a reason.
     Emergency(&'static str),
-    /// `HOPERAT`, `HRESCH`, `PUBHLTH`: refused before any data is read.
+    /// `HOPERAT`, `HRESCH`, `PUBHLTH`: refused before any data is read unless the client is
+    /// registered for the purpose (then the requester is a [`Who::Researcher`]).
     Secondary(&'static str),
 }
 
@@ -47,14 +48,32 @@ impl Purpose {
 /// Who is asking, as the rules see it.
 #[derive(Clone, Debug)]
 pub enum Who {
-    Patient { nhs: String },
-    Clinician { org: &'static str, purpose: Purpose, self_claim: bool },
-    System { org: &'static str },
+    Patient {
+        nhs: String,
+    },
+    Clinician {
+        org: &'static str,
+        purpose: Purpose,
+        self_claim: bool,
+    },
+    System {
+        org: &'static str,
+    },
+    /// A clinician or system of `org` whose client is registered for this secondary use.
+    Researcher {
+        org: &'static str,
+        purpose: Purpose,
+    },
 }
 
 impl Who {
+    /// A secondary use through a client not registered for it: refused everything.
     pub fn is_secondary_use(&self) -> bool {
         matches!(self, Who::Clinician { purpose: Purpose::Secondary(_), .. })
+    }
+
+    pub fn is_researcher(&self) -> bool {
+        matches!(self, Who::Researcher { .. })
     }
 
     pub fn is_patient(&self) -> bool {
@@ -584,6 +603,18 @@ impl<'w> Oracle<'w> {
                     _ => (self.relationship(patient, org) || claim.contains(patient)) && !self.dissent(patient, index, org, *purpose),
                 })
             }
+            // Secondary use: nothing sensitive or confidential whoever published it; outside
+            // any record, its own and shared reference data; in one, every patient's opt-outs
+            // (their own organisation's records too), with no relationship needed.
+            Who::Researcher { org, purpose } => {
+                if confidential || sensitive {
+                    return false;
+                }
+                if patients.is_empty() {
+                    return stored.source == *org || shared;
+                }
+                patients.iter().all(|patient| !self.dissent(patient, index, org, *purpose))
+            }
         }
     }
 
@@ -621,7 +652,7 @@ impl<'w> Oracle<'w> {
         }
         match who {
             Who::Patient { nhs } => !self.patients_with_nhs_number(nhs).contains(patient),
-            Who::Clinician { org, .. } | Who::System { org } => !self.registered(patient, org),
+            Who::Clinician { org, .. } | Who::System { org } | Who::Researcher { org, .. } => !self.registered(patient, org),
         }
     }
 }

@@ -48,6 +48,23 @@ fn system(app: &TestApp, certificates: &Certificates, org: &'static str) -> Requ
     }
 }
 
+/// An analyst of RXB's research unit (a clinician token, HRESCH) or A81001's planning service
+/// (a system token, HOPERAT), each through the certificate registered for that purpose.
+fn researcher(app: &TestApp, certificates: &Certificates, org: &'static str, purpose: &'static str) -> Requester {
+    let (files, token) = if org == RXB {
+        let claims = json!({"scope": "user/*.rs", "requesting_organization": org, "purpose_of_use": purpose});
+        (&certificates.rxb_research, app.issuers.clinician.mint(TEST_AUDIENCE, "analyst-rxb", 7200, &claims))
+    } else {
+        let claims = json!({"scope": "system/*.rs", "requesting_organization": org, "purpose_of_use": purpose});
+        (&certificates.a81001_planning, app.issuers.system.mint(TEST_AUDIENCE, "planning-a81001", 7200, &claims))
+    };
+    Requester {
+        name: format!("researcher {org} {purpose}"),
+        who: Who::Researcher { org, purpose: Purpose::Secondary(purpose) },
+        client: https_client_with_token(&app.pki, Some(files), Some(&token)),
+    }
+}
+
 /// A P9 patient, through the portal's certificate or (as the harness allows) without one.
 fn patient(app: &TestApp, label: &str, nhs: &str, through_portal: bool) -> Requester {
     let token = app.issuers.patient_token(nhs, "P9");
@@ -71,6 +88,7 @@ pub fn all(app: &TestApp, certificates: &Certificates, world: &World) -> Vec<Req
         clinician(app, certificates, A81002, Purpose::Secondary("HRESCH"), false),
     ]);
     requesters.extend([RXA, RXB, A81001, X09].into_iter().map(|org| system(app, certificates, org)));
+    requesters.extend([researcher(app, certificates, RXB, "HRESCH"), researcher(app, certificates, A81001, "HOPERAT")]);
     for (key, through_portal) in [("P0", true), ("P1", true), ("P5", false), ("P10", true)] {
         let fixture = world.patient(key);
         requesters.push(patient(app, key, &fixture.nhs, through_portal));
