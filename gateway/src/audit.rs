@@ -196,7 +196,7 @@ pub struct AuditMetrics {
 const MAX_BATCH: usize = 512;
 
 impl AuditTrail {
-    pub fn start(store: Arc<SqlStore>) -> Self {
+    pub fn start(store: Arc<SqlStore>, key: AuditKey) -> Self {
         let (sender, mut receiver) = mpsc::channel::<Pending>(8 * MAX_BATCH);
         let writer = store.clone();
         let metrics = AuditMetrics::default();
@@ -215,7 +215,7 @@ impl AuditTrail {
                 let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.event, p.recorded, p.patients), p.done)).unzip();
                 let events = records.len();
                 let started = std::time::Instant::now();
-                let result = match writer.append_audit(head.take(), &records).await {
+                let result = match writer.append_audit(&key, head.take(), &records).await {
                     Ok(next) => {
                         head = Some(next);
                         Ok(())
@@ -500,21 +500,111 @@ impl AuditRecord {
     }
 }
 
-/// The hash of a record: over the previous record's hash, its sequence number, its time and its
-/// text, each on its own line.
-pub fn chain_hash(previous: &str, seq: i64, recorded: i64, text: &str) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(previous.as_bytes());
-    context.update(format!("\n{seq}\n{recorded}\n").as_bytes());
-    context.update(text.as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = context.finish();
-    let mut hex = String::with_capacity(64);
-    for byte in digest.as_ref() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+/// The key the trail's hashes are keyed with (HMAC-SHA-256). Without it, a record cannot be
+/// edited and the chain after it recomputed to hide the edit: `audit verify` would find every
+/// recomputed hash wrong.
+#[derive(Clone)]
+pub struct AuditKey(ring::hmac::Key);
+
+/// How a keyed hash is written: the algorithm, then the hex of the tag. Hashes written before
+/// the trail was keyed are bare hex (SHA-256) and are accepted only before the first keyed one.
+pub const KEYED_PREFIX: &str = "hmac-sha256:";
+
+impl AuditKey {
+    /// The smallest key accepted, in bytes (HMAC-SHA-256's block-size-independent strength).
+    pub const MIN_BYTES: usize = 32;
+
+    pub fn new(secret: &[u8]) -> Self {
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
     }
-    hex
+
+    /// The key in `settings.key_file`; made (32 random bytes, readable by this user only) when
+    /// the file is missing and `settings.generate_key` allows it.
+    pub fn load(settings: &crate::configuration::AuditSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = &settings.key_file;
+        if !path.exists() {
+            anyhow::ensure!(
+                settings.generate_key,
+                "the audit key file {} is missing: restore it (the trail cannot be checked without it), or set \
+                 audit.generate_key = true to start a new key",
+                path.display()
+            );
+            let mut secret = [0u8; Self::MIN_BYTES];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| anyhow::anyhow!("no randomness for the audit key"))?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+            }
+            crate::certs::write_secret(path, &format!("{}\n", hex(&secret)))
+                .with_context(|| format!("failed to write the audit key to {}", path.display()))?;
+            tracing::warn!(file = %path.display(), "made a new audit key: keep a copy apart from the database and its backups");
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read the audit key {}", path.display()))?;
+        let secret = unhex(text.trim()).with_context(|| format!("the audit key {} is not hex", path.display()))?;
+        anyhow::ensure!(
+            secret.len() >= Self::MIN_BYTES,
+            "the audit key {} holds {} bytes; it needs at least {}",
+            path.display(),
+            secret.len(),
+            Self::MIN_BYTES
+        );
+        Ok(Self::new(&secret))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
+}
+
+fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(text.len().is_multiple_of(2) && text.is_ascii(), "an odd number of hex digits");
+    (0..text.len()).step_by(2).map(|at| Ok(u8::from_str_radix(&text[at..at + 2], 16)?)).collect()
+}
+
+/// What a record's hash covers: the previous record's hash, its sequence number, its time and
+/// its text, each on its own line.
+fn chained_text(previous: &str, seq: i64, recorded: i64, text: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(previous.len() + text.len() + 48);
+    message.extend_from_slice(previous.as_bytes());
+    message.extend_from_slice(format!("\n{seq}\n{recorded}\n").as_bytes());
+    message.extend_from_slice(text.as_bytes());
+    message
+}
+
+/// The hash of a record: an HMAC under the trail's key.
+pub fn chain_hash(key: &AuditKey, previous: &str, seq: i64, recorded: i64, text: &str) -> String {
+    let tag = ring::hmac::sign(&key.0, &chained_text(previous, seq, recorded, text));
+    format!("{KEYED_PREFIX}{}", hex(tag.as_ref()))
+}
+
+/// Refuse to extend a trail this key did not write: its last record's hash must be this key's
+/// (or unkeyed, from before the trail was keyed). Every instance of a gateway uses one key; an
+/// instance started with another would begin a stretch of the chain that never verifies.
+pub async fn check_key(store: &SqlStore, key: &AuditKey, key_file: &std::path::Path) -> anyhow::Result<()> {
+    let (seq, _) = store.audit_head().await?;
+    // A head naming no record is for `audit verify` to report.
+    let Some(last) = store.audit_records(seq - 1, 1).await?.pop().filter(|record| record.seq == seq) else { return Ok(()) };
+    if last.hash.starts_with(KEYED_PREFIX) && chain_hash(key, &last.previous, last.seq, last.recorded, &last.text) != last.hash {
+        anyhow::bail!(
+            "the audit key in {} is not the key the audit trail was written with (its last record, {seq}, does not verify): \
+             give every instance of the gateway the same key file; `hie-gateway audit verify` checks the whole trail",
+            key_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The hash records had before the trail was keyed (plain SHA-256): still checked, so a trail
+/// begun by an older gateway verifies, but anyone could recompute it.
+fn unkeyed_hash(previous: &str, seq: i64, recorded: i64, text: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, &chained_text(previous, seq, recorded, text)).as_ref())
 }
 
 /// The hash a chain starts from.
@@ -523,12 +613,22 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// What `audit verify` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { records: i64, head: String },
-    Broken { at: i64, reason: String },
+    /// `unkeyed`: the records at the start written before the trail was keyed.
+    Intact {
+        records: i64,
+        head: String,
+        unkeyed: i64,
+    },
+    Broken {
+        at: i64,
+        reason: String,
+    },
 }
 
-/// Walk the trail in order and check every link; then that the head names the last record.
-pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
+/// Walk the trail in order and check every link under `key`; then that the head names the last
+/// record.
+pub async fn verify(store: &SqlStore, key: &AuditKey) -> Result<Verdict, StoreError> {
+    let mut unkeyed = 0;
     let mut expected_seq = 1;
     let mut previous = GENESIS.to_owned();
     let mut after = 0;
@@ -560,10 +660,24 @@ pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
                     ),
                 });
             }
-            if chain_hash(&record.previous, record.seq, record.recorded, &record.text) != record.hash {
+            let expected = if record.hash.starts_with(KEYED_PREFIX) {
+                chain_hash(key, &record.previous, record.seq, record.recorded, &record.text)
+            } else if unkeyed == record.seq - 1 {
+                unkeyed += 1;
+                unkeyed_hash(&record.previous, record.seq, record.recorded, &record.text)
+            } else {
                 return Ok(Verdict::Broken {
                     at: record.seq,
-                    reason: format!("record {} was edited: its hash does not match its content", record.seq),
+                    reason: format!("record {} has an unkeyed hash after keyed records: it was rewritten without the key", record.seq),
+                });
+            };
+            if expected != record.hash {
+                return Ok(Verdict::Broken {
+                    at: record.seq,
+                    reason: format!(
+                        "record {} was edited: its hash does not match its content (or the key is not the one it was written with)",
+                        record.seq
+                    ),
                 });
             }
             if indexed.remove(&record.seq).unwrap_or_default() != record.patients() {
@@ -587,7 +701,7 @@ pub async fn verify(store: &SqlStore) -> Result<Verdict, StoreError> {
             reason: format!("the trail ends at record {last} but its head names record {head_seq}: records were removed from its end"),
         });
     }
-    Ok(Verdict::Intact { records: last, head: previous })
+    Ok(Verdict::Intact { records: last, head: previous, unkeyed })
 }
 
 /// `GET /fhir/r4/$access-log`: the signed-in patient's "who looked at my record" — the audit
@@ -751,11 +865,37 @@ mod tests {
 
     #[test]
     fn the_chain_hash_covers_every_part() {
-        let base = chain_hash(GENESIS, 1, 10, "{}");
-        assert_ne!(base, chain_hash(GENESIS, 2, 10, "{}"));
-        assert_ne!(base, chain_hash(GENESIS, 1, 11, "{}"));
-        assert_ne!(base, chain_hash(GENESIS, 1, 10, "{ }"));
-        assert_ne!(base, chain_hash(&base, 1, 10, "{}"));
-        assert_eq!(base.len(), 64);
+        let key = AuditKey::new(&[7; 32]);
+        let base = chain_hash(&key, GENESIS, 1, 10, "{}");
+        assert_ne!(base, chain_hash(&key, GENESIS, 2, 10, "{}"));
+        assert_ne!(base, chain_hash(&key, GENESIS, 1, 11, "{}"));
+        assert_ne!(base, chain_hash(&key, GENESIS, 1, 10, "{ }"));
+        assert_ne!(base, chain_hash(&key, &base, 1, 10, "{}"));
+        // Only the key makes it: the same content under another key, or unkeyed, differs.
+        assert_ne!(base, chain_hash(&AuditKey::new(&[8; 32]), GENESIS, 1, 10, "{}"));
+        assert_ne!(base.trim_start_matches(KEYED_PREFIX), unkeyed_hash(GENESIS, 1, 10, "{}"));
+        assert!(base.starts_with(KEYED_PREFIX) && base.len() == KEYED_PREFIX.len() + 64, "{base}");
+    }
+
+    #[test]
+    fn the_key_is_made_once_kept_private_and_refused_when_short_or_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::configuration::AuditSettings { key_file: dir.path().join("keys/audit.key"), generate_key: true };
+        let made = AuditKey::load(&settings).unwrap();
+        let again = AuditKey::load(&settings).unwrap();
+        assert_eq!(chain_hash(&made, GENESIS, 1, 1, "x"), chain_hash(&again, GENESIS, 1, 1, "x"), "the same key, read back");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&settings.key_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by the gateway's user only: {mode:o}");
+        }
+        std::fs::write(&settings.key_file, "abcd\n").unwrap();
+        assert!(AuditKey::load(&settings).err().unwrap().to_string().contains("at least 32"));
+        std::fs::write(&settings.key_file, "not hex at all, not hex at all, not hex at all, not hex at all!").unwrap();
+        assert!(AuditKey::load(&settings).is_err());
+        let missing = crate::configuration::AuditSettings { key_file: dir.path().join("gone.key"), generate_key: false };
+        assert!(AuditKey::load(&missing).err().unwrap().to_string().contains("missing"));
+        assert!(!missing.key_file.exists());
     }
 }

@@ -317,12 +317,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async {
+                // Checking needs the key the gateway writes with, never a new one.
+                let key_settings = crate::configuration::AuditSettings { generate_key: false, ..settings.audit.clone() };
+                let key = crate::audit::AuditKey::load(&key_settings)?;
                 let store = connect_one(&settings).await?;
-                let verdict = crate::audit::verify(&store).await;
+                let verdict = crate::audit::verify(&store, &key).await;
                 store.close().await;
                 match verdict? {
-                    crate::audit::Verdict::Intact { records, head } => {
+                    crate::audit::Verdict::Intact { records, head, unkeyed } => {
                         println!("audit trail intact: {records} records; head {head}");
+                        if unkeyed > 0 {
+                            println!(
+                                "warning: records 1 to {unkeyed} were written before the trail was keyed; their hashes could be \
+                                 recomputed by anyone who can write the database"
+                            );
+                        }
                         Ok(())
                     }
                     crate::audit::Verdict::Broken { at, reason } => anyhow::bail!("audit trail broken at record {at}: {reason}"),
@@ -534,7 +543,9 @@ pub async fn ingest(
     });
     // The run is one record in the audit trail: who ran it, and every version it wrote with the
     // patients they belong to, as an MLLP message's record says.
-    let audit = crate::audit::AuditTrail::start(store.clone());
+    let audit_key = crate::audit::AuditKey::load(&settings.audit)?;
+    crate::audit::check_key(&store, &audit_key, &settings.audit.key_file).await?;
+    let audit = crate::audit::AuditTrail::start(store.clone(), audit_key);
     let operator = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
     let note = crate::audit::AuditNote {
         method: "CLI".into(),

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_FILE: &str = "hie-gateway.toml";
 
 /// The sections environment variables may set.
-const SECTIONS: [&str; 13] =
-    ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "consent", "portal", "translation"];
+const SECTIONS: [&str; 14] =
+    ["server", "tls", "database", "redis", "cache", "limits", "log", "auth", "mllp", "labels", "consent", "portal", "translation", "audit"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +36,28 @@ pub struct Settings {
     pub portal: PortalSettings,
     pub translation: TranslationSettings,
     #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
     pub clients: Vec<ClientEntry>,
+}
+
+/// The audit trail's key: its records' hashes are HMACs under it, so whoever can write the
+/// database but not read this file cannot edit a record and recompute the chain to hide it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A file holding the key as hex (at least 32 bytes); keep it off the database's host and
+    /// out of its backups.
+    pub key_file: PathBuf,
+    /// Make a new key when the file is missing (the embedded default); a production gateway
+    /// sets `false`, so a lost key stops it instead of starting a chain no one can check.
+    pub generate_key: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { key_file: "data/audit.key".into(), generate_key: true }
+    }
 }
 
 /// Code maps for translation: the NHS Data Migration tables (`rcsctmap2_uk_*.txt` for Read v2,
@@ -368,6 +389,7 @@ impl Default for Settings {
             consent: consent::AccessPolicy::default(),
             portal: PortalSettings::default(),
             translation: TranslationSettings::default(),
+            audit: AuditSettings::default(),
             clients: Vec::new(),
         }
     }

@@ -83,7 +83,9 @@ impl Application {
         let fhir = Arc::new(fhir);
         let ingest = Arc::new(crate::ingest::Hl7v2Ingest::new(fhir.clone(), store.clone(), &settings.mllp, "http"));
         let sign_in = crate::portal::SignIn::from_settings(&settings.portal, &settings.auth.issuers, &base_url)?;
-        let audit = crate::audit::AuditTrail::start(store.clone());
+        let audit_key = crate::audit::AuditKey::load(&settings.audit)?;
+        crate::audit::check_key(&store, &audit_key, &settings.audit.key_file).await?;
+        let audit = crate::audit::AuditTrail::start(store.clone(), audit_key);
         let portal = Arc::new(crate::portal::Portal::new(sign_in, Duration::from_secs(settings.portal.session_idle_minutes.max(1) * 60)));
         // Rate limits and portal sessions are shared through Redis when it is configured.
         if let Some(url) = &settings.redis.url {

@@ -270,6 +270,13 @@ pub fn test_settings(pki: &TestPki, issuers: &TestIssuers, database_url: String)
     settings.auth.dev_issuers = Some(false);
     settings.auth.issuers = issuers.entries(pki.dir.path());
     settings.mllp.listen = "127.0.0.1:0".parse().unwrap();
+    // One key for every test gateway, as the instances of one deployment share theirs: tests
+    // that start a second instance on the same database need no more set-up.
+    let key_file = pki.dir.path().join("audit.key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, format!("{}\n", "7e57".repeat(16))).unwrap();
+    }
+    settings.audit.key_file = key_file;
     settings
 }
 
@@ -384,6 +391,12 @@ impl TestApp {
         let kept = store.rejected_inputs(1_000).await.unwrap();
         store.close().await;
         kept
+    }
+
+    /// The key the gateway's audit trail is written with (made when it started).
+    pub fn audit_key(&self) -> gateway::audit::AuditKey {
+        let settings = gateway::configuration::AuditSettings { key_file: self.pki.dir.path().join("audit.key"), generate_key: false };
+        gateway::audit::AuditKey::load(&settings).expect("the gateway made its audit key")
     }
 
     /// The audit trail as FHIR AuditEvents, oldest first.

@@ -448,12 +448,16 @@ struct ChainedRecord {
 }
 
 /// Number and hash `events` after `head`; returns them and the new head.
-fn chain(head: &(i64, String), events: &[(String, i64, Vec<String>)]) -> Result<(Vec<ChainedRecord>, (i64, String)), StoreError> {
+fn chain(
+    key: &crate::audit::AuditKey,
+    head: &(i64, String),
+    events: &[(String, i64, Vec<String>)],
+) -> Result<(Vec<ChainedRecord>, (i64, String)), StoreError> {
     let (mut seq, mut previous) = head.clone();
     let mut records = Vec::with_capacity(events.len());
     for (event, recorded, patients) in events {
         seq += 1;
-        let hash = crate::audit::chain_hash(&previous, seq, *recorded, event);
+        let hash = crate::audit::chain_hash(key, &previous, seq, *recorded, event);
         let patients = serde_json::to_string(patients).map_err(|e| StoreError::Internal(e.into()))?;
         records.push(ChainedRecord {
             seq,
@@ -709,6 +713,7 @@ impl SqlStore {
     /// head. (Not counted in `hie_store_operations_total`, which shows the data requests reach.)
     pub async fn append_audit(
         &self,
+        key: &crate::audit::AuditKey,
         head: Option<(i64, String)>,
         events: &[(String, i64, Vec<String>)],
     ) -> Result<(i64, String), StoreError> {
@@ -720,7 +725,7 @@ impl SqlStore {
         // sequence numbers collide; under load that can happen several times in a row.
         const ATTEMPTS: u32 = 32;
         for attempt in 0..ATTEMPTS {
-            let (records, next) = chain(&head, events)?;
+            let (records, next) = chain(key, &head, events)?;
             let mut insert = bulk_insert_in(
                 self.dialect(),
                 "audit_log",

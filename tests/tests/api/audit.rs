@@ -27,7 +27,7 @@ async fn recorded_statuses(store: &SqlStore) -> Vec<u16> {
 
 async fn verdict(app: &TestApp) -> Verdict {
     let store = store(app).await;
-    let verdict = gateway::audit::verify(&store).await.unwrap();
+    let verdict = gateway::audit::verify(&store, &app.audit_key()).await.unwrap();
     store.close().await;
     verdict
 }
@@ -124,6 +124,56 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
 
     app.execute_sql(&format!("DELETE FROM audit_log WHERE seq = {total}")).await;
     assert!(matches!(verdict(&app).await, Verdict::Broken { ref reason, .. } if reason.contains("end")), "{:?}", verdict(&app).await);
+}
+
+/// Whoever can write the database but has not the audit key cannot edit a record and recompute
+/// the chain after it: the hashes are HMACs under the key, which is kept apart from the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_cannot_be_covered_up_without_the_audit_key() {
+    use gateway::audit::{AuditKey, KEYED_PREFIX, chain_hash};
+    let app = TestApp::spawn().await;
+    let patient = app.create(&tests::fixture("resources/Patient.json")).await;
+    for _ in 0..3 {
+        app.get(&app.trust, &format!("Patient/{patient}")).await.assert_status(200);
+    }
+    let trail = store(&app).await;
+    let records = trail.audit_records(0, 100).await.unwrap();
+    trail.close().await;
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|record| record.hash.starts_with(KEYED_PREFIX)), "every record is keyed");
+    assert!(matches!(verdict(&app).await, Verdict::Intact { records: 4, unkeyed: 0, .. }));
+    // An instance given another key refuses to extend this trail, rather than start a stretch
+    // of it that never verifies.
+    let mut settings = tests::test_settings(&app.pki, &app.issuers, app.database_url.clone());
+    settings.audit.key_file = app.pki.dir.path().join("another.key");
+    std::fs::write(&settings.audit.key_file, "ab".repeat(32)).unwrap();
+    let refused = gateway::startup::Application::build(settings).await.err().expect("an instance with another key does not start");
+    assert!(refused.to_string().contains("not the key the audit trail was written with"), "{refused:#}");
+
+    // Record 2 says the read was refused, and every hash from there is recomputed under a key
+    // the forger made up; the head is moved to match.
+    let forged = AuditKey::new(&[0x42; 32]);
+    let mut previous = records[0].hash.clone();
+    for record in &records[1..] {
+        let text = if record.seq == 2 { record.text.replacen("200", "403", 1) } else { record.text.clone() };
+        assert!(record.seq != 2 || text != record.text, "the forger changed something: {}", record.text);
+        let hash = chain_hash(&forged, &previous, record.seq, record.recorded, &text);
+        let quoted = text.replace('\'', "''");
+        app.execute_sql(&format!(
+            "UPDATE audit_log SET event = '{quoted}', previous = '{previous}', hash = '{hash}' WHERE seq = {}",
+            record.seq
+        ))
+        .await;
+        previous = hash;
+    }
+    app.execute_sql(&format!("UPDATE audit_head SET hash = '{previous}' WHERE id = 1")).await;
+    let found = verdict(&app).await;
+    assert!(matches!(found, Verdict::Broken { at: 2, ref reason } if reason.contains("edited")), "{found:?}");
+    // Checked with another key, the untouched first record already fails.
+    let trail = store(&app).await;
+    let other = gateway::audit::verify(&trail, &forged).await.unwrap();
+    trail.close().await;
+    assert!(matches!(other, Verdict::Broken { at: 1, ref reason } if reason.contains("key")), "{other:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
