@@ -358,7 +358,7 @@ impl PatientFacts {
                         && exception.rule == deny.rule
                         && exception.effect == Effect::Except
                         && exception.recipient.as_deref().is_none_or(|r| r == org)
-                        && exception.purpose.as_deref().is_none_or(|p| p == purpose)
+                        && exception_purpose_holds(exception, purpose)
                 })
         })
     }
@@ -389,8 +389,20 @@ fn exception_applies(exception: &DirectiveRow, resource: &ResourceFacts, org: &s
         && exception.source.as_deref().is_none_or(|s| resource.source.as_deref() == Some(s))
         && exception.class.as_deref().is_none_or(|c| c == resource.resource_type)
         && exception.label.as_deref().is_none_or(|l| resource.has_label(l))
-        && exception.purpose.as_deref().is_none_or(|p| p == purpose)
+        && exception_purpose_holds(exception, purpose)
 }
+
+/// An exception that names no purpose lets an organisation through for care only: "share only
+/// with my practice" does not hand the practice's research unit the whole record.
+pub fn exception_purpose_holds(exception: &DirectiveRow, purpose: &str) -> bool {
+    match exception.purpose.as_deref() {
+        Some(named) => named == purpose,
+        None => !SECONDARY_PURPOSES.contains(&purpose),
+    }
+}
+
+/// The v3-ActReason codes of the secondary uses.
+pub const SECONDARY_PURPOSES: [&str; 3] = ["HOPERAT", "HRESCH", "PUBHLTH"];
 
 /// Why a resource is withheld, for logs and the audit trail (never for the requester).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -764,6 +776,21 @@ mod tests {
         assert!(decide_for(&planner, &record("RXB", &[], &["p1"]), &no_research).is_visible());
         let nothing = with_consent(patient("p1", &[]), json!({"type": "deny"}));
         assert_eq!(decide_for(&planner, &record("RXB", &[], &["p1"]), &nothing), Visibility::Withheld(Withheld::OptedOut));
+        // "Share only with RXA" lets RXA through for care, not its research unit; an exception
+        // naming the purpose does.
+        let ircp = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]});
+        let rxa = json!({"identifier": {"system": fhir_models::system::ODS_ORGANIZATION_CODE, "value": "RXA"}});
+        let only_rxa = with_consent(
+            patient("p1", &[(Registered, "RXA", None)]),
+            json!({"type": "deny", "provision": [{"type": "permit", "actor": [{"role": ircp, "reference": rxa}]}]}),
+        );
+        assert!(decide_for(&clinician("RXA", PurposeOfUse::Treatment), &record("RXB", &[], &["p1"]), &only_rxa).is_visible());
+        assert_eq!(decide_for(&researcher, &record("RXB", &[], &["p1"]), &only_rxa), Visibility::Withheld(Withheld::OptedOut));
+        let research_too = with_consent(
+            patient("p1", &[]),
+            json!({"type": "deny", "provision": [{"type": "permit", "actor": [{"role": ircp, "reference": rxa}], "purpose": [purposes[1]]}]}),
+        );
+        assert!(decide_for(&researcher, &record("RXB", &[], &["p1"]), &research_too).is_visible());
         // Unknown wishes are not taken as consent.
         assert_eq!(decide(&researcher, &record("RXB", &[], &["p1"]), |_| None), Visibility::Withheld(Withheld::OptedOut));
         // Sensitive and practice-confidential records are not used, whoever recorded them.

@@ -507,7 +507,8 @@ impl AuditRecord {
 pub struct AuditKey(ring::hmac::Key);
 
 /// How a keyed hash is written: the algorithm, then the hex of the tag. Hashes written before
-/// the trail was keyed are bare hex (SHA-256) and are accepted only before the first keyed one.
+/// the trail was keyed are bare hex (SHA-256): `verify` accepts them only up to the record the
+/// operator names (anyone could write a whole trail of them).
 pub const KEYED_PREFIX: &str = "hmac-sha256:";
 
 impl AuditKey {
@@ -536,9 +537,12 @@ impl AuditKey {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
             }
-            crate::certs::write_secret(path, &format!("{}\n", hex(&secret)))
-                .with_context(|| format!("failed to write the audit key to {}", path.display()))?;
-            tracing::warn!(file = %path.display(), "made a new audit key: keep a copy apart from the database and its backups");
+            // Created only if still missing: two instances starting at once keep one key.
+            if create_secret(path, &format!("{}\n", hex(&secret)))
+                .with_context(|| format!("failed to write the audit key to {}", path.display()))?
+            {
+                tracing::warn!(file = %path.display(), "made a new audit key: keep a copy apart from the database and its backups");
+            }
         }
         let text = std::fs::read_to_string(path).with_context(|| format!("failed to read the audit key {}", path.display()))?;
         let secret = unhex(text.trim()).with_context(|| format!("the audit key {} is not hex", path.display()))?;
@@ -550,6 +554,21 @@ impl AuditKey {
             Self::MIN_BYTES
         );
         Ok(Self::new(&secret))
+    }
+}
+
+/// Write `contents` to a new file readable by this user only; `false` when the file exists.
+fn create_secret(path: &std::path::Path, contents: &str) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut file) => {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(error) => Err(error),
     }
 }
 
@@ -591,7 +610,17 @@ pub async fn check_key(store: &SqlStore, key: &AuditKey, key_file: &std::path::P
     let (seq, _) = store.audit_head().await?;
     // A head naming no record is for `audit verify` to report.
     let Some(last) = store.audit_records(seq - 1, 1).await?.pop().filter(|record| record.seq == seq) else { return Ok(()) };
-    if last.hash.starts_with(KEYED_PREFIX) && chain_hash(key, &last.previous, last.seq, last.recorded, &last.text) != last.hash {
+    if !last.hash.starts_with(KEYED_PREFIX) {
+        // Said on every start until keyed records follow: the number belongs in the operator's
+        // own records, apart from the database, since the unkeyed records cannot prove it.
+        tracing::warn!(
+            unkeyed_until = seq,
+            "the audit trail's records up to {seq} were written before it was keyed: check it with \
+             `hie-gateway audit verify --unkeyed-until {seq}`, and note that number somewhere apart from the database"
+        );
+        return Ok(());
+    }
+    if chain_hash(key, &last.previous, last.seq, last.recorded, &last.text) != last.hash {
         anyhow::bail!(
             "the audit key in {} is not the key the audit trail was written with (its last record, {seq}, does not verify): \
              give every instance of the gateway the same key file; `hie-gateway audit verify` checks the whole trail",
@@ -626,8 +655,9 @@ pub enum Verdict {
 }
 
 /// Walk the trail in order and check every link under `key`; then that the head names the last
-/// record.
-pub async fn verify(store: &SqlStore, key: &AuditKey) -> Result<Verdict, StoreError> {
+/// record. Records up to `unkeyed_until` may carry the unkeyed hashes of a gateway older than
+/// the key; no other record may.
+pub async fn verify(store: &SqlStore, key: &AuditKey, unkeyed_until: i64) -> Result<Verdict, StoreError> {
     let mut unkeyed = 0;
     let mut expected_seq = 1;
     let mut previous = GENESIS.to_owned();
@@ -662,13 +692,17 @@ pub async fn verify(store: &SqlStore, key: &AuditKey) -> Result<Verdict, StoreEr
             }
             let expected = if record.hash.starts_with(KEYED_PREFIX) {
                 chain_hash(key, &record.previous, record.seq, record.recorded, &record.text)
-            } else if unkeyed == record.seq - 1 {
+            } else if record.seq <= unkeyed_until && unkeyed == record.seq - 1 {
                 unkeyed += 1;
                 unkeyed_hash(&record.previous, record.seq, record.recorded, &record.text)
             } else {
                 return Ok(Verdict::Broken {
                     at: record.seq,
-                    reason: format!("record {} has an unkeyed hash after keyed records: it was rewritten without the key", record.seq),
+                    reason: format!(
+                        "record {} has an unkeyed hash: it was written without the audit key (a trail begun by a gateway older \
+                         than the key is checked with --unkeyed-until and the last record that gateway wrote)",
+                        record.seq
+                    ),
                 });
             };
             if expected != record.hash {

@@ -134,7 +134,13 @@ enum AuditCommand {
     /// Recompute the audit trail's hash chain and say whether any record was edited, deleted or
     /// reordered (exit status 1, naming the first such record). Prints the head hash: keep it
     /// elsewhere to prove later that no record was removed from the end.
-    Verify,
+    Verify {
+        /// The last record written before the trail was keyed (by a gateway older than the
+        /// audit key; the gateway logs the number when it first keys such a trail). Records up
+        /// to it may carry unkeyed hashes; any other unkeyed record is a forgery.
+        #[arg(long, default_value_t = 0)]
+        unkeyed_until: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,7 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit { command: AuditCommand::Verify { unkeyed_until } } => {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async {
@@ -321,15 +327,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let key_settings = crate::configuration::AuditSettings { generate_key: false, ..settings.audit.clone() };
                 let key = crate::audit::AuditKey::load(&key_settings)?;
                 let store = connect_one(&settings).await?;
-                let verdict = crate::audit::verify(&store, &key).await;
+                let verdict = crate::audit::verify(&store, &key, unkeyed_until).await;
                 store.close().await;
                 match verdict? {
                     crate::audit::Verdict::Intact { records, head, unkeyed } => {
                         println!("audit trail intact: {records} records; head {head}");
                         if unkeyed > 0 {
                             println!(
-                                "warning: records 1 to {unkeyed} were written before the trail was keyed; their hashes could be \
-                                 recomputed by anyone who can write the database"
+                                "records 1 to {unkeyed} were written before the trail was keyed: only their place before the keyed \
+                                 records protects them"
                             );
                         }
                         Ok(())

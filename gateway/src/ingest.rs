@@ -342,8 +342,18 @@ pub async fn file_extract(
     report.refused.extend(translated.refused.iter().map(|(guid, error)| format!("patient {guid}: {error}")));
     // Patients ready to file, grouped by who publishes them.
     let mut ready: Vec<(crate::enforce::Permitted, Vec<crate::translate::emis::PatientBundle>)> = Vec::new();
+    // Patients whose Type 1 opt-out the extract may change: their Patient key, and publisher.
+    let mut type1: Vec<(String, Requester, String)> = Vec::new();
     for patient in translated.patients {
         let place = format!("patient {}", patient.patient_guid);
+        let Some(requester) = extract_publisher(&patient, publisher.as_ref(), channel, format, &place, &mut report.refused) else {
+            continue;
+        };
+        if crate::translate::gp::touches_type1(&patient.bundle)
+            && let Some(condition) = patient_condition(&patient.bundle)
+        {
+            type1.push((place.clone(), requester.clone(), condition));
+        }
         match filed_before(fhir, &patient.provenance_id, &patient.digest).await {
             Ok(Some(PriorFiling::Same)) => {
                 report.duplicates += 1;
@@ -362,21 +372,6 @@ pub async fn file_extract(
                 continue;
             }
         }
-        let practice = patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok());
-        let requester = match (&publisher, practice) {
-            // A practice's GP system publishes its own practice's record, never another's.
-            (Some(publisher), Some(ods)) if publisher.client.as_ref().is_some_and(|client| client.ods != ods) => {
-                let own = publisher.client.as_ref().map(|client| client.ods.to_string()).unwrap_or_default();
-                report.refused.push(format!("{place}: the extract is practice {ods}'s record; this client publishes for {own} only"));
-                continue;
-            }
-            (Some(publisher), _) => publisher.clone(),
-            (None, Some(ods)) => publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:{format}:{ods}")),
-            (None, None) => {
-                report.refused.push(format!("{place}: the extract names no practice ODS code (Admin_Organisation) to publish as"));
-                continue;
-            }
-        };
         match ready.iter_mut().find(|(permit, _)| *permit.requester() == requester) {
             Some((_, patients)) => patients.push(patient),
             None => match crate::enforce::authorize(requester, Interaction::Transaction, None) {
@@ -417,7 +412,93 @@ pub async fn file_extract(
             }
         }
     }
+    // After the records, so that a delta's changes and deletions count; for a re-sent extract
+    // too, so that a run that failed here is made good by running it again.
+    for (place, requester, condition) in type1 {
+        if let Err(error) = reconcile_type1(fhir, &requester, &condition).await {
+            tracing::warn!(%error, "a Type 1 opt-out could not be brought up to date");
+            report.retry.push(format!("{place}: the Type 1 opt-out could not be brought up to date ({error}); run the ingest again"));
+        }
+    }
     Ok(report)
+}
+
+/// Who files a patient of an extract: the practice named in it, or `publisher` (an
+/// authenticated client), which may file only the patients of its own practice. `None` (with
+/// the reason noted in `refused`) when no one may.
+fn extract_publisher(
+    patient: &crate::translate::emis::PatientBundle,
+    publisher: Option<&Requester>,
+    channel: &'static str,
+    format: crate::translate::Format,
+    place: &str,
+    refused: &mut Vec<String>,
+) -> Option<Requester> {
+    let practice = patient.organisation.as_deref().and_then(|ods| OdsCode::parse(ods).ok());
+    match (publisher, practice) {
+        // A practice's GP system publishes its own practice's record, never another's.
+        (Some(publisher), Some(ods)) if publisher.client.as_ref().is_some_and(|client| client.ods != ods) => {
+            let own = publisher.client.as_ref().map(|client| client.ods.to_string()).unwrap_or_default();
+            refused.push(format!("{place}: the extract is practice {ods}'s record; this client publishes for {own} only"));
+            None
+        }
+        (Some(publisher), _) => Some(publisher.clone()),
+        (None, Some(ods)) => Some(publishing_system(channel, ClientKind::GpSystem, ods.clone(), format!("{channel}:{format}:{ods}"))),
+        (None, None) => {
+            refused.push(format!("{place}: the extract names no practice ODS code (Admin_Organisation) to publish as"));
+            None
+        }
+    }
+}
+
+/// The search that finds a patient's Patient: the condition its transaction upserts it on.
+fn patient_condition(bundle: &serde_json::Value) -> Option<String> {
+    bundle["entry"].as_array()?.iter().find_map(|entry| {
+        let url = entry["request"]["url"].as_str()?;
+        (entry["resource"]["resourceType"] == "Patient").then(|| url.strip_prefix("Patient?").map(str::to_owned)).flatten()
+    })
+}
+
+/// Bring a patient's Type 1 opt-out at the publisher's practice up to date with the records
+/// the practice has filed (docs/information-governance.md, "Patient consent directives"): the
+/// latest opt-out or withdrawal code among them decides the Consent the access rules read. From
+/// the stored records, not one extract's rows, since an extract may be a delta.
+async fn reconcile_type1(fhir: &FhirService, requester: &Requester, patient_condition: &str) -> Result<(), ApiError> {
+    use crate::fhir::{Handling, parse_query_string, parse_search};
+    use crate::translate::gp;
+    let Some(practice) = requester.client.as_ref().map(|client| client.ods.to_string()) else { return Ok(()) };
+    let type_of = |name: &str| ResourceType::parse(name).expect("an R4 type");
+    let internal = |error: serde_json::Error| ApiError::Internal(error.into());
+    let query = parse_search(type_of("Patient"), &parse_query_string(patient_condition), &fhir.limits, Handling::Strict)?.query;
+    for patient in fhir.store.search(&query).await?.matches {
+        let mut records = Vec::new();
+        for type_name in ["Observation", "Condition"] {
+            let params = [
+                ("patient".to_owned(), format!("Patient/{}", patient.id)),
+                ("code".to_owned(), gp::TYPE1_CODE_SEARCH.to_owned()),
+                ("_count".to_owned(), fhir.limits.max_count.to_string()),
+            ];
+            let query = parse_search(type_of(type_name), &params, &fhir.limits, Handling::Strict)?.query;
+            for version in fhir.store.search(&query).await?.matches {
+                if version.source_org.as_deref() == Some(practice.as_str())
+                    && let Some(content) = &version.content
+                {
+                    records.push(serde_json::from_slice::<serde_json::Value>(content).map_err(internal)?);
+                }
+            }
+        }
+        let state = gp::type1_state(&records);
+        let consent_type = type_of("Consent");
+        let id = crate::translate::transaction::derived_id("type1", &format!("{practice}|{}", patient.id));
+        if state.is_none() && fhir.store.read(consent_type, &id).await?.is_none_or(|stored| stored.deleted) {
+            continue;
+        }
+        let wish = gp::type1_consent(&id, &patient.id, Some(&practice), state);
+        let permit = crate::enforce::authorize(requester.clone(), Interaction::Update, Some(consent_type))?;
+        let validated = crate::fhir::prepare(fhir, serde_json::to_vec(&wish).map_err(internal)?, Some(consent_type)).await?;
+        crate::fhir::update(fhir, &permit, consent_type, &id, validated, None).await?;
+    }
+    Ok(())
 }
 
 /// What became of one discharge document.

@@ -219,7 +219,20 @@ pub fn describe_wish(consent: &Value) -> String {
         let code = provision["class"][0]["code"].as_str().unwrap_or_default();
         KINDS.iter().find(|(_, _, types)| types.contains(&code)).map_or_else(|| code.to_owned(), |(_, words, _)| (*words).to_owned())
     };
+    // The opt-outs from secondary use (docs/information-governance.md): a deny for purposes.
+    let for_purposes = |provision: &Value| provision["purpose"].as_array().is_some_and(|purposes| !purposes.is_empty());
+    if for_purposes(provision) {
+        return match provision.get("actor") {
+            Some(_) => format!("Do not use what {} recorded for research or planning (Type 1 opt-out)", organisation(provision)),
+            None => "Do not use my record for research or planning (National Data Opt-out)".to_owned(),
+        };
+    }
     match (provision["type"].as_str(), nested) {
+        (Some("permit"), [deny]) if for_purposes(deny) => {
+            let mut for_care = consent.clone();
+            for_care["provision"]["provision"][0].as_object_mut().map(|deny| deny.remove("purpose"));
+            format!("For research or planning: {}", describe_wish(&for_care))
+        }
         (Some("permit"), [deny]) if deny.get("class").is_some() => format!("Keep back: {}", kind(deny)),
         (Some("permit"), [deny]) if role(deny).as_deref() == Some("AUT") => format!("Do not share what {} recorded", organisation(deny)),
         (Some("permit"), [deny]) => format!("Do not share with {}", organisation(deny)),
@@ -415,6 +428,15 @@ mod tests {
         assert_eq!(describe_wish(&only), "Share only with RXA");
         let keep = json!({"provision": {"type": "permit", "provision": [{"type": "deny", "class": [{"code": "MedicationStatement"}]}]}});
         assert_eq!(describe_wish(&keep), "Keep back: Medicines");
+        let reasons = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]);
+        let national = json!({"provision": {"type": "deny", "purpose": reasons}});
+        assert_eq!(describe_wish(&national), "Do not use my record for research or planning (National Data Opt-out)");
+        let mut type1 = national.clone();
+        type1["provision"]["actor"] = not_from["provision"]["provision"][0]["actor"].clone();
+        assert_eq!(describe_wish(&type1), "Do not use what RXA recorded for research or planning (Type 1 opt-out)");
+        let mut not_from_for_research = not_from.clone();
+        not_from_for_research["provision"]["provision"][0]["purpose"] = reasons;
+        assert_eq!(describe_wish(&not_from_for_research), "For research or planning: Do not share what RXA recorded");
     }
 
     #[test]

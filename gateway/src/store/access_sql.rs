@@ -6,7 +6,7 @@
 //! Subquery aliases carry the alias of the row they test (`r1_c` for `r1`), so the predicate can
 //! appear at every level of a chained search without one level's aliases hiding another's.
 
-use consent::access::{DOCUMENT_TYPES, LABEL_SYSTEMS, RESTRICTED, ReleaseHold};
+use consent::access::{DOCUMENT_TYPES, LABEL_SYSTEMS, RESTRICTED, ReleaseHold, SECONDARY_PURPOSES};
 use consent::{Scope, Viewer};
 use fhir_models::system::ODS_ORGANIZATION_CODE;
 
@@ -194,7 +194,9 @@ fn push_dissent<'q>(query: &mut CompiledQuery<'q>, me: &str, patient: &str, scop
     query.push(&format!(" AND ({e}.class IS NULL OR {e}.class = {me}.resource_type)"));
     query.push(&format!(" AND ({e}.label IS NULL OR {e}.label IN ("));
     push_labels_of(query, me, "el");
-    query.push(&format!(")) AND ({e}.purpose IS NULL OR {e}.purpose = ")).push_name(purpose).push(")))");
+    // An exception naming no purpose covers care only (`consent::access::exception_purpose_holds`).
+    let unnamed = if SECONDARY_PURPOSES.contains(&purpose) { "FALSE".to_owned() } else { format!("{e}.purpose IS NULL") };
+    query.push(&format!(")) AND ({unnamed} OR {e}.purpose = ")).push_name(purpose).push(")))");
 }
 
 /// `rows.org_ods` / `rows.org_id` name organisation `org`: by ODS code, or as an Organization

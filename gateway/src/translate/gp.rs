@@ -179,36 +179,57 @@ pub fn rows_digest(patient: &Row, rows: &[(&str, &Row)]) -> String {
 /// withdrawal coded otherwise is not recognised, so the opt-out stands.
 pub const TYPE1_OPT_OUT: [&str; 3] = ["9Nu0", "XaZ89", "827241000000103"];
 pub const TYPE1_WITHDRAWN: [&str; 1] = ["9Nu1"];
+/// The `code` search for both, as extracts write them (Read codes dot-padded to five characters).
+pub const TYPE1_CODE_SEARCH: &str = "9Nu0,9Nu0.,XaZ89,827241000000103,9Nu1,9Nu1.";
 
-/// A patient's Type 1 opt-out as the access rules read it (docs/information-governance.md):
-/// when this patient's coded records (Observations, Conditions) carry an opt-out or withdrawal
-/// code, the latest of them becomes a patient-privacy Consent — active for an opt-out, inactive
-/// for a withdrawal — that denies the secondary uses what the practice (`practice_ods`)
-/// recorded, or everything when the practice has no ODS code. Written by `id` (derived per
-/// patient and source system: Consents are changed by id, never by search), so a later
-/// extract's withdrawal updates it; `identifier` finds it. An undated opt-out counts as
-/// the latest and an undated withdrawal as the earliest: when unsure, the opt-out stands.
-pub fn type1_opt_out(bundle: &mut TransactionBuilder, subject: &str, practice_ods: Option<&str>, identifier: Value, id: String) {
-    let coded = |resource: &Value, codes: &[&str]| {
-        // Read codes are five characters, dot-padded (`9Nu0.`).
-        let listed = |code: &str| codes.contains(&code.trim_end_matches('.'));
-        resource["code"]["coding"].as_array().is_some_and(|codings| codings.iter().any(|c| c["code"].as_str().is_some_and(listed)))
-    };
-    let start = |text: Option<&str>| text.and_then(fhir_models::datetime::parse_range).map(|(range, _)| range.low);
-    let latest = bundle
-        .resources()
-        .filter(|resource| matches!(resource["resourceType"].as_str(), Some("Observation" | "Condition")))
+fn coded(resource: &Value, codes: &[&str]) -> bool {
+    let listed = |code: &str| codes.contains(&code.trim_end_matches('.'));
+    resource["code"]["coding"].as_array().is_some_and(|codings| codings.iter().any(|c| c["code"].as_str().is_some_and(listed)))
+}
+
+/// Whether filing this patient's transaction may change their Type 1 opt-out: it writes a
+/// record coded as one (or its withdrawal), or deletes a coded record (which may have been one).
+pub fn touches_type1(bundle: &Value) -> bool {
+    bundle["entry"].as_array().into_iter().flatten().any(|entry| {
+        let deletes = entry["request"]["method"] == "DELETE"
+            && entry["request"]["url"].as_str().is_some_and(|url| url.starts_with("Observation?") || url.starts_with("Condition?"));
+        deletes || coded(&entry["resource"], &TYPE1_OPT_OUT) || coded(&entry["resource"], &TYPE1_WITHDRAWN)
+    })
+}
+
+/// A patient's Type 1 opt-out as a practice's records say it: the latest of the opt-out and
+/// withdrawal codes among them (Observations, Conditions) — `Some(true)` opted out, `Some(false)`
+/// withdrawn, `None` neither coded — with the date of that code. When unsure, the opt-out
+/// stands: an opt-out counts from the end of its date's precision and a withdrawal from its
+/// start, so a tie goes to the opt-out; an undated opt-out counts as the latest and an undated
+/// withdrawal as the earliest.
+pub fn type1_state<'a>(records: impl IntoIterator<Item = &'a Value>) -> Option<(bool, Option<String>)> {
+    let range = |text: Option<&str>| text.and_then(fhir_models::datetime::parse_range).map(|(range, _)| range);
+    records
+        .into_iter()
         .filter_map(|resource| {
             let opted_out = coded(resource, &TYPE1_OPT_OUT);
             if !opted_out && !coded(resource, &TYPE1_WITHDRAWN) {
                 return None;
             }
             let date = ["effectiveDateTime", "onsetDateTime", "recordedDate"].iter().find_map(|field| resource[*field].as_str());
-            let order = start(date).unwrap_or(if opted_out { i64::MAX } else { i64::MIN });
+            let order = match (range(date), opted_out) {
+                (Some(range), true) => range.high,
+                (Some(range), false) => range.low,
+                (None, true) => i64::MAX,
+                (None, false) => i64::MIN,
+            };
             Some((order, opted_out, date.map(str::to_owned)))
         })
-        .max();
-    let Some((_, opted_out, date)) = latest else { return };
+        .max()
+        .map(|(_, opted_out, date)| (opted_out, date))
+}
+
+/// The sharing wish (docs/information-governance.md) a practice's Type 1 opt-out is: a
+/// patient-privacy Consent denying the secondary uses what the practice (`practice_ods`)
+/// recorded — everything, when the practice has no ODS code — active while opted out, inactive
+/// once withdrawn or no longer coded.
+pub fn type1_consent(id: &str, patient_id: &str, practice_ods: Option<&str>, state: Option<(bool, Option<String>)>) -> Value {
     let reason = |code: &str| json!({"system": consent::directives::ACT_REASON, "code": code});
     let mut provision = json!({"type": "deny", "purpose": [reason("HOPERAT"), reason("HRESCH"), reason("PUBHLTH")]});
     if let Some(ods) = practice_ods {
@@ -217,19 +238,19 @@ pub fn type1_opt_out(bundle: &mut TransactionBuilder, subject: &str, practice_od
             "reference": {"identifier": {"system": ODS_ORGANIZATION_CODE, "value": ods}},
         }]);
     }
+    let (opted_out, date) = state.unwrap_or((false, None));
     let mut wish = json!({
         "resourceType": "Consent",
         "id": id,
-        "identifier": [identifier],
         "status": if opted_out { "active" } else { "inactive" },
         "scope": {"coding": [{"system": consent::directives::CONSENT_SCOPE_SYSTEM, "code": consent::directives::PATIENT_PRIVACY}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-6", "display": "Consent Document"}]}],
-        "patient": {"reference": subject},
+        "patient": {"reference": format!("Patient/{patient_id}")},
         "policyRule": {"text": "Type 1 opt-out: dissent from secondary use of GP patient identifiable data"},
         "provision": provision,
     });
     set(&mut wish, "dateTime", date);
-    bundle.put(wish);
+    wish
 }
 
 #[cfg(test)]
@@ -238,47 +259,55 @@ mod tests {
 
     fn coded(code: &str, date: Option<&str>) -> Value {
         let mut observation = json!({"resourceType": "Observation", "status": "final",
-            "code": {"coding": [{"system": fhir_models::system::READ_V2, "code": code}]}, "subject": {"reference": "urn:uuid:p"}});
+            "code": {"coding": [{"system": fhir_models::system::READ_V2, "code": code}]}, "subject": {"reference": "Patient/p1"}});
         set(&mut observation, "effectiveDateTime", date.map(str::to_owned));
         observation
     }
 
-    /// The Consent the coded records give, if any.
-    fn wish(records: &[Value], practice: Option<&str>) -> Option<Value> {
-        let mut bundle = TransactionBuilder::new("seed");
-        for (n, record) in records.iter().enumerate() {
-            bundle.upsert(record.clone(), &format!("identifier=row|{n}"));
-        }
-        type1_opt_out(&mut bundle, "urn:uuid:p", practice, json!({"system": "urn:test", "value": "p"}), "test-p".into());
-        bundle.resources().find(|resource| resource["resourceType"] == "Consent").cloned()
+    fn status(records: &[Value]) -> Option<bool> {
+        type1_state(records).map(|(opted_out, _)| opted_out)
     }
 
     #[test]
-    fn the_latest_type_1_code_decides_the_wish() {
-        assert_eq!(wish(&[coded("H33..", Some("2020-01-01"))], Some("A81001")), None);
-        let opted_out = wish(&[coded("9Nu0.", Some("2019-05-01"))], Some("A81001")).expect("a wish");
-        assert_eq!((&opted_out["status"], &opted_out["dateTime"]), (&json!("active"), &json!("2019-05-01")));
-        // As the access rules read it: the secondary uses, of what the practice recorded.
-        let mut stored = opted_out.clone();
-        stored["patient"]["reference"] = json!("Patient/p1");
-        let rows = consent::directives::directive_rows(&stored).unwrap();
+    fn the_latest_type_1_code_decides_and_when_unsure_the_opt_out_stands() {
+        assert_eq!(status(&[coded("H33..", Some("2020-01-01"))]), None);
+        assert_eq!(type1_state(&[coded("9Nu0.", Some("2019-05-01"))]), Some((true, Some("2019-05-01".into()))));
+        assert_eq!(status(&[coded("9Nu0.", Some("2019-05-01")), coded("9Nu1.", Some("2022-02-01"))]), Some(false));
+        let again = [coded("9Nu1.", Some("2022-02-01")), coded("XaZ89", Some("2023-03-01T10:00:00Z")), coded("9Nu0", Some("2019"))];
+        assert_eq!(status(&again), Some(true));
+        assert_eq!(status(&[coded("9Nu0.", Some("2019-05-01")), coded("9Nu1.", None)]), Some(true));
+        assert_eq!(status(&[coded("9Nu0.", None), coded("9Nu1.", Some("2022-02-01"))]), Some(true));
+        assert_eq!(status(&[coded("9Nu1.", Some("2022-02-01")), coded("9Nu0.", Some("2022-02-01"))]), Some(true));
+        // An opt-out dated only by its year may be later than a withdrawal within that year.
+        assert_eq!(status(&[coded("9Nu1.", Some("2022-06-01")), coded("9Nu0.", Some("2022"))]), Some(true));
+    }
+
+    #[test]
+    fn the_wish_is_read_as_a_deny_of_the_secondary_uses_of_what_the_practice_recorded() {
+        let wish = type1_consent("t1", "p1", Some("A81001"), Some((true, Some("2019-05-01".into()))));
+        assert_eq!((&wish["status"], &wish["dateTime"]), (&json!("active"), &json!("2019-05-01")));
+        let rows = consent::directives::directive_rows(&wish).unwrap();
         let mut purposes: Vec<&str> = rows.iter().filter_map(|row| row.purpose.as_deref()).collect();
         purposes.sort();
         assert_eq!(purposes, ["HOPERAT", "HRESCH", "PUBHLTH"]);
         assert!(rows.iter().all(|row| row.source.as_deref() == Some("A81001") && row.recipient.is_none() && row.class.is_none()));
-        let withdrawn = [coded("9Nu0.", Some("2019-05-01")), coded("9Nu1.", Some("2022-02-01"))];
-        assert_eq!(wish(&withdrawn, Some("A81001")).unwrap()["status"], "inactive");
-        let again = [coded("9Nu1.", Some("2022-02-01")), coded("XaZ89", Some("2023-03-01T10:00:00Z")), coded("9Nu0", Some("2019"))];
-        assert_eq!(wish(&again, Some("A81001")).unwrap()["status"], "active");
-        // When unsure, the opt-out stands.
-        let undated_withdrawal = [coded("9Nu0.", Some("2019-05-01")), coded("9Nu1.", None)];
-        assert_eq!(wish(&undated_withdrawal, Some("A81001")).unwrap()["status"], "active");
-        let undated_opt_out = [coded("9Nu0.", None), coded("9Nu1.", Some("2022-02-01"))];
-        assert_eq!(wish(&undated_opt_out, Some("A81001")).unwrap()["status"], "active");
-        let same_day = [coded("9Nu1.", Some("2022-02-01")), coded("9Nu0.", Some("2022-02-01"))];
-        assert_eq!(wish(&same_day, Some("A81001")).unwrap()["status"], "active");
+        // Withdrawn or no longer coded: in force nowhere.
+        for state in [Some((false, Some("2022-02-01".into()))), None] {
+            let withdrawn = type1_consent("t1", "p1", Some("A81001"), state);
+            assert_eq!(withdrawn["status"], "inactive");
+            assert!(consent::directives::directive_rows(&withdrawn).unwrap().is_empty());
+        }
         // A practice without an ODS code: every source is covered.
-        let anywhere = wish(&[coded("9Nu0.", Some("2019-05-01"))], None).unwrap();
-        assert!(anywhere["provision"].get("actor").is_none(), "{anywhere}");
+        assert!(type1_consent("t1", "p1", None, Some((true, None)))["provision"].get("actor").is_none());
+    }
+
+    #[test]
+    fn a_transaction_touches_the_opt_out_when_it_codes_one_or_deletes_a_coded_record() {
+        let entry = |resource: Value| json!({"resource": resource, "request": {"method": "PUT", "url": "Observation?identifier=x|1"}});
+        let delete = |url: &str| json!({"request": {"method": "DELETE", "url": url}});
+        let bundle = |entries: Vec<Value>| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        assert!(!touches_type1(&bundle(vec![entry(coded("H33..", None)), delete("MedicationStatement?identifier=x|2")])));
+        assert!(touches_type1(&bundle(vec![entry(coded("9Nu1.", None))])));
+        assert!(touches_type1(&bundle(vec![delete("Observation?identifier=x|3")])));
     }
 }

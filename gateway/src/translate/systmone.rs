@@ -296,9 +296,6 @@ fn translate_patient(
         bundle.upsert(resource, &condition_on(key, row_id));
     }
 
-    let practice_ods = practice.and_then(|(_, ods, _)| ods);
-    let wish_id = derived_id("systmone", &format!("type-1-opt-out|{id}"));
-    gp::type1_opt_out(&mut bundle, &subject, practice_ods, identifier("type-1-opt-out", id), wish_id);
     let targets = bundle.full_urls();
     let author = match practice {
         Some((_, Some(ods), name)) => format!("{name} ({ods})"),

@@ -87,11 +87,6 @@ impl TransactionBuilder {
         self.entries.iter_mut().find(|entry| entry["fullUrl"] == full_url).map(|entry| &mut entry["resource"])
     }
 
-    /// The resources of the entries so far that create or update.
-    pub fn resources(&self) -> impl Iterator<Item = &Value> {
-        self.entries.iter().filter(|entry| entry.get("resource").is_some()).map(|entry| &entry["resource"])
-    }
-
     /// The placeholders of the entries so far that create or update (what a Provenance targets;
     /// deletes have none).
     pub fn full_urls(&self) -> Vec<String> {

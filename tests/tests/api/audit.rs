@@ -27,7 +27,7 @@ async fn recorded_statuses(store: &SqlStore) -> Vec<u16> {
 
 async fn verdict(app: &TestApp) -> Verdict {
     let store = store(app).await;
-    let verdict = gateway::audit::verify(&store, &app.audit_key()).await.unwrap();
+    let verdict = gateway::audit::verify(&store, &app.audit_key(), 0).await.unwrap();
     store.close().await;
     verdict
 }
@@ -126,6 +126,33 @@ async fn every_request_is_recorded_before_its_answer_and_tampering_is_found() {
     assert!(matches!(verdict(&app).await, Verdict::Broken { ref reason, .. } if reason.contains("end")), "{:?}", verdict(&app).await);
 }
 
+/// Rewrite `records` in place as a forger would: the first of them with `edited` text (if
+/// given), each hashed with `hash` after `previous`, and the head moved to the last.
+async fn rewrite_trail(
+    app: &TestApp,
+    records: &[gateway::audit::AuditRecord],
+    previous: &str,
+    edited: Option<&str>,
+    hash: impl Fn(&str, i64, i64, &str) -> String,
+) {
+    let mut previous = previous.to_owned();
+    for (n, record) in records.iter().enumerate() {
+        let text = match edited {
+            Some(edited) if n == 0 => edited,
+            _ => record.text.as_str(),
+        };
+        let next = hash(&previous, record.seq, record.recorded, text);
+        let quoted = text.replace('\'', "''");
+        app.execute_sql(&format!(
+            "UPDATE audit_log SET event = '{quoted}', previous = '{previous}', hash = '{next}' WHERE seq = {}",
+            record.seq
+        ))
+        .await;
+        previous = next;
+    }
+    app.execute_sql(&format!("UPDATE audit_head SET hash = '{previous}' WHERE id = 1")).await;
+}
+
 /// Whoever can write the database but has not the audit key cannot edit a record and recompute
 /// the chain after it: the hashes are HMACs under the key, which is kept apart from the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,27 +180,30 @@ async fn an_edit_cannot_be_covered_up_without_the_audit_key() {
     // Record 2 says the read was refused, and every hash from there is recomputed under a key
     // the forger made up; the head is moved to match.
     let forged = AuditKey::new(&[0x42; 32]);
-    let mut previous = records[0].hash.clone();
-    for record in &records[1..] {
-        let text = if record.seq == 2 { record.text.replacen("200", "403", 1) } else { record.text.clone() };
-        assert!(record.seq != 2 || text != record.text, "the forger changed something: {}", record.text);
-        let hash = chain_hash(&forged, &previous, record.seq, record.recorded, &text);
-        let quoted = text.replace('\'', "''");
-        app.execute_sql(&format!(
-            "UPDATE audit_log SET event = '{quoted}', previous = '{previous}', hash = '{hash}' WHERE seq = {}",
-            record.seq
-        ))
-        .await;
-        previous = hash;
-    }
-    app.execute_sql(&format!("UPDATE audit_head SET hash = '{previous}' WHERE id = 1")).await;
+    let edited = records[1].text.replacen("200", "403", 1);
+    assert_ne!(edited, records[1].text, "the forger changed something");
+    let forged_hash = |previous: &str, seq: i64, recorded: i64, text: &str| chain_hash(&forged, previous, seq, recorded, text);
+    rewrite_trail(&app, &records[1..], &records[0].hash, Some(&edited), forged_hash).await;
     let found = verdict(&app).await;
     assert!(matches!(found, Verdict::Broken { at: 2, ref reason } if reason.contains("edited")), "{found:?}");
     // Checked with another key, the untouched first record already fails.
     let trail = store(&app).await;
-    let other = gateway::audit::verify(&trail, &forged).await.unwrap();
+    let other = gateway::audit::verify(&trail, &forged, 0).await.unwrap();
     trail.close().await;
-    assert!(matches!(other, Verdict::Broken { at: 1, ref reason } if reason.contains("key")), "{other:?}");
+    assert!(matches!(other, Verdict::Broken { at: 1, ref reason } if reason.contains("edited")), "{other:?}");
+    // A forger without any key rewrites the whole trail with unkeyed hashes, as a gateway
+    // older than the key wrote them: refused, unless the operator says the trail began so.
+    let unkeyed = |previous: &str, seq: i64, recorded: i64, text: &str| -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{previous}\n{seq}\n{recorded}\n{text}").as_bytes());
+        digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+    };
+    rewrite_trail(&app, &records, gateway::audit::GENESIS, None, unkeyed).await;
+    let found = verdict(&app).await;
+    assert!(matches!(found, Verdict::Broken { at: 1, ref reason } if reason.contains("unkeyed")), "{found:?}");
+    let trail = store(&app).await;
+    let vouched = gateway::audit::verify(&trail, &app.audit_key(), 4).await.unwrap();
+    trail.close().await;
+    assert!(matches!(vouched, Verdict::Intact { records: 4, unkeyed: 4, .. }), "{vouched:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

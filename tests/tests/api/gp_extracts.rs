@@ -319,7 +319,7 @@ async fn an_operator_s_ingest_is_recorded_in_the_audit_trail_with_the_patients_i
     assert!(runs[0].contains("operator"), "{}", runs[0]);
     // The trail still verifies with the run's record in it.
     let store = app.store().await;
-    let verified = gateway::audit::verify(&store, &app.audit_key()).await.unwrap();
+    let verified = gateway::audit::verify(&store, &app.audit_key(), 0).await.unwrap();
     store.close().await;
     assert!(matches!(verified, gateway::audit::Verdict::Intact { .. }), "{verified:?}");
 }

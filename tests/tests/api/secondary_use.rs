@@ -148,9 +148,10 @@ async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
     assert_eq!(read["outcome"], "4", "{read}");
 }
 
-/// A practice's extract records Type 1 opt-outs as coded entries; they are filed as the sharing
-/// wishes the rules read, so a research search gets nothing the practice recorded of a patient
-/// who opted out, and everything again once they withdrew it.
+/// A practice's extract records Type 1 opt-outs as coded entries; once filed, they are the
+/// sharing wish the rules read — of what that practice recorded — so a research search gets
+/// nothing the practice recorded of a patient who opted out there, and everything again once
+/// they withdrew it. A later delta extract counts with what was filed before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_1_opt_out_in_a_gp_extract_keeps_the_practice_record_from_research() {
     use gateway::demo::{PRACTICES, test_nhs_number};
@@ -158,29 +159,63 @@ async fn a_type_1_opt_out_in_a_gp_extract_keeps_the_practice_record_from_researc
     let (app, unit) = with_research_unit().await;
     let researcher = tests::https_client_with_token(&app.pki, Some(&unit), Some(&analyst_token(&app, "HRESCH")));
     let maps = CodeMaps::demo();
-    // Patient 9 opted out in 2019; patient 29 did too, and withdrew it in 2022.
+    // Patient 9 opted out in 2019; patient 29 did too, and withdrew it in 2022 — at both
+    // practices, whose extracts hold the same patients (one Patient each, by NHS number).
     let indexes: Vec<usize> = (0..30).collect();
     let emis = gateway::synthetic::emis_extract(&PRACTICES[0], &indexes, "20260301120000");
     let systmone = gateway::synthetic::systmone_extract(&PRACTICES[1], &indexes, "20260301120000");
     for (format, extract) in [(Format::EmisCsv, &emis), (Format::SystmOneCsv, &systmone)] {
         let report = gateway::ingest::file_extract(&app.fhir, format, extract, &maps, None, "test").await.unwrap();
-        assert!(report.refused.is_empty() && report.filed == 30, "{report:?}");
+        assert!(report.refused.is_empty() && report.retry.is_empty() && report.filed == 30, "{report:?}");
     }
-    assert_eq!(app.stored("Consent?status=active").await.0, 2, "one opt-out in force per practice");
-    assert_eq!(app.stored("Consent?status=inactive").await.0, 2, "one withdrawn per practice");
+    assert_eq!(app.stored("Consent?status=active").await.0, 2, "patient 9's opt-out at each practice");
+    assert_eq!(app.stored("Consent?status=inactive").await.0, 2, "patient 29's, withdrawn at each practice");
 
-    for (index, opted_out) in [(9usize, true), (29, false), (0, false)] {
-        let nhs = format!("{NHS}|{}", test_nhs_number(index as u64));
-        let (_, patients) = app.stored(&format!("Patient?identifier={nhs}")).await;
-        let patient = patients[0]["id"].as_str().unwrap();
-        let records = app.get(&researcher, &format!("Observation?patient={patient}&_total=accurate")).await;
-        records.assert_status(200);
-        let used = records.body["total"].as_i64().unwrap();
-        let read = app.get(&researcher, &format!("Patient/{patient}")).await;
-        if opted_out {
-            assert_eq!((used, read.status.as_u16()), (0, 404), "patient {index}: {}", records.text);
-        } else {
-            assert!(used > 0 && read.status == 200, "patient {index}: {}", records.text);
+    let patient_of = |index: u64| {
+        let app = &app;
+        async move {
+            let (_, patients) = app.stored(&format!("Patient?identifier={NHS}|{}", test_nhs_number(index))).await;
+            patients[0]["id"].as_str().unwrap().to_owned()
         }
-    }
+    };
+    let used = |patient: String| {
+        let (app, researcher) = (&app, &researcher);
+        async move {
+            let records = app.get(researcher, &format!("Observation?patient={patient}&_total=accurate")).await;
+            records.assert_status(200);
+            let read = app.get(researcher, &format!("Patient/{patient}")).await;
+            (records.body["total"].as_i64().unwrap(), read.status.as_u16())
+        }
+    };
+    let (nine, twenty_nine, zero) = (patient_of(9).await, patient_of(29).await, patient_of(0).await);
+    assert_eq!(used(nine.clone()).await, (0, 404), "opted out at both practices: nothing is used");
+    let (both_practices, read) = used(twenty_nine.clone()).await;
+    assert!(both_practices > 0 && read == 200);
+    assert!(used(zero).await.0 > 0);
+
+    // The practice deletes patient 29's withdrawal (entered in error): the opt-out stands again
+    // for what that practice recorded, and only for that.
+    let mut delta = gateway::synthetic::emis_extract(&PRACTICES[0], &indexes, "20260302120000");
+    let observations = delta.iter_mut().find(|file| file.name.contains("CareRecord_Observation")).unwrap();
+    let text = String::from_utf8(observations.bytes.clone()).unwrap();
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .map(|line| match line.starts_with("{9E000001") {
+            true => {
+                let (rest, confidential) = line.rsplit_once(',').unwrap();
+                let (rest, _) = rest.rsplit_once(',').unwrap();
+                format!("{rest},true,{confidential}")
+            }
+            false => line.to_owned(),
+        })
+        .collect();
+    assert_ne!(lines.join("\r\n"), text, "the withdrawal row is in the extract");
+    observations.bytes = lines.join("\r\n").into_bytes();
+    let report = gateway::ingest::file_extract(&app.fhir, Format::EmisCsv, &delta, &maps, None, "test").await.unwrap();
+    assert!(report.refused.is_empty() && report.retry.is_empty(), "{report:?}");
+    assert_eq!(app.stored("Consent?status=active").await.0, 3);
+    let (from_one_practice, read) = used(twenty_nine).await;
+    assert!(0 < from_one_practice && from_one_practice < both_practices, "{from_one_practice} of {both_practices}");
+    assert_eq!(read, 404, "the Patient was filed by the practice the opt-out is at");
+    assert_eq!(used(nine).await, (0, 404));
 }

@@ -409,8 +409,6 @@ fn translate_patient(context: &Context<'_>, patient: &Row, rows: &[(&'static str
         }
     }
 
-    let wish_id = derived_id("emis", &format!("type-1-opt-out|{guid}"));
-    gp::type1_opt_out(&mut bundle, &subject, ods.as_deref(), identifier("type-1-opt-out", guid), wish_id);
     let targets = bundle.full_urls();
     let key = format!("{}|{}|{guid}", context.agreement, context.recorded);
     let author = practice.map(|(_, author)| author).unwrap_or_else(|| "EMIS practice".into());

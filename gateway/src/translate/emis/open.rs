@@ -337,8 +337,6 @@ fn translate_record(file: &ExtractFile, maps: &CodeMaps) -> Result<PatientBundle
         }
     }
 
-    let wish_id = derived_id("emis", &format!("type-1-opt-out|{patient_guid}"));
-    gp::type1_opt_out(&mut bundle, &record.subject, ods.as_deref(), identifier("type-1-opt-out", patient_guid), wish_id);
     let targets = bundle.full_urls();
     let author = match &ods {
         Some(ods) => format!("{name} ({ods})"),

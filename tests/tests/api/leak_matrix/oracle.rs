@@ -496,7 +496,11 @@ impl<'w> Oracle<'w> {
                 || (deny_extras && DOCUMENT_TYPES.contains(&type_name) && !x.iter().all(|c| DOCUMENT_TYPES.contains(&c.as_str())))
         });
         let labelled = conditions.labels.as_ref().is_none_or(|x| !x.is_disjoint(self.labels(index)));
-        let for_purpose = conditions.purposes.as_ref().is_none_or(|x| x.contains(purpose.code()));
+        // An exception that names no purpose covers care only, never a secondary use.
+        let for_purpose = match &conditions.purposes {
+            Some(x) => x.contains(purpose.code()),
+            None => deny_extras || !matches!(purpose, Purpose::Secondary(_)),
+        };
         recipient && from_source && of_class && labelled && for_purpose
     }
 
@@ -513,13 +517,17 @@ impl<'w> Oracle<'w> {
     fn dissents_from_everything(&self, patient: &str, org: &str, purpose: Purpose) -> bool {
         let recipient_holds = |c: &Conditions| c.recipients.as_ref().is_none_or(|x| x.contains(org));
         let purpose_holds = |c: &Conditions| c.purposes.as_ref().is_none_or(|x| x.contains(purpose.code()));
+        let exception_purpose_holds = |c: &Conditions| match &c.purposes {
+            Some(x) => x.contains(purpose.code()),
+            None => !matches!(purpose, Purpose::Secondary(_)),
+        };
         self.rules.get(patient).into_iter().flatten().any(|rule| {
             let c = &rule.conditions;
             let blanket = c.sources.is_none() && c.classes.is_none() && c.labels.is_none();
             blanket
                 && recipient_holds(c)
                 && purpose_holds(c)
-                && !rule.exceptions.iter().any(|exception| recipient_holds(exception) && purpose_holds(exception))
+                && !rule.exceptions.iter().any(|exception| recipient_holds(exception) && exception_purpose_holds(exception))
         })
     }
 
