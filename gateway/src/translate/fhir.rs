@@ -52,6 +52,9 @@ pub fn translate(bytes: &[u8], received: &str) -> Result<Translated, DocumentErr
     if items.is_empty() && deletes.is_empty() {
         return Err(fail("Bundle.entry", "the Bundle holds no resources to file"));
     }
+    if let Some(reference) = document_reference(&input, &items, bytes) {
+        items.push(reference);
+    }
 
     let digest = content_digest(bytes);
     let key = bundle_identifier(&input).unwrap_or_else(|| digest.clone());
@@ -209,6 +212,83 @@ fn read_bundle(
         items.push(Item { path, full_url, resource: resource.clone() });
     }
     Ok(())
+}
+
+/// A `document` Bundle that carries no DocumentReference gets one, as a discharge document does,
+/// so that GP systems find it by patient and type: it describes the Composition (type, subject,
+/// authors, custodian, date, encounter), relates to it, carries the whole document as received
+/// (`application/fhir+json`) and the labels of every entry, since the original repeats them all.
+/// Keyed on the document's identifier (`Bundle.identifier`); none without one, or without a
+/// Composition first.
+fn document_reference(input: &Value, items: &[Item], bytes: &[u8]) -> Option<Item> {
+    use base64::Engine;
+    if input["resourceType"] != "Bundle" || input["type"] != "document" || items.iter().any(|i| i.resource_type() == "DocumentReference") {
+        return None;
+    }
+    let composition = items.first().filter(|item| item.resource_type() == "Composition")?;
+    let identifier = input["identifier"].clone();
+    identifier["value"].as_str()?;
+    let source = &composition.resource;
+    // Where the Composition is, as its own entries would name it.
+    let (related, full_url) = match (&composition.full_url, source["id"].as_str()) {
+        (Some(url), id) => (url.clone(), base_of(url).map(|base| format!("{base}DocumentReference/{}", id.unwrap_or("document")))),
+        (None, Some(id)) => (format!("Composition/{id}"), None),
+        (None, None) => return None,
+    };
+    let retracted = source["status"] == "entered-in-error";
+    let mut attachment = json!({
+        "contentType": "application/fhir+json",
+        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+    });
+    let mut reference = json!({
+        "resourceType": "DocumentReference",
+        "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference"]},
+        "masterIdentifier": identifier,
+        "identifier": [identifier],
+        "status": if retracted { "entered-in-error" } else { "current" },
+        "content": [{"attachment": Value::Null, "format": {"system": "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode", "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient"}}],
+        "context": {"related": [{"reference": related}]},
+    });
+    if !retracted && let Some(status) = source["status"].as_str() {
+        reference["docStatus"] = json!(status);
+    }
+    for (from, to) in [("type", "type"), ("subject", "subject"), ("author", "author"), ("custodian", "custodian"), ("title", "description")]
+    {
+        if !source[from].is_null() {
+            reference[to] = source[from].clone();
+        }
+    }
+    if let Some(category) = source["category"].as_array().filter(|c| !c.is_empty()) {
+        reference["category"] = json!(category);
+    }
+    if let Some(title) = source["title"].as_str() {
+        attachment["title"] = json!(title);
+    }
+    if let Some(date) = source["date"].as_str() {
+        attachment["creation"] = json!(date);
+    }
+    // `date` is an instant: the Bundle's timestamp, else a Composition date with a time.
+    if let Some(instant) = [input["timestamp"].as_str(), source["date"].as_str()].into_iter().flatten().find(|t| t.contains('T')) {
+        reference["date"] = json!(instant);
+    }
+    if !source["encounter"].is_null() {
+        reference["context"]["encounter"] = json!([source["encounter"]]);
+    }
+    if let Some(code) = source["confidentiality"].as_str() {
+        reference["securityLabel"] =
+            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": code}]}]);
+    }
+    let mut labels: Vec<Value> = Vec::new();
+    for label in items.iter().flat_map(|item| item.resource["meta"]["security"].as_array().cloned().unwrap_or_default()) {
+        if label["system"].as_str().is_some_and(consent::access::is_label_system) && !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    if !labels.is_empty() {
+        reference["meta"]["security"] = json!(labels);
+    }
+    reference["content"][0]["attachment"] = attachment;
+    Some(Item { path: format!("{} (its DocumentReference)", composition.path), full_url, resource: reference })
 }
 
 /// `Type?identifier=…`: the only delete a published Bundle may make.
@@ -625,6 +705,38 @@ mod tests {
         }
         assert_eq!(output.last().unwrap()["resource"]["recorded"], "2026-11-30T10:15:00+00:00");
         assert!(first.source_codings.iter().any(|(_, code)| code == "86406008"), "the document is labelled by what its entries say");
+
+        // A document gets the DocumentReference GP systems find it by, carrying it as received.
+        let reference = output.iter().find(|e| e["resource"]["resourceType"] == "DocumentReference").expect("a DocumentReference");
+        assert_eq!(
+            reference["request"]["url"],
+            format!("DocumentReference?identifier=https://trust.example/documents|D-1&patient.identifier={NHS_NUMBER}|9449305552")
+        );
+        let resource = &reference["resource"];
+        assert_eq!(resource["context"]["related"][0]["reference"], composition["fullUrl"]);
+        assert_eq!(resource["subject"]["reference"], patient["fullUrl"]);
+        assert_eq!(resource["type"]["coding"][0]["code"], "373942005");
+        assert_eq!(
+            (&resource["status"], &resource["docStatus"], &resource["date"]),
+            (&json!("current"), &json!("final"), &json!("2026-11-30T10:15:00+00:00"))
+        );
+        use base64::Engine;
+        let attachment = &resource["content"][0]["attachment"];
+        let carried = base64::engine::general_purpose::STANDARD.decode(attachment["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (attachment["contentType"].as_str(), carried),
+            (Some("application/fhir+json"), serde_json::to_vec(&uk_collection()).unwrap())
+        );
+        // Not for other Bundles, nor when the document brings its own.
+        let mut collection = uk_collection();
+        collection["type"] = json!("collection");
+        assert!(!entries(&translated(&collection).bundle).iter().any(|e| e["resource"]["resourceType"] == "DocumentReference"));
+        let mut own = uk_collection();
+        own["entry"].as_array_mut().unwrap().push(json!({"fullUrl": "https://trust.example/fhir/DocumentReference/r1", "resource": {
+            "resourceType": "DocumentReference", "identifier": [{"system": "https://trust.example/refs", "value": "R1"}], "status": "current",
+            "subject": {"reference": "Patient/p1"}, "content": [{"attachment": {"url": "https://trust.example/d/1"}}]}}));
+        let references = entries(&translated(&own).bundle).iter().filter(|e| e["resource"]["resourceType"] == "DocumentReference").count();
+        assert_eq!(references, 1);
     }
 
     #[test]

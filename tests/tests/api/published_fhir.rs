@@ -104,3 +104,57 @@ async fn a_fhir_bundle_that_cannot_be_filed_safely_is_refused_with_where_and_kep
     let portal = app.portal.post(&url).body("{}").send().await.unwrap();
     assert_eq!(portal.status(), 401, "a certificate alone publishes nothing");
 }
+
+/// A trust's FHIR document (a `document` Bundle) is filed with the DocumentReference GP systems
+/// find documents by, carrying the document as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_fhir_document_is_found_by_patient_and_type() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let nhs = "https://fhir.nhs.uk/Id/nhs-number";
+    let gp = app.pki.gp.entry.ods.to_string();
+    let document = json!({
+        "resourceType": "Bundle", "type": "document",
+        "identifier": {"system": "https://trust.example/documents", "value": "D-7"},
+        "timestamp": "2026-11-30T10:15:00+00:00",
+        "entry": [
+            {"fullUrl": "https://trust.example/fhir/Composition/c1", "resource": {
+                "resourceType": "Composition", "id": "c1", "status": "final",
+                "type": {"coding": [{"system": "http://snomed.info/sct", "code": "373942005", "display": "Discharge summary"}]},
+                "subject": {"reference": "Patient/p1"}, "date": "2026-11-30T10:00:00+00:00", "title": "Discharge summary",
+                "author": [{"reference": "Organization/o1"}], "custodian": {"reference": "Organization/o1"},
+                "section": [{"title": "Diagnoses", "entry": [{"reference": "Condition/x1"}]}]}},
+            {"fullUrl": "https://trust.example/fhir/Patient/p1", "resource": {
+                "resourceType": "Patient", "id": "p1", "identifier": [{"system": nhs, "value": "9449305552"}],
+                "generalPractitioner": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": gp}}]}},
+            {"fullUrl": "https://trust.example/fhir/Organization/o1", "resource": {
+                "resourceType": "Organization", "id": "o1", "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "R9Z"}]}},
+            {"fullUrl": "https://trust.example/fhir/Condition/x1", "resource": {
+                "resourceType": "Condition", "id": "x1", "identifier": [{"system": "https://trust.example/dx", "value": "X1"}],
+                "subject": {"reference": "Patient/p1"}, "code": {"coding": [{"system": "http://snomed.info/sct", "code": "195967001", "display": "Asthma"}]}}},
+        ]
+    });
+    let (status, said) = publish(&app, &app.trust, &document).await;
+    assert_eq!(status, 200, "{said}");
+    // The registered practice finds it as GP Connect-style consumers do.
+    let found = app
+        .get(
+            &app.gp,
+            &format!("DocumentReference?patient.identifier={nhs}|9449305552&type=http://snomed.info/sct|373942005&_total=accurate"),
+        )
+        .await;
+    found.assert_status(200);
+    assert_eq!(found.body["total"], 1, "{}", found.text);
+    let reference = &found.body["entry"][0]["resource"];
+    assert_eq!(reference["masterIdentifier"]["value"], "D-7");
+    let carried =
+        base64::engine::general_purpose::STANDARD.decode(reference["content"][0]["attachment"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&carried).unwrap(), document, "the document as it was sent");
+    let composition = app.get(&app.gp, reference["context"]["related"][0]["reference"].as_str().unwrap()).await;
+    composition.assert_status(200);
+    assert_eq!(composition.body["section"][0]["entry"][0]["reference"].as_str().map(|r| r.starts_with("Condition/")), Some(true));
+    // Sent again: nothing doubles.
+    let (status, said) = publish(&app, &app.trust, &document).await;
+    assert_eq!(status, 200, "{said}");
+    assert_eq!(app.stored("DocumentReference").await.0, 1);
+}
