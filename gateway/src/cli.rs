@@ -285,7 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("practice {practice} is not a demo practice (Y90001, Y90002, Y90003)"))?;
             std::fs::create_dir_all(&out)?;
             let indexes: Vec<usize> = (0..patients).collect();
-            if matches!(format, crate::translate::Format::Cda | crate::translate::Format::Itk3) {
+            if format.is_document() {
                 for (name, bytes) in crate::synthetic::discharge::discharge_summaries(format, &indexes) {
                     std::fs::write(out.join(&name), &bytes)?;
                 }
@@ -296,7 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::translate::Format::EmisCsv => crate::synthetic::emis_extract(practice, &indexes, &extracted),
                 crate::translate::Format::SystmOneCsv => crate::synthetic::systmone_extract(practice, &indexes, &extracted),
                 crate::translate::Format::EmisXml => crate::synthetic::emis_open_records(practice, &indexes, &extracted),
-                other => anyhow::bail!("synthetic data is made in emis-csv, emis-xml, systmone-csv, cda and itk3; not {other}"),
+                other => anyhow::bail!("synthetic data is made in emis-csv, emis-xml, systmone-csv, cda, itk3 and fhir; not {other}"),
             };
             for file in files {
                 std::fs::write(out.join(&file.name), &file.bytes)?;

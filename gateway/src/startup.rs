@@ -353,9 +353,10 @@ pub async fn load_demo(application: &Application, patients: usize) -> anyhow::Re
             report.retry
         );
     }
-    // Each patient's discharge summary from their trust: even patients' as CDA, odd as ITK3.
+    // Each patient's discharge summary from their trust, as CDA, ITK3 or R4 in turn.
     for index in 0..patients {
-        let format = if index % 2 == 0 { crate::translate::Format::Cda } else { crate::translate::Format::Itk3 };
+        use crate::translate::Format;
+        let format = [Format::Cda, Format::Itk3, Format::Fhir][index % 3];
         let (name, bytes) = crate::synthetic::discharge::discharge_summaries(format, &[index]).remove(0);
         let state = &application.state;
         match crate::ingest::file_document(&state.fhir, state.ingest.dead_letters(), format, &bytes, None, "demo", false).await {

@@ -1,5 +1,6 @@
 //! Deterministic synthetic discharge summaries from the demo trusts, as legacy CDA (ITK
-//! eDischarge) and as ITK3 FHIR STU3 message Bundles, for the demo region's people (the same
+//! eDischarge), as ITK3 FHIR STU3 message Bundles, and as FHIR R4 document Bundles (a trust
+//! that publishes R4 itself), for the demo region's people (the same
 //! test-range NHS numbers and practices). Each carries admission and discharge, one or two
 //! diagnoses, perhaps a procedure, an allergy (or "no known allergies"), discharge medicines,
 //! and the PRSB sections a GP reads. Every tenth summary records an HIV diagnosis (a sensitive
@@ -126,6 +127,10 @@ pub fn discharge_summaries(format: Format, indexes: &[usize]) -> Vec<(String, Ve
                 Format::Itk3 => (
                     format!("discharge-{}-{}.json", summary.trust.ods, summary.nhs_number),
                     serde_json::to_vec_pretty(&itk3(&summary)).expect("JSON"),
+                ),
+                Format::Fhir => (
+                    format!("discharge-{}-{}.r4.json", summary.trust.ods, summary.nhs_number),
+                    serde_json::to_vec_pretty(&r4_document(&summary)).expect("JSON"),
                 ),
                 _ => (format!("discharge-{}-{}.xml", summary.trust.ods, summary.nhs_number), cda(&summary).into_bytes()),
             }
@@ -455,14 +460,55 @@ fn itk3(s: &Summary) -> Value {
     })
 }
 
+/// The same summary as an R4 document Bundle, as a trust publishing UK Core R4 sends it: the
+/// ITK3 document's resources in their R4 shapes (status codes as CodeableConcepts, the
+/// terminology.hl7.org systems, no STU3-only elements, UK Core profiles), with a timestamp and
+/// no message around it. It carries no DocumentReference: the gateway makes one.
+fn r4_document(s: &Summary) -> Value {
+    let message = itk3(s);
+    let mut document = message["entry"][1]["resource"].clone();
+    let concept = |system: &str, code: &Value| json!({"coding": [{"system": system, "code": code}]});
+    for entry in document["entry"].as_array_mut().into_iter().flatten() {
+        let resource = &mut entry["resource"];
+        let kind = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+        if let Some(object) = resource.as_object_mut() {
+            object.remove("meta");
+            object.remove("taken");
+        }
+        match kind.as_str() {
+            "Condition" => {
+                resource["clinicalStatus"] =
+                    concept("http://terminology.hl7.org/CodeSystem/condition-clinical", &resource["clinicalStatus"]);
+                resource["verificationStatus"] =
+                    concept("http://terminology.hl7.org/CodeSystem/condition-ver-status", &resource["verificationStatus"]);
+                resource["category"][0]["coding"][0]["system"] = json!("http://terminology.hl7.org/CodeSystem/condition-category");
+            }
+            "AllergyIntolerance" => {
+                resource["clinicalStatus"] =
+                    concept("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", &resource["clinicalStatus"]);
+                resource["verificationStatus"] =
+                    concept("http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", &resource["verificationStatus"]);
+            }
+            "Encounter" => resource["class"]["system"] = json!("http://terminology.hl7.org/CodeSystem/v3-ActCode"),
+            _ => {}
+        }
+        if matches!(kind.as_str(), "Patient" | "Composition" | "Condition" | "Encounter" | "AllergyIntolerance" | "MedicationStatement") {
+            resource["meta"] = json!({"profile": [format!("https://fhir.hl7.org.uk/StructureDefinition/UKCore-{kind}")]});
+        }
+    }
+    document.as_object_mut().map(|bundle| bundle.remove("meta"));
+    document["timestamp"] = message["entry"][0]["resource"]["timestamp"].clone();
+    document
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::translate::translate_document;
 
     #[test]
-    fn summaries_are_deterministic_and_translate_in_both_formats() {
-        for format in [Format::Cda, Format::Itk3] {
+    fn summaries_are_deterministic_and_translate_in_every_format() {
+        for format in [Format::Cda, Format::Itk3, Format::Fhir] {
             let first = discharge_summaries(format, &[0, 7]);
             assert_eq!(first, discharge_summaries(format, &[0, 7]), "{format}: same arguments, same bytes");
             for (name, bytes) in &first {

@@ -30,6 +30,19 @@ use super::transaction::{Source, TransactionBuilder, content_digest, derived_id,
 
 const FORMAT: &str = "fhir";
 
+/// The R4 types whose `identifier` is one Identifier, not a list.
+const SINGLE_IDENTIFIER: [&str; 9] = [
+    "AdverseEvent",
+    "Composition",
+    "ConceptMap",
+    "MedicinalProductIngredient",
+    "QuestionnaireResponse",
+    "SpecimenDefinition",
+    "SubstanceSpecification",
+    "TestReport",
+    "TestScript",
+];
+
 /// The identifier system of a URI: how a resource's `fullUrl` is kept as its key.
 const URI: &str = "urn:ietf:rfc:3986";
 
@@ -60,6 +73,7 @@ pub fn translate(bytes: &[u8], received: &str) -> Result<Translated, DocumentErr
     let key = bundle_identifier(&input).unwrap_or_else(|| digest.clone());
     let mut bundle = TransactionBuilder::new(&format!("{FORMAT}:{key}"));
     let labels = input["meta"]["security"].as_array().cloned().unwrap_or_default();
+    let restricted = document_confidentiality(&input, &items);
     let index = Index::of(&items);
 
     // Patients first: every other key is scoped to its patient's.
@@ -78,11 +92,16 @@ pub fn translate(bytes: &[u8], received: &str) -> Result<Translated, DocumentErr
     for (item, key) in items.iter().zip(conditions) {
         let mut resource = item.resource.clone();
         prepare(&mut resource, &labels);
+        if !matches!(item.resource_type(), "Patient" | "Organization" | "Practitioner" | "PractitionerRole" | "Location" | "Medication") {
+            prepare(&mut resource, &restricted);
+        }
         let placeholder = match key.expect("every item is keyed") {
             Key::Ensure(condition) => bundle.ensure(resource, &condition),
             Key::Upsert { condition, added } => {
-                if let Some(identifier) = added {
-                    push(&mut resource, "identifier", identifier);
+                match added {
+                    Some(identifier) if SINGLE_IDENTIFIER.contains(&item.resource_type()) => resource["identifier"] = identifier,
+                    Some(identifier) => push(&mut resource, "identifier", identifier),
+                    None => {}
                 }
                 bundle.upsert(resource, &condition)
             }
@@ -130,8 +149,9 @@ pub fn translate(bytes: &[u8], received: &str) -> Result<Translated, DocumentErr
         },
         &targets,
     );
-    if !labels.is_empty() {
-        record["meta"] = json!({"security": labels});
+    let provenance_labels: Vec<Value> = labels.iter().chain(&restricted).cloned().collect();
+    if !provenance_labels.is_empty() {
+        record["meta"] = json!({"security": provenance_labels});
     }
     bundle.put(record);
     let document = format!("{} {key}", if root_type == "Bundle" { "Bundle" } else { root_type });
@@ -291,6 +311,18 @@ fn document_reference(input: &Value, items: &[Item], bytes: &[u8]) -> Option<Ite
     Some(Item { path: format!("{} (its DocumentReference)", composition.path), full_url, resource: reference })
 }
 
+/// A restricted (`R`) or very restricted (`V`) document's confidentiality, as the label each
+/// of its clinical resources carries (as a discharge document's do): the access rules read
+/// labels, not `Composition.confidentiality`. Not for the Patient, where `R` would mean a
+/// restricted person, nor for reference data.
+fn document_confidentiality(input: &Value, items: &[Item]) -> Vec<Value> {
+    let composition = items.first().filter(|item| input["type"] == "document" && item.resource_type() == "Composition");
+    match composition.and_then(|item| item.resource["confidentiality"].as_str()) {
+        Some(code @ ("R" | "V")) => vec![json!({"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": code})],
+        _ => Vec::new(),
+    }
+}
+
 /// `Type?identifier=…`: the only delete a published Bundle may make.
 fn delete_condition(url: &str, path: &str) -> Result<(String, String), DocumentError> {
     let refuse = || {
@@ -409,7 +441,12 @@ fn key_of(item: &Item, patient: Option<&str>) -> Result<Key, DocumentError> {
     let resource = &item.resource;
     let resource_type = item.resource_type();
     let kind = ResourceType::parse(resource_type).expect("checked when read");
-    let identifiers = resource["identifier"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // A few types hold one identifier, not a list.
+    let identifiers: Vec<&Value> = match &resource["identifier"] {
+        Value::Array(all) => all.iter().collect(),
+        one @ Value::Object(_) => vec![one],
+        _ => Vec::new(),
+    };
     let token = |system: &str, value: &str| format!("{}|{}", query_value(&escape_search(system)), query_value(&escape_search(value)));
     if resource_type == "Patient"
         && let Some(nhs) = identifiers
@@ -699,6 +736,16 @@ mod tests {
         );
         let composition = output.iter().find(|e| e["resource"]["resourceType"] == "Composition").unwrap();
         assert_eq!(composition["resource"]["section"][0]["entry"][0]["reference"], condition["fullUrl"]);
+        assert_eq!(
+            (&composition["request"]["url"], &composition["resource"]["identifier"]),
+            (
+                &json!(format!(
+                    "Composition?identifier=https://trust.example/documents|D-1&patient.identifier={NHS_NUMBER}|9449305552"
+                )),
+                &json!({"system": "https://trust.example/documents", "value": "D-1"})
+            ),
+            "a Composition's one identifier is its key, and stays one"
+        );
         for entry in output {
             let security = entry["resource"]["meta"]["security"].as_array().unwrap();
             assert!(security.iter().any(|label| label["code"] == "R"), "the Bundle's label is on every resource: {entry}");

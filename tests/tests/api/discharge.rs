@@ -26,7 +26,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     let indexes: Vec<usize> = (0..20).collect();
     let validator = conformance::Validator::embedded().unwrap();
     let mut all: Vec<(String, Value)> = Vec::new();
-    for format in [Format::Cda, Format::Itk3] {
+    for format in [Format::Cda, Format::Itk3, Format::Fhir] {
         for (name, bytes) in discharge_summaries(format, &indexes) {
             let mut translated = translate_document(format, &bytes, EPOCH).unwrap_or_else(|e| panic!("{name}: {e}"));
             translated.label(&labels);
@@ -103,7 +103,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
     assert_eq!(translated.organisation.as_deref(), Some(gateway::demo::TRUSTS[0].ods));
 
     // Labels: person 7's summaries record HIV; person 5's are restricted.
-    for format in [Format::Cda, Format::Itk3] {
+    for format in [Format::Cda, Format::Itk3, Format::Fhir] {
         let (_, bytes) = &discharge_summaries(format, &[7])[0];
         let mut hiv = translate_document(format, bytes, EPOCH).unwrap();
         hiv.label(&labels);
@@ -115,7 +115,7 @@ fn synthetic_summaries_become_r4_documents_every_validator_accepts() {
         let restricted = translate_document(format, bytes, EPOCH).unwrap();
         for entry in restricted.bundle["entry"].as_array().unwrap() {
             let resource = &entry["resource"];
-            if matches!(resource["resourceType"].as_str(), Some("Patient" | "Organization" | "Practitioner")) {
+            if matches!(resource["resourceType"].as_str(), Some("Patient" | "Organization" | "Practitioner" | "PractitionerRole")) {
                 continue;
             }
             assert_eq!(resource["meta"]["security"][0]["code"], "R", "{format}: {}", resource["resourceType"]);
