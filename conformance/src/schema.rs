@@ -82,6 +82,17 @@ impl SchemaValidator {
         }
         let nesting = nesting_table(definitions);
         strip_descriptions(&mut schema);
+        // The published schema gives complex types and resources properties but no type, so an
+        // array where one element belongs (`Composition.identifier: [...]`) would pass: JSON
+        // Schema applies `properties` to objects only.
+        for definition in schema["definitions"].as_object_mut().into_iter().flat_map(|all| all.values_mut()) {
+            if let Some(object) = definition.as_object_mut()
+                && object.contains_key("properties")
+                && !object.contains_key("type")
+            {
+                object.insert("type".into(), json!("object"));
+            }
+        }
         schema["definitions"]["ResourceList"] = json!({"type": "object", "required": ["resourceType"]});
         let registry = Registry::new()
             .draft(Draft::Draft6)
@@ -283,6 +294,24 @@ mod tests {
         validator.validate(ResourceType::parse("Parameters").unwrap(), &parameters, &mut report);
         let expressions: Vec<&str> = report.issues.iter().flat_map(|i| i.expression.iter().map(String::as_str)).collect();
         assert_eq!(expressions, vec!["Parameters.parameter[0].part[0].resource.active"]);
+    }
+
+    #[test]
+    fn a_list_where_one_element_belongs_is_refused_and_an_object_where_a_list_belongs_too() {
+        let validator = validator();
+        let composition = ResourceType::parse("Composition").unwrap();
+        let base = json!({"resourceType": "Composition", "status": "final", "type": {"text": "x"}, "date": "2026-01-01",
+            "author": [{"display": "a"}], "title": "t"});
+        assert!(validator.is_valid(composition, &base));
+        let mut listed = base.clone();
+        listed["identifier"] = json!([{"system": "s", "value": "v"}]);
+        let mut report = Report::default();
+        validator.validate(composition, &listed, &mut report);
+        let expressions: Vec<&str> = report.issues.iter().flat_map(|i| i.expression.iter().map(String::as_str)).collect();
+        assert_eq!(expressions, vec!["Composition.identifier"]);
+        let mut single = base.clone();
+        single["author"] = json!({"display": "a"});
+        assert!(!validator.is_valid(composition, &single));
     }
 
     #[test]

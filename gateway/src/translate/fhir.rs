@@ -739,9 +739,7 @@ mod tests {
         assert_eq!(
             (&composition["request"]["url"], &composition["resource"]["identifier"]),
             (
-                &json!(format!(
-                    "Composition?identifier=https://trust.example/documents|D-1&patient.identifier={NHS_NUMBER}|9449305552"
-                )),
+                &json!(format!("Composition?identifier=https://trust.example/documents|D-1&patient.identifier={NHS_NUMBER}|9449305552")),
                 &json!({"system": "https://trust.example/documents", "value": "D-1"})
             ),
             "a Composition's one identifier is its key, and stays one"
