@@ -85,12 +85,18 @@ impl SchemaValidator {
         // The published schema gives complex types and resources properties but no type, so an
         // array where one element belongs (`Composition.identifier: [...]`) would pass: JSON
         // Schema applies `properties` to objects only.
+        // A primitive's extensions (`_given`) are a list aligned with its values, with null
+        // where a value has none: those items stay free to be null.
         for definition in schema["definitions"].as_object_mut().into_iter().flat_map(|all| all.values_mut()) {
-            if let Some(object) = definition.as_object_mut()
-                && object.contains_key("properties")
-                && !object.contains_key("type")
-            {
+            let Some(object) = definition.as_object_mut() else { continue };
+            if object.contains_key("properties") && !object.contains_key("type") {
                 object.insert("type".into(), json!("object"));
+            }
+            for (name, property) in object.get_mut("properties").and_then(Value::as_object_mut).into_iter().flatten() {
+                if name.starts_with('_') && property["type"] == "array" {
+                    let items = property["items"].take();
+                    property["items"] = json!({"anyOf": [items, {"type": "null"}]});
+                }
             }
         }
         schema["definitions"]["ResourceList"] = json!({"type": "object", "required": ["resourceType"]});
@@ -312,6 +318,11 @@ mod tests {
         let mut single = base.clone();
         single["author"] = json!({"display": "a"});
         assert!(!validator.is_valid(composition, &single));
+        // A primitive list's extensions keep their places with null.
+        let patient = ResourceType::parse("Patient").unwrap();
+        let aligned = json!({"resourceType": "Patient", "name": [{"given": ["Ann", "Bea"], "_given": [null, {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}]}]});
+        assert!(validator.is_valid(patient, &aligned));
+        assert!(!validator.is_valid(patient, &json!({"resourceType": "Patient", "name": [{"given": ["Ann"], "_given": [7]}]})));
     }
 
     #[test]

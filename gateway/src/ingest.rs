@@ -17,7 +17,7 @@ use fhir_models::{OdsCode, ResourceType};
 use crate::configuration::MllpSettings;
 use crate::error::ApiError;
 use crate::fhir::FhirService;
-use crate::store::{RejectedInput, SqlStore};
+use crate::store::{RejectedInput, SqlStore, StoredVersion};
 use crate::translate::hl7v2::ack::{AckCode, acknowledgement, unavailable};
 use crate::translate::hl7v2::{self, ErrorCode, Header, Hl7Error, Location, Message};
 
@@ -342,17 +342,15 @@ pub async fn file_extract(
     report.refused.extend(translated.refused.iter().map(|(guid, error)| format!("patient {guid}: {error}")));
     // Patients ready to file, grouped by who publishes them.
     let mut ready: Vec<(crate::enforce::Permitted, Vec<crate::translate::emis::PatientBundle>)> = Vec::new();
-    // Patients whose Type 1 opt-out the extract may change: their Patient key, and publisher.
-    let mut type1: Vec<(String, Requester, String)> = Vec::new();
+    // The practices whose Type 1 opt-outs are brought up to date once the records are filed.
+    let mut practices: Vec<Requester> = Vec::new();
     for patient in translated.patients {
         let place = format!("patient {}", patient.patient_guid);
         let Some(requester) = extract_publisher(&patient, publisher.as_ref(), channel, format, &place, &mut report.refused) else {
             continue;
         };
-        if crate::translate::gp::touches_type1(&patient.bundle)
-            && let Some(condition) = patient_condition(&patient.bundle)
-        {
-            type1.push((place.clone(), requester.clone(), condition));
+        if !practices.contains(&requester) {
+            practices.push(requester.clone());
         }
         match filed_before(fhir, &patient.provenance_id, &patient.digest).await {
             Ok(Some(PriorFiling::Same)) => {
@@ -412,12 +410,12 @@ pub async fn file_extract(
             }
         }
     }
-    // After the records, so that a delta's changes and deletions count; for a re-sent extract
-    // too, so that a run that failed here is made good by running it again.
-    for (place, requester, condition) in type1 {
-        if let Err(error) = reconcile_type1(fhir, &requester, &condition).await {
-            tracing::warn!(%error, "a Type 1 opt-out could not be brought up to date");
-            report.retry.push(format!("{place}: the Type 1 opt-out could not be brought up to date ({error}); run the ingest again"));
+    // After the records, so that a delta's changes, recodings and deletions count; for every
+    // extract, a re-sent one too, so that a run that failed here is made good by running again.
+    for requester in practices {
+        if let Err(error) = reconcile_type1(fhir, &requester).await {
+            tracing::warn!(%error, "Type 1 opt-outs could not be brought up to date");
+            report.retry.push(format!("the practice's Type 1 opt-outs could not be brought up to date ({error}); run the ingest again"));
         }
     }
     Ok(report)
@@ -451,49 +449,67 @@ fn extract_publisher(
     }
 }
 
-/// The search that finds a patient's Patient: the condition its transaction upserts it on.
-fn patient_condition(bundle: &serde_json::Value) -> Option<String> {
-    bundle["entry"].as_array()?.iter().find_map(|entry| {
-        let url = entry["request"]["url"].as_str()?;
-        (entry["resource"]["resourceType"] == "Patient").then(|| url.strip_prefix("Patient?").map(str::to_owned)).flatten()
-    })
+/// Every current resource a search matches, page after page.
+async fn search_all(fhir: &FhirService, resource_type: ResourceType, params: &[(String, String)]) -> Result<Vec<StoredVersion>, ApiError> {
+    let mut query = crate::fhir::parse_search(resource_type, params, &fhir.limits, crate::fhir::Handling::Strict)?.query;
+    let mut all = Vec::new();
+    loop {
+        let page = fhir.store.search(&query).await?;
+        all.extend(page.matches);
+        if !page.more_after || page.last.is_none() {
+            return Ok(all);
+        }
+        query.position = page.last;
+    }
 }
 
-/// Bring a patient's Type 1 opt-out at the publisher's practice up to date with the records
-/// the practice has filed (docs/information-governance.md, "Patient consent directives"): the
-/// latest opt-out or withdrawal code among them decides the Consent the access rules read. From
-/// the stored records, not one extract's rows, since an extract may be a delta.
-async fn reconcile_type1(fhir: &FhirService, requester: &Requester, patient_condition: &str) -> Result<(), ApiError> {
-    use crate::fhir::{Handling, parse_query_string, parse_search};
+/// Bring the Type 1 opt-outs at the publisher's practice up to date with the records the
+/// practice has filed (docs/information-governance.md, "Patient consent directives"): for each
+/// patient, the latest opt-out or withdrawal code among them decides the Consent the access
+/// rules read, and a Consent whose codes are gone is made inactive. From every record the
+/// practice filed, not one extract's rows: an extract may be a delta that recodes or deletes a
+/// row. Only changed Consents are written.
+async fn reconcile_type1(fhir: &FhirService, requester: &Requester) -> Result<(), ApiError> {
     use crate::translate::gp;
     let Some(practice) = requester.client.as_ref().map(|client| client.ods.to_string()) else { return Ok(()) };
     let type_of = |name: &str| ResourceType::parse(name).expect("an R4 type");
     let internal = |error: serde_json::Error| ApiError::Internal(error.into());
-    let query = parse_search(type_of("Patient"), &parse_query_string(patient_condition), &fhir.limits, Handling::Strict)?.query;
-    for patient in fhir.store.search(&query).await?.matches {
-        let mut records = Vec::new();
-        for type_name in ["Observation", "Condition"] {
-            let params = [
-                ("patient".to_owned(), format!("Patient/{}", patient.id)),
-                ("code".to_owned(), gp::TYPE1_CODE_SEARCH.to_owned()),
-                ("_count".to_owned(), fhir.limits.max_count.to_string()),
-            ];
-            let query = parse_search(type_of(type_name), &params, &fhir.limits, Handling::Strict)?.query;
-            for version in fhir.store.search(&query).await?.matches {
-                if version.source_org.as_deref() == Some(practice.as_str())
-                    && let Some(content) = &version.content
-                {
-                    records.push(serde_json::from_slice::<serde_json::Value>(content).map_err(internal)?);
-                }
+    let own = |version: &StoredVersion| version.source_org.as_deref() == Some(practice.as_str());
+    let count = ("_count".to_owned(), fhir.limits.max_count.to_string());
+    // The coded records, by patient.
+    let mut coded: std::collections::BTreeMap<String, Vec<serde_json::Value>> = std::collections::BTreeMap::new();
+    for type_name in ["Observation", "Condition"] {
+        let params = [("code".to_owned(), gp::TYPE1_CODE_SEARCH.to_owned()), count.clone()];
+        for version in search_all(fhir, type_of(type_name), &params).await?.into_iter().filter(own) {
+            let Some(content) = &version.content else { continue };
+            let record: serde_json::Value = serde_json::from_slice(content).map_err(internal)?;
+            let patient = record["subject"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(str::to_owned);
+            if let Some(patient) = patient {
+                coded.entry(patient).or_default().push(record);
             }
         }
-        let state = gp::type1_state(&records);
-        let consent_type = type_of("Consent");
-        let id = crate::translate::transaction::derived_id("type1", &format!("{practice}|{}", patient.id));
-        if state.is_none() && fhir.store.read(consent_type, &id).await?.is_none_or(|stored| stored.deleted) {
+    }
+    // The wishes the practice's codes made before, by patient.
+    let mut held: std::collections::BTreeMap<String, serde_json::Value> = std::collections::BTreeMap::new();
+    let params = [("identifier".to_owned(), format!("{}|", gp::TYPE1_IDENTIFIER)), count];
+    for version in search_all(fhir, type_of("Consent"), &params).await?.into_iter().filter(own) {
+        let Some(content) = &version.content else { continue };
+        let wish: serde_json::Value = serde_json::from_slice(content).map_err(internal)?;
+        if let Some(patient) = wish["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")) {
+            held.insert(patient.to_owned(), wish);
+        }
+    }
+    let patients: std::collections::BTreeSet<&String> = coded.keys().chain(held.keys()).collect();
+    let consent_type = type_of("Consent");
+    for patient in patients {
+        let state = coded.get(patient).and_then(gp::type1_state);
+        let id = crate::translate::transaction::derived_id("type1", &format!("{practice}|{patient}"));
+        let wish = gp::type1_consent(&id, patient, &practice, state);
+        let unchanged =
+            held.get(patient).is_some_and(|before| before["status"] == wish["status"] && before["dateTime"] == wish["dateTime"]);
+        if unchanged {
             continue;
         }
-        let wish = gp::type1_consent(&id, &patient.id, Some(&practice), state);
         let permit = crate::enforce::authorize(requester.clone(), Interaction::Update, Some(consent_type))?;
         let validated = crate::fhir::prepare(fhir, serde_json::to_vec(&wish).map_err(internal)?, Some(consent_type)).await?;
         crate::fhir::update(fhir, &permit, consent_type, &id, validated, None).await?;

@@ -65,7 +65,7 @@ pub fn translate(bytes: &[u8], received: &str) -> Result<Translated, DocumentErr
     if items.is_empty() && deletes.is_empty() {
         return Err(fail("Bundle.entry", "the Bundle holds no resources to file"));
     }
-    if let Some(reference) = document_reference(&input, &items, bytes) {
+    if let Some(reference) = document_reference(&input, &items) {
         items.push(reference);
     }
 
@@ -236,19 +236,22 @@ fn read_bundle(
 
 /// A `document` Bundle that carries no DocumentReference gets one, as a discharge document does,
 /// so that GP systems find it by patient and type: it describes the Composition (type, subject,
-/// authors, custodian, date, encounter), relates to it, carries the whole document as received
-/// (`application/fhir+json`) and the labels of every entry, since the original repeats them all.
-/// Keyed on the document's identifier (`Bundle.identifier`); none without one, or without a
-/// Composition first.
-fn document_reference(input: &Value, items: &[Item], bytes: &[u8]) -> Option<Item> {
-    use base64::Engine;
+/// authors, custodian, date, encounter) and relates to it, where the reader gets the document
+/// as the access rules let them see it. It does not carry the Bundle as sent: a sender's
+/// Composition need not name every entry, and an entry it does not name (another patient's
+/// record, a result still held back, a restricted patient's address) would go out unchecked.
+/// Keyed on the Composition's version-independent identifier, else the Bundle's; none without
+/// either (with a system), or without a Composition first.
+fn document_reference(input: &Value, items: &[Item]) -> Option<Item> {
     if input["resourceType"] != "Bundle" || input["type"] != "document" || items.iter().any(|i| i.resource_type() == "DocumentReference") {
         return None;
     }
     let composition = items.first().filter(|item| item.resource_type() == "Composition")?;
-    let identifier = input["identifier"].clone();
-    identifier["value"].as_str()?;
     let source = &composition.resource;
+    let identifier = [&source["identifier"], &input["identifier"]]
+        .into_iter()
+        .find(|identifier| identifier["system"].is_string() && identifier["value"].is_string())?
+        .clone();
     // Where the Composition is, as its own entries would name it.
     let (related, full_url) = match (&composition.full_url, source["id"].as_str()) {
         (Some(url), id) => (url.clone(), base_of(url).map(|base| format!("{base}DocumentReference/{}", id.unwrap_or("document")))),
@@ -256,10 +259,7 @@ fn document_reference(input: &Value, items: &[Item], bytes: &[u8]) -> Option<Ite
         (None, None) => return None,
     };
     let retracted = source["status"] == "entered-in-error";
-    let mut attachment = json!({
-        "contentType": "application/fhir+json",
-        "data": base64::engine::general_purpose::STANDARD.encode(bytes),
-    });
+    let mut attachment = json!({"contentType": "application/fhir+json"});
     let mut reference = json!({
         "resourceType": "DocumentReference",
         "meta": {"profile": ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference"]},
@@ -751,7 +751,8 @@ mod tests {
         assert_eq!(output.last().unwrap()["resource"]["recorded"], "2026-11-30T10:15:00+00:00");
         assert!(first.source_codings.iter().any(|(_, code)| code == "86406008"), "the document is labelled by what its entries say");
 
-        // A document gets the DocumentReference GP systems find it by, carrying it as received.
+        // A document gets the DocumentReference GP systems find it by, pointing at the Composition
+        // (not carrying the Bundle as sent, whose unnamed entries no rule would check).
         let reference = output.iter().find(|e| e["resource"]["resourceType"] == "DocumentReference").expect("a DocumentReference");
         assert_eq!(
             reference["request"]["url"],
@@ -765,13 +766,8 @@ mod tests {
             (&resource["status"], &resource["docStatus"], &resource["date"]),
             (&json!("current"), &json!("final"), &json!("2026-11-30T10:15:00+00:00"))
         );
-        use base64::Engine;
         let attachment = &resource["content"][0]["attachment"];
-        let carried = base64::engine::general_purpose::STANDARD.decode(attachment["data"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            (attachment["contentType"].as_str(), carried),
-            (Some("application/fhir+json"), serde_json::to_vec(&uk_collection()).unwrap())
-        );
+        assert_eq!(attachment, &json!({"contentType": "application/fhir+json", "title": "Discharge summary", "creation": "2026-11-30"}));
         // Not for other Bundles, nor when the document brings its own.
         let mut collection = uk_collection();
         collection["type"] = json!("collection");

@@ -179,22 +179,14 @@ pub fn rows_digest(patient: &Row, rows: &[(&str, &Row)]) -> String {
 /// withdrawal coded otherwise is not recognised, so the opt-out stands.
 pub const TYPE1_OPT_OUT: [&str; 3] = ["9Nu0", "XaZ89", "827241000000103"];
 pub const TYPE1_WITHDRAWN: [&str; 1] = ["9Nu1"];
+/// The identifier system of the Consents a practice's Type 1 codes make (value: practice|Patient).
+pub const TYPE1_IDENTIFIER: &str = "urn:hie:type-1-opt-out";
 /// The `code` search for both, as extracts write them (Read codes dot-padded to five characters).
 pub const TYPE1_CODE_SEARCH: &str = "9Nu0,9Nu0.,XaZ89,827241000000103,9Nu1,9Nu1.";
 
 fn coded(resource: &Value, codes: &[&str]) -> bool {
     let listed = |code: &str| codes.contains(&code.trim_end_matches('.'));
     resource["code"]["coding"].as_array().is_some_and(|codings| codings.iter().any(|c| c["code"].as_str().is_some_and(listed)))
-}
-
-/// Whether filing this patient's transaction may change their Type 1 opt-out: it writes a
-/// record coded as one (or its withdrawal), or deletes a coded record (which may have been one).
-pub fn touches_type1(bundle: &Value) -> bool {
-    bundle["entry"].as_array().into_iter().flatten().any(|entry| {
-        let deletes = entry["request"]["method"] == "DELETE"
-            && entry["request"]["url"].as_str().is_some_and(|url| url.starts_with("Observation?") || url.starts_with("Condition?"));
-        deletes || coded(&entry["resource"], &TYPE1_OPT_OUT) || coded(&entry["resource"], &TYPE1_WITHDRAWN)
-    })
 }
 
 /// A patient's Type 1 opt-out as a practice's records say it: the latest of the opt-out and
@@ -227,21 +219,19 @@ pub fn type1_state<'a>(records: impl IntoIterator<Item = &'a Value>) -> Option<(
 
 /// The sharing wish (docs/information-governance.md) a practice's Type 1 opt-out is: a
 /// patient-privacy Consent denying the secondary uses what the practice (`practice_ods`)
-/// recorded — everything, when the practice has no ODS code — active while opted out, inactive
-/// once withdrawn or no longer coded.
-pub fn type1_consent(id: &str, patient_id: &str, practice_ods: Option<&str>, state: Option<(bool, Option<String>)>) -> Value {
+/// recorded, active while opted out, inactive once withdrawn or no longer coded.
+pub fn type1_consent(id: &str, patient_id: &str, practice_ods: &str, state: Option<(bool, Option<String>)>) -> Value {
     let reason = |code: &str| json!({"system": consent::directives::ACT_REASON, "code": code});
     let mut provision = json!({"type": "deny", "purpose": [reason("HOPERAT"), reason("HRESCH"), reason("PUBHLTH")]});
-    if let Some(ods) = practice_ods {
-        provision["actor"] = json!([{
-            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}]},
-            "reference": {"identifier": {"system": ODS_ORGANIZATION_CODE, "value": ods}},
-        }]);
-    }
+    provision["actor"] = json!([{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}]},
+        "reference": {"identifier": {"system": ODS_ORGANIZATION_CODE, "value": practice_ods}},
+    }]);
     let (opted_out, date) = state.unwrap_or((false, None));
     let mut wish = json!({
         "resourceType": "Consent",
         "id": id,
+        "identifier": [{"system": TYPE1_IDENTIFIER, "value": format!("{practice_ods}|{patient_id}")}],
         "status": if opted_out { "active" } else { "inactive" },
         "scope": {"coding": [{"system": consent::directives::CONSENT_SCOPE_SYSTEM, "code": consent::directives::PATIENT_PRIVACY}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-6", "display": "Consent Document"}]}],
@@ -284,7 +274,7 @@ mod tests {
 
     #[test]
     fn the_wish_is_read_as_a_deny_of_the_secondary_uses_of_what_the_practice_recorded() {
-        let wish = type1_consent("t1", "p1", Some("A81001"), Some((true, Some("2019-05-01".into()))));
+        let wish = type1_consent("t1", "p1", "A81001", Some((true, Some("2019-05-01".into()))));
         assert_eq!((&wish["status"], &wish["dateTime"]), (&json!("active"), &json!("2019-05-01")));
         let rows = consent::directives::directive_rows(&wish).unwrap();
         let mut purposes: Vec<&str> = rows.iter().filter_map(|row| row.purpose.as_deref()).collect();
@@ -293,21 +283,9 @@ mod tests {
         assert!(rows.iter().all(|row| row.source.as_deref() == Some("A81001") && row.recipient.is_none() && row.class.is_none()));
         // Withdrawn or no longer coded: in force nowhere.
         for state in [Some((false, Some("2022-02-01".into()))), None] {
-            let withdrawn = type1_consent("t1", "p1", Some("A81001"), state);
+            let withdrawn = type1_consent("t1", "p1", "A81001", state);
             assert_eq!(withdrawn["status"], "inactive");
             assert!(consent::directives::directive_rows(&withdrawn).unwrap().is_empty());
         }
-        // A practice without an ODS code: every source is covered.
-        assert!(type1_consent("t1", "p1", None, Some((true, None)))["provision"].get("actor").is_none());
-    }
-
-    #[test]
-    fn a_transaction_touches_the_opt_out_when_it_codes_one_or_deletes_a_coded_record() {
-        let entry = |resource: Value| json!({"resource": resource, "request": {"method": "PUT", "url": "Observation?identifier=x|1"}});
-        let delete = |url: &str| json!({"request": {"method": "DELETE", "url": url}});
-        let bundle = |entries: Vec<Value>| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-        assert!(!touches_type1(&bundle(vec![entry(coded("H33..", None)), delete("MedicationStatement?identifier=x|2")])));
-        assert!(touches_type1(&bundle(vec![entry(coded("9Nu1.", None))])));
-        assert!(touches_type1(&bundle(vec![delete("Observation?identifier=x|3")])));
     }
 }

@@ -217,5 +217,20 @@ async fn a_type_1_opt_out_in_a_gp_extract_keeps_the_practice_record_from_researc
     let (from_one_practice, read) = used(twenty_nine).await;
     assert!(0 < from_one_practice && from_one_practice < both_practices, "{from_one_practice} of {both_practices}");
     assert_eq!(read, 404, "the Patient was filed by the practice the opt-out is at");
-    assert_eq!(used(nine).await, (0, 404));
+    assert_eq!(used(nine.clone()).await, (0, 404));
+
+    // Patient 9's opt-out row at the first practice is recoded (it was entered against the wrong
+    // code): nothing there says opted out any more, so what that practice recorded is used again;
+    // the other practice's opt-out still stands.
+    let mut recoded = gateway::synthetic::emis_extract(&PRACTICES[0], &indexes, "20260303120000");
+    let observations = recoded.iter_mut().find(|file| file.name.contains("CareRecord_Observation")).unwrap();
+    let text = String::from_utf8(observations.bytes.clone()).unwrap();
+    let changed = text.replace(",1011,", ",1006,");
+    assert_ne!(changed, text, "the opt-out rows are in the extract");
+    observations.bytes = changed.into_bytes();
+    let report = gateway::ingest::file_extract(&app.fhir, Format::EmisCsv, &recoded, &maps, None, "test").await.unwrap();
+    assert!(report.refused.is_empty() && report.retry.is_empty(), "{report:?}");
+    let (from_one_practice, read) = used(nine).await;
+    assert!(from_one_practice > 0, "the first practice's records are used again");
+    assert_eq!(read, 200, "the Patient was filed by the first practice");
 }
