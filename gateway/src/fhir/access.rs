@@ -480,6 +480,17 @@ async fn document_is_partial(
     if !index.decide(scope, &facts).is_visible() {
         return Ok(true);
     }
+    // The original names its patients as it was sent: whoever sees a restricted patient's record
+    // redacted (address, telecom, practice) does not get it, since it cannot be redacted.
+    let patient_type = ResourceType::parse("Patient").expect("an R4 type");
+    for patient in &facts.patients {
+        let Some(version) = service.store.read(patient_type, patient).await?.filter(|version| !version.deleted) else { continue };
+        if let Parsed::Facts(patient_facts) = service.resource_facts.facts(&service.policy.access, &version)
+            && matches!(index.decide(scope, &patient_facts), Visibility::Visible { redact: true })
+        {
+            return Ok(true);
+        }
+    }
     let Some(Ok(mut value)) = composition.content.as_deref().map(serde_json::from_slice::<Value>) else { return Ok(true) };
     withhold_sections(service, scope, &index, &mut value).await
 }

@@ -209,3 +209,52 @@ async fn a_publisher_may_not_change_or_delete_a_record_it_may_not_see() {
     assert!(refused >= 6, "{refused}");
     assert!(events.iter().any(|event| event.to_string().contains("reference-not-shared")));
 }
+
+/// A document's original names its patient as it was sent: for a restricted patient (S-flag) it
+/// is released only to those who see the patient unredacted (the registered practice), not to
+/// others who may read every entry — not even the trust that published it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_patient_s_document_original_stays_with_their_practice() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    app.register_fixture_patients_with_the_gp().await;
+    let mut patient = tests::fixture("resources/Patient.json");
+    patient["meta"] = json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]});
+    patient["address"] = json!([{"line": ["1 Hidden Lane"], "city": "Leeds"}]);
+    let patient_id = app.create(&patient).await;
+    let subject = json!({"reference": format!("Patient/{patient_id}")});
+    let condition = app
+        .create(&json!({"resourceType": "Condition", "subject": subject,
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "195967001", "display": "Asthma"}]}}))
+        .await;
+    let composition = app
+        .create(&json!({"resourceType": "Composition", "status": "final", "type": {"text": "Discharge summary"},
+            "subject": subject, "date": "2026-11-30", "author": [{"display": "Dr Who"}], "title": "Discharge summary",
+            "section": [{"title": "Diagnoses", "entry": [{"reference": format!("Condition/{condition}")}]}]}))
+        .await;
+    let original = base64::engine::general_purpose::STANDARD.encode("<ClinicalDocument>1 Hidden Lane</ClinicalDocument>");
+    let reference = app
+        .create(&json!({"resourceType": "DocumentReference", "status": "current", "subject": subject,
+            "content": [{"attachment": {"contentType": "application/hl7-v3+xml", "data": original}}],
+            "context": {"related": [{"reference": format!("Composition/{composition}")}]}}))
+        .await;
+    let binary = app
+        .create(&json!({"resourceType": "Binary", "contentType": "application/hl7-v3+xml", "data": original,
+            "securityContext": {"reference": format!("Composition/{composition}")}}))
+        .await;
+
+    // The practice sees the patient whole, and the original with them.
+    let at_practice = app.get(&app.gp, &format!("DocumentReference/{reference}")).await;
+    at_practice.assert_status(200);
+    assert!(at_practice.body["content"][0]["attachment"]["data"].is_string(), "{}", at_practice.text);
+    app.get(&app.gp, &format!("Binary/{binary}")).await.assert_status(200);
+    // The trust sees the patient redacted: the record, but not the original.
+    app.get(&app.trust, &format!("Composition/{composition}")).await.assert_status(200);
+    let redacted = app.get(&app.trust, &format!("Patient/{patient_id}")).await;
+    assert!(redacted.body.get("address").is_none(), "{}", redacted.text);
+    let at_trust = app.get(&app.trust, &format!("DocumentReference/{reference}")).await;
+    at_trust.assert_status(200);
+    assert!(at_trust.body["content"][0]["attachment"].get("data").is_none(), "{}", at_trust.text);
+    assert!(!at_trust.text.contains("Hidden Lane") && !at_trust.text.contains(&original));
+    app.get(&app.trust, &format!("Binary/{binary}")).await.assert_status(404);
+}

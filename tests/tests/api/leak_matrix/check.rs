@@ -409,7 +409,8 @@ impl Runner<'_> {
             return vec![];
         };
         let whole = case.view.visible[composition]
-            && self.oracle.entries_of(composition).into_iter().all(|entry| entry.is_some_and(|index| case.view.visible[index]));
+            && self.oracle.entries_of(composition).into_iter().all(|entry| entry.is_some_and(|index| case.view.visible[index]))
+            && self.oracle.original_shows_patients(&self.requesters[case.requester].who, composition);
         let attached = resource["content"][0]["attachment"].get("data").is_some();
         let warned = resource["extension"].as_array().into_iter().flatten().any(|extension| extension["valueCode"] == WARNING_CODE);
         let mut problems = Vec::new();

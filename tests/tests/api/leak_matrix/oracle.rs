@@ -562,6 +562,13 @@ impl<'w> Oracle<'w> {
 
     fn entries_visible(&self, who: &Who, composition: usize, claim: &Claim, depth: usize) -> bool {
         self.entries_of(composition).into_iter().all(|entry| entry.is_some_and(|index| self.visible_within(who, index, claim, depth + 1)))
+            && self.original_shows_patients(who, composition)
+    }
+
+    /// A document's original names its patients as sent: not for a requester who sees one of
+    /// them redacted (a restricted patient, outside their practice).
+    pub fn original_shows_patients(&self, who: &Who, composition: usize) -> bool {
+        self.compartment(composition).iter().all(|patient| !self.hides_restricted_details(who, patient))
     }
 
     /// visible(requester, r), with `claim` the patients a self-claim covers in this request.
