@@ -558,15 +558,17 @@ impl AuditKey {
 }
 
 /// Write `contents` to a new file readable by this user only; `false` when the file exists.
+/// Written whole to a file of its own first, then linked into place (which fails if the file
+/// exists), so another process never reads a key half-written.
 fn create_secret(path: &std::path::Path, contents: &str) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut file) => {
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()?;
-            Ok(true)
-        }
+    let draft = path.with_extension(format!("new-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&draft)?;
+    let written = file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    match written {
+        Ok(()) => Ok(true),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(error) => Err(error),
     }
@@ -915,6 +917,15 @@ mod tests {
     fn the_key_is_made_once_kept_private_and_refused_when_short_or_missing() {
         let dir = tempfile::tempdir().unwrap();
         let settings = crate::configuration::AuditSettings { key_file: dir.path().join("keys/audit.key"), generate_key: true };
+        // Instances starting at once end up with one key between them.
+        let racing: Vec<AuditKey> = std::thread::scope(|threads| {
+            let started: Vec<_> = (0..4).map(|_| threads.spawn(|| AuditKey::load(&settings).unwrap())).collect();
+            started.into_iter().map(|thread| thread.join().unwrap()).collect()
+        });
+        let tags: std::collections::BTreeSet<String> = racing.iter().map(|key| chain_hash(key, GENESIS, 1, 1, "x")).collect();
+        assert_eq!(tags.len(), 1, "one key");
+        let leftovers = std::fs::read_dir(settings.key_file.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1, "no drafts left beside the key");
         let made = AuditKey::load(&settings).unwrap();
         let again = AuditKey::load(&settings).unwrap();
         assert_eq!(chain_hash(&made, GENESIS, 1, 1, "x"), chain_hash(&again, GENESIS, 1, 1, "x"), "the same key, read back");
