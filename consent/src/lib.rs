@@ -73,8 +73,11 @@ pub fn decide_interaction(requester: &Requester, interaction: Interaction, resou
             Decision::Permit { rule: Rule::PatientSelfAccess }
         }
         Principal::Clinician(Clinician { purpose, .. }, _) | Principal::System(SystemUser { purpose, .. }, _) => {
+            let research_client = requester.client.as_ref().is_some_and(|client| !client.secondary_uses.is_empty());
             if !purpose.is_secondary() {
-                return Decision::Permit { rule: Rule::TokenScopes };
+                // A certificate registered for secondary use is for that alone: an extraction
+                // service does not also act for direct care, where no opt-out applies.
+                return if research_client { deny(Rule::SecondaryUse, AccessDenied) } else { Decision::Permit { rule: Rule::TokenScopes } };
             }
             // Beyond direct care: only a client approved for that purpose, and only reading (a
             // batch could carry writes). Which records is decided per patient: their opt-outs.
@@ -272,6 +275,13 @@ mod tests {
                 "{interaction:?}"
             );
         }
+        // and for nothing else: not direct care, where the opt-outs do not apply
+        let mut carer = researcher.clone();
+        carer.principal = Some(clinician("R1A", "user/*.cruds", PurposeOfUse::Treatment));
+        assert_eq!(
+            denied_by(decide_interaction(&carer, Interaction::Read, ty("Observation"))),
+            Some((Rule::SecondaryUse, DenyCode::AccessDenied))
+        );
         // approved for research is not approved for planning
         let mut planner = researcher.clone();
         planner.principal = Some(clinician("R1A", "user/*.cruds", PurposeOfUse::Operations));

@@ -90,7 +90,8 @@ fn forbidden_message(rule: Rule, interaction: Interaction, resource_type: Option
         }
         Rule::SecondaryUse => format!(
             "secondary-use purposes (HOPERAT, HRESCH, PUBHLTH) are served only to clients registered for that purpose, and only \
-             for reading (read, vread, search, $everything, a resource's history); not {interaction} on {target}"
+             for reading (read, vread, search, $everything, a resource's history); a client registered for secondary use serves \
+             nothing else; not {interaction} on {target} for this token's purpose"
         ),
         Rule::BearerToken | Rule::TokenClaims => format!("{interaction} on {target} is not permitted for this requester"),
     }

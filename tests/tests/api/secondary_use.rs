@@ -129,6 +129,9 @@ async fn secondary_use_honours_the_national_and_type_1_opt_outs() {
     let refused = app.get(&planner, "Observation").await;
     refused.assert_status(403).assert_outcome();
     assert!(refused.text.contains("secondary-use"), "{}", refused.text);
+    // The research unit's certificate serves research only, not direct care.
+    let carer = tests::https_client_with_token(&app.pki, Some(&unit), Some(&token("TREAT")));
+    app.get(&carer, &format!("Patient/{open}")).await.assert_status(403);
     let gp_research = app.issuers.clinician.mint(
         tests::TEST_AUDIENCE,
         "gp-1",
