@@ -503,7 +503,12 @@ async fn reconcile_type1(fhir: &FhirService, requester: &Requester) -> Result<()
     let consent_type = type_of("Consent");
     for patient in patients {
         let state = coded.get(patient).and_then(gp::type1_state);
-        let id = crate::translate::transaction::derived_id("type1", &format!("{practice}|{patient}"));
+        // Its own id when it exists, else a new random one: an id derived from practice and
+        // patient would let anyone probe by PUT whether a patient has a Type 1 opt-out there.
+        let id = match held.get(patient).and_then(|before| before["id"].as_str()) {
+            Some(id) => id.to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let wish = gp::type1_consent(&id, patient, &practice, state);
         let unchanged =
             held.get(patient).is_some_and(|before| before["status"] == wish["status"] && before["dateTime"] == wish["dateTime"]);

@@ -217,6 +217,7 @@ async fn a_type_1_opt_out_in_a_gp_extract_keeps_the_practice_record_from_researc
     let report = gateway::ingest::file_extract(&app.fhir, Format::EmisCsv, &delta, &maps, None, "test").await.unwrap();
     assert!(report.refused.is_empty() && report.retry.is_empty(), "{report:?}");
     assert_eq!(app.stored("Consent?status=active").await.0, 3);
+    assert_eq!(app.stored("Consent").await.0, 4, "each practice's wish for a patient is updated in place, not added to");
     let (from_one_practice, read) = used(twenty_nine).await;
     assert!(0 < from_one_practice && from_one_practice < both_practices, "{from_one_practice} of {both_practices}");
     assert_eq!(read, 404, "the Patient was filed by the practice the opt-out is at");
